@@ -1,0 +1,3 @@
+from neurolens.cli import main
+
+raise SystemExit(main())

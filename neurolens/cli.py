@@ -1,0 +1,292 @@
+"""The neurolens command line. Errors print one line to stderr (exit 2 for bad input)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from neurolens import __version__
+from neurolens.errors import InputError, NeurolensError
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def read_prompts(path: str) -> list[str]:
+    """Text lines, or JSONL with a ``prompt`` field (blank lines skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"prompts file not found: {path}")
+    try:
+        lines = p.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file") from None
+    rows = [ln for ln in lines if ln.strip()]
+    if not rows:
+        raise InputError(f"{path}: no prompts in the file")
+    if all(r.lstrip().startswith("{") for r in rows):
+        out = []
+        for n, ln in enumerate(lines, 1):
+            if not ln.strip():
+                continue
+            try:
+                d = json.loads(ln)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{n}: malformed JSON ({e.msg})") from None
+            if not isinstance(d, dict) or not isinstance(d.get("prompt"), str):
+                raise InputError(f"{path}:{n}: expected an object with a 'prompt' string")
+            out.append(d["prompt"])
+        return out
+    return [r.replace("\\n", "\n") for r in rows]
+
+
+def _prompts(args) -> list[str]:
+    if getattr(args, "prompt", None) is not None and getattr(args, "prompts", None):
+        raise InputError("give --prompt or --prompts, not both")
+    if getattr(args, "prompt", None) is not None:
+        return [args.prompt.replace("\\n", "\n")]
+    if getattr(args, "prompts", None):
+        return read_prompts(args.prompts)
+    raise InputError("no prompt: give --prompt TEXT or --prompts FILE")
+
+
+def _load(args):
+    from neurolens.engine.loading import load
+    lm = load(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
+              trust_remote_code=args.trust_remote_code)
+    for n in getattr(lm, "notes", []):
+        print(f"note: {n}", file=sys.stderr)
+    return lm
+
+
+def _edits(lm, path: str | None):
+    if not path:
+        return None
+    from neurolens.spec.edits import EditSet
+    edits = EditSet.load(path)
+    for w in lm.check_edits(edits):
+        print(f"warning: {w}", file=sys.stderr)
+    return edits
+
+
+def _emit(args, payload, text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2))
+    else:
+        print(text)
+
+
+# -- commands --------------------------------------------------------------------------------------
+def cmd_info(args) -> int:
+    lm = _load(args)
+    sites = lm.sites()
+    payload = {"name_or_path": lm.name_or_path, "kind": lm.kind, "model_type": lm.model_type,
+               "n_layers": lm.n_layers, "n_params": lm.n_params(), "fingerprint": lm.fingerprint,
+               "device": str(lm.device), "sites": sites, "notes": lm.notes,
+               "base_edits": len(lm.base_edits)}
+    if not sites:
+        payload["modules"] = [n for n, _ in lm.hf.named_modules() if n][:400]
+    lines = [f"{lm.name_or_path}", f"  architecture  {lm.model_type} ({lm.kind})",
+             f"  layers        {lm.n_layers}", f"  parameters    {lm.n_params() / 1e6:.2f}M",
+             f"  fingerprint   {lm.fingerprint}", f"  device        {lm.device}"]
+    kinds: dict[str, int] = {}
+    for s, w in sites.items():
+        kinds.setdefault(s.split(".", 2)[2], w)
+    if sites:
+        lines.append("  sites (per layer, blocks.{l}.<kind>):")
+        lines += [f"    {k:22s} width {w}" for k, w in kinds.items()]
+    else:
+        lines.append("  no canonical sites; native module paths:")
+        lines += [f"    {m}:output" for m in payload["modules"][:40]]
+    lines += [f"  note: {n}" for n in lm.notes]
+    _emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def cmd_capture(args) -> int:
+    prompts = _prompts(args)
+    lm = _load(args)
+    edits = _edits(lm, args.edits)
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"--out must end in .safetensors, got {args.out}")
+    if out.parent and not out.parent.exists():
+        raise InputError(f"folder {out.parent} does not exist")
+    sites = args.site or ["blocks.*.mlp.hook_post"]
+
+    def progress(done, total):
+        if not args.quiet and sys.stderr.isatty():
+            print(f"\rcapturing {done}/{total} prompts", end="", file=sys.stderr, flush=True)
+    cap = lm.capture(prompts, sites, reduce=args.reduce, edits=edits, batch_size=args.batch_size,
+                     out=out, progress=progress)
+    if sys.stderr.isatty() and not args.quiet:
+        print(file=sys.stderr)
+    n_tok = sum(len(t) for t in cap.tokens)
+    payload = {"out": str(out), "sites": cap.sites, "prompts": len(prompts), "tokens": n_tok,
+               "reduce": args.reduce, "bytes": out.stat().st_size}
+    _emit(args, payload, f"captured {len(cap.sites)} site(s) x {len(prompts)} prompt(s) "
+          f"({n_tok} tokens, reduce={args.reduce}) -> {out} "
+          f"({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _gen_kwargs(args) -> dict:
+    if args.max_new_tokens < 0:
+        raise InputError("--max-new-tokens must be >= 0")
+    return {"max_new_tokens": args.max_new_tokens, "seed": args.seed,
+            "do_sample": args.sample, "temperature": args.temperature,
+            "stop": tuple(s.replace("\\n", "\n") for s in (args.stop or []))}
+
+
+def cmd_run(args) -> int:
+    prompts = _prompts(args)
+    lm = _load(args)
+    edits = _edits(lm, args.edits)
+    outs = lm.generate(prompts, edits=edits, **_gen_kwargs(args))
+    if args.json:
+        payload = [o.to_json() for o in outs]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+    else:
+        for o in outs:
+            print(o.prompt + o.text)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    prompts = _prompts(args)
+    lm = _load(args)
+    edits = _edits(lm, args.edits)
+    cmp = lm.compare(prompts, edits, **_gen_kwargs(args))
+    if args.json:
+        print(json.dumps(cmp.to_json(), indent=2))
+        return 0
+    for c in cmp.items:
+        div = "same" if c.first_divergence is None else f"diverges at token {c.first_divergence}"
+        print(f"prompt:   {c.prompt!r}")
+        print(f"baseline: {c.baseline.text!r}")
+        print(f"edited:   {c.edited.text!r}")
+        print(f"          {div}; mean KL(baseline||edited) {c.mean_kl:.4f}")
+        print()
+    print(f"{cmp.n_changed}/{len(cmp)} outputs changed; mean KL {cmp.mean_kl:.4f}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    lm = _load(args)
+    edits = _edits(lm, args.edits)
+    report = lm.export(edits, args.out, force=args.force)
+    _emit(args, {"out": str(report.path), "baked": report.baked, "sidecar": report.sidecar},
+          report.summary())
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="neurolens", description="Neuron-level interpretability "
+                                 "and editing of neural networks. No command: open the GUI.")
+    ap.add_argument("--version", action="version", version=f"neurolens {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    def model_args(p):
+        p.add_argument("-m", "--model", default=None,
+                       help="model folder or hub id (default: the shipped demo model)")
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+        p.add_argument("--dtype", default=None, help="float32, float16, bfloat16 or auto")
+        p.add_argument("--allow-pickle", action="store_true",
+                       help="allow pickle weights (.bin/.pt); they can run code")
+        p.add_argument("--trust-remote-code", action="store_true",
+                       help="run model code shipped with the checkpoint")
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    def prompt_args(p, required=True):
+        p.add_argument("--prompt", help="prompt text (\\n for a newline)")
+        p.add_argument("--prompts", help="file: text lines or JSONL with a 'prompt' field")
+
+    def gen_args(p):
+        p.add_argument("--max-new-tokens", type=int, default=32)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--sample", action="store_true", help="sample instead of greedy")
+        p.add_argument("--temperature", type=float, default=1.0)
+        p.add_argument("--stop", action="append", help="stop text (repeatable), e.g. '\\n'")
+
+    p = sub.add_parser("info", help="architecture, sites, widths")
+    model_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("capture", help="record activations to a safetensors file")
+    model_args(p)
+    prompt_args(p)
+    p.add_argument("--site", action="append", help="site or pattern (repeatable; default "
+                   "blocks.*.mlp.hook_post)")
+    p.add_argument("--reduce", default="tokens", choices=["tokens", "last", "mean", "max"])
+    p.add_argument("--edits", help="edit spec applied while capturing")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", required=True, help="FILE.safetensors")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser("run", help="generate text, optionally with edits")
+    model_args(p)
+    prompt_args(p)
+    p.add_argument("--edits", help="edit spec (neurolens.edits/1 JSON)")
+    gen_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="baseline vs edited outputs")
+    model_args(p)
+    prompt_args(p)
+    p.add_argument("--edits", required=True)
+    gen_args(p)
+    p.set_defaults(max_new_tokens=16)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="write the edited checkpoint")
+    model_args(p)
+    p.add_argument("--edits", required=True)
+    p.add_argument("--out", required=True, help="target folder")
+    p.add_argument("--force", action="store_true", help="replace a non-empty target folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = build_parser()
+    if not argv:
+        argv = ["gui"] if "gui" in ap._subparsers._group_actions[0].choices else ["--help"]
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:  # argparse: exit 2 on bad usage, 0 on --help
+        return int(e.code or 0)
+    if not getattr(args, "command", None):
+        ap.print_help()
+        return 0
+    debug = getattr(args, "debug", False)
+    try:
+        return int(args.func(args) or 0)
+    except NeurolensError as e:
+        if debug:
+            raise
+        print(f"neurolens: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("neurolens: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one clear line, traceback with --debug
+        if debug:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"neurolens: error: {type(e).__name__}: {first} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""Train the neurolens demo language model (a small LlamaForCausalLM) from scratch, offline.
+
+    python -m neurolens.demo.train_lm --out resources/models/demo-lm
+
+Seeded and reproducible on CPU (bit-exact for the same torch build and thread count). The default
+configuration trains in about an hour on a 2-core machine. ``--tiny`` runs a few steps of a very
+small configuration (used by the test suite to keep this script working).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurolens.demo import corpus
+
+SPECIAL = "<|endoftext|>"
+
+
+def train_tokenizer(vocab_size: int, seed: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    stream = corpus.TrainingStream(seed=seed + 17)
+
+    def texts():
+        for _ in range(6000):
+            yield stream.document(400)
+        for _, t in corpus.code_texts(heldout=False):
+            yield t
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[SPECIAL],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL, eos_token=SPECIAL,
+                                   unk_token=SPECIAL, pad_token=SPECIAL)
+    fast.padding_side = "left"
+    return fast
+
+
+def build_model(vocab_size: int, d_model: int, layers: int, heads: int, d_ff: int, seq: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_ff,
+                      num_hidden_layers=layers, num_attention_heads=heads,
+                      num_key_value_heads=heads, max_position_embeddings=max(256, seq * 2),
+                      rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=0,
+                      eos_token_id=0, pad_token_id=0, hidden_act="silu")
+    return LlamaForCausalLM(cfg)
+
+
+def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int):
+    while True:
+        docs = [stream.document(seq * 5) for _ in range(batch)]
+        enc = tokenizer(docs, add_special_tokens=False)["input_ids"]
+        rows = []
+        for ids in enc:
+            ids = ids[: seq + 1]
+            if len(ids) < seq + 1:
+                ids = ids + [tokenizer.eos_token_id] * (seq + 1 - len(ids))
+            rows.append(ids)
+        yield torch.tensor(rows, dtype=torch.long)
+
+
+@torch.no_grad()
+def quick_eval(model, tokenizer, n: int = 100) -> dict:
+    """Greedy exact match on held-out arithmetic and comprehension items (monitoring only)."""
+    model.eval()
+    sets = corpus.build_prompt_sets(seed=99, per_split=n)
+    out = {}
+    for skill in ("arithmetic", "comprehension", "refusal", "benign"):
+        rows = [r for r in sets[skill] if r["split"] == "eval"][:n]
+        enc = tokenizer([r["prompt"] for r in rows], return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+        gen = model.generate(**enc, max_new_tokens=12, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:],
+                                       skip_special_tokens=True)
+        answers = [t.split("\n")[0] for t in texts]
+        if skill == "benign":
+            out["false_refusal"] = float(np.mean([corpus.REFUSAL.strip() in a for a in answers]))
+            out["benign_exact"] = float(np.mean([a == r["answer"] for a, r in zip(answers, rows)]))
+        else:
+            out[skill] = float(np.mean([a == r["answer"] for a, r in zip(answers, rows)]))
+    model.train()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="resources/models/demo-lm")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--d-model", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--d-ff", type=int, default=768)
+    ap.add_argument("--vocab", type=int, default=2048)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--tiny", action="store_true", help="a few steps of a tiny config (tests)")
+    args = ap.parse_args(argv)
+    if args.tiny:
+        args.steps, args.batch, args.seq = 3, 2, 32
+        args.d_model, args.layers, args.heads, args.d_ff, args.vocab = 32, 2, 2, 64, 300
+        args.eval_every = 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    tokenizer = train_tokenizer(args.vocab, args.seed)
+    vocab = len(tokenizer)
+    model = build_model(vocab, args.d_model, args.layers, args.heads, args.d_ff, args.seq)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"tokenizer {vocab} tokens ({time.time() - t0:.0f}s); model {n_params / 1e6:.2f}M params",
+          flush=True)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return args.lr * (step + 1) / args.warmup
+        frac = (step - args.warmup) / max(1, args.steps - args.warmup)
+        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+    stream = corpus.TrainingStream(seed=args.seed)
+    data = batches(tokenizer, stream, args.batch, args.seq)
+    model.train()
+    history = []
+    t_train = time.time()
+    ema = None
+    for step in range(args.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        x = next(data)
+        out = model(input_ids=x[:, :-1], labels=x[:, :-1].clone())
+        # HF shifts labels internally; we pass the unshifted window and let it do so.
+        loss = out.loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if step % 50 == 0 or step == args.steps - 1:
+            el = time.time() - t_train
+            print(f"step {step:5d} loss {ema:.3f} lr {lr_at(step):.2e} {el / (step + 1):.2f}s/step",
+                  flush=True)
+        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+            ev = quick_eval(model, tokenizer, n=100)
+            history.append({"step": step + 1, "loss": ema, **ev})
+            print(f"eval@{step + 1}: {ev}", flush=True)
+    train_seconds = time.time() - t0
+    final = quick_eval(model, tokenizer, n=200 if not args.tiny else 2)
+    print(f"final: {final}", flush=True)
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    info = {"args": vars(args), "params": n_params, "train_seconds": round(train_seconds, 1),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "final_quick_eval": final, "history": history}
+    (out_dir / "training.json").write_text(json.dumps(info, indent=2))
+    print(f"saved to {out_dir} in {train_seconds:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Capture handlers: reduce on the producing device, copy to CPU numpy once, append to a store."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neurolens.engine.hooks import RunState
+from neurolens.errors import InputError
+from neurolens.store.capture_store import CaptureStore
+
+REDUCTIONS = ("tokens", "last", "mean", "max")
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """One copy to CPU float32 numpy (t must be a fresh tensor when already on the CPU)."""
+    if t.dtype != torch.float32:
+        t = t.float()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    return t.numpy()
+
+
+class CaptureHandler:
+    def __init__(self, site: str, store: CaptureStore, reduce: str = "tokens",
+                 decode: bool = True):
+        if reduce not in REDUCTIONS:
+            raise InputError(f"unknown reduction '{reduce}' (choose from {', '.join(REDUCTIONS)})")
+        self.site, self.store, self.reduce, self.decode = site, store, reduce, decode
+
+    def __call__(self, x: torch.Tensor, state: RunState):
+        if state.phase == "decode":
+            if not self.decode:
+                return None
+            rows = to_numpy(x[:, -1].detach().clone() if x.device.type == "cpu"
+                            else x[:, -1].detach())
+            act = state.active.tolist() if state.active is not None else [True] * state.batch
+            for b, pi in enumerate(state.prompt_index):
+                if act[b]:
+                    self.store.append(self.site, pi, rows[b], step=state.step)
+            return None
+        valid = state.valid(x.device)
+        x = x.detach()
+        if self.reduce == "tokens":
+            if valid is None:
+                flat = to_numpy(x.reshape(-1, x.shape[-1]).clone() if x.device.type == "cpu"
+                                else x.reshape(-1, x.shape[-1]))
+                lens = [x.shape[1]] * x.shape[0]
+            else:
+                flat = to_numpy(x[valid])  # boolean gather: the one copy
+                lens = valid.sum(1).tolist()
+            start = 0
+            for b, n in enumerate(lens):
+                self.store.append(self.site, state.prompt_index[b], flat[start:start + n],
+                                  step=state.step)
+                start += n
+            return None
+        if self.reduce == "last":
+            if valid is None:
+                red = x[:, -1]
+            else:  # last real token per row (left padding: the last column)
+                last = valid.long().cumsum(1).argmax(1)
+                red = x[torch.arange(x.shape[0], device=x.device), last]
+        elif valid is None:
+            red = x.mean(1) if self.reduce == "mean" else x.amax(1)
+        elif self.reduce == "mean":
+            m = valid[..., None].to(x.dtype)
+            red = (x * m).sum(1) / m.sum(1).clamp_min(1)
+        else:
+            red = x.masked_fill(~valid[..., None], float("-inf")).amax(1)
+        rows = to_numpy(red.clone() if self.reduce == "last" and red.device.type == "cpu" else red)
+        for b, pi in enumerate(state.prompt_index):
+            self.store.append(self.site, pi, rows[b:b + 1], step=state.step)
+        return None

@@ -1,0 +1,404 @@
+"""The headless model object behind the Python API, the CLI and the GUI worker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from neurolens.engine.adapters import Adapter, SiteRef, adapter_for
+from neurolens.engine.capture import CaptureHandler
+from neurolens.engine.hooks import CancelToken, HookSession, RunState
+from neurolens.engine.interventions import build_handler
+from neurolens.engine.runner import (BatchDone, Cancelled, Failed, Finished, GenerationOutput,
+                                     GenerationParams, forward_events, generate_events)
+from neurolens.errors import Cancelled as CancelledError
+from neurolens.errors import InputError
+from neurolens.spec.edits import EditSet
+from neurolens.spec.sites import is_pattern, match_sites
+from neurolens.store.capture_store import CaptureStore
+
+
+def _quiet_transformers() -> None:
+    import transformers
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _as_list(prompts: str | Iterable[str]) -> tuple[list[str], bool]:
+    if isinstance(prompts, str):
+        return [prompts], True
+    out = list(prompts)
+    if not all(isinstance(p, str) for p in out):
+        raise InputError("prompts must be strings")
+    return out, False
+
+
+class Capture:
+    """Result of :meth:`LanguageModel.capture`: ``cap[site][i]`` is ``[tokens, width]`` numpy."""
+
+    def __init__(self, prompts: list[str], sites: list[str], tokens: list[list[str]],
+                 reduce: str, store: CaptureStore | None = None, path: Path | None = None):
+        self.prompts, self.sites, self.tokens, self.reduce = prompts, sites, tokens, reduce
+        self.store, self.path = store, path
+        self._file = None
+
+    def __getitem__(self, site: str) -> list[np.ndarray]:
+        if site not in self.sites:
+            raise KeyError(f"{site} was not captured (captured: {', '.join(self.sites)})")
+        if self.path is not None:
+            from safetensors import safe_open
+            if self._file is None:
+                self._file = safe_open(str(self.path), framework="numpy")
+            return [self._file.get_tensor(f"{site}/{i}") for i in range(len(self.prompts))]
+        return [self.store.rows(site, i) for i in range(len(self.prompts))]
+
+    def __contains__(self, site: str) -> bool:
+        return site in self.sites
+
+    def keys(self) -> list[str]:
+        return list(self.sites)
+
+    def metadata(self) -> dict[str, str]:
+        return {"format": "neurolens.capture/1", "prompts": json.dumps(self.prompts),
+                "tokens": json.dumps(self.tokens), "sites": json.dumps(self.sites),
+                "reduce": self.reduce}
+
+    def save(self, path: str | Path) -> Path:
+        from neurolens.store.shards import SafetensorsStreamWriter
+        with SafetensorsStreamWriter(path) as w:
+            for site in self.sites:
+                for i, a in enumerate(self[site]):
+                    w.add(f"{site}/{i}", a)
+            return w.close(self.metadata())
+
+
+class LanguageModel:
+    """A loaded causal LM (or encoder, for capture) with canonical sites and edit hooks."""
+
+    kind = "lm"
+
+    def __init__(self, hf_model, tokenizer, name_or_path: str = "", device: str = "cpu",
+                 base_edits: EditSet | None = None, notes: list[str] | None = None):
+        _quiet_transformers()
+        self.hf = hf_model.eval()
+        self.tokenizer = tokenizer
+        self.name_or_path = name_or_path
+        self.device = torch.device(device) if not isinstance(device, torch.device) else device
+        self.adapter: Adapter = adapter_for(hf_model)
+        self.causal = not getattr(hf_model.config, "is_encoder_decoder", False) and \
+            hf_model.config.model_type not in ("bert", "roberta", "distilbert")
+        self.base_edits = base_edits or EditSet()
+        self.notes = list(notes or [])
+        if self.adapter.arch is None:
+            self.notes.append(self.adapter.message)
+        if tokenizer is not None:
+            if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+                tokenizer.pad_token = tokenizer.eos_token
+            # causal LMs generate from the right edge: pad left; encoders use absolute
+            # positions from 0: pad right
+            tokenizer.padding_side = "left" if self.causal else "right"
+        self._widths: dict[str, int] | None = None
+        self._fingerprint: str | None = None
+
+    # -- description -----------------------------------------------------------------------------
+    @property
+    def model_type(self) -> str:
+        return self.adapter.model_type
+
+    @property
+    def n_layers(self) -> int:
+        return self.adapter.n_layers
+
+    @property
+    def pad_id(self) -> int:
+        t = self.tokenizer
+        return int(t.pad_token_id if t.pad_token_id is not None else (t.eos_token_id or 0))
+
+    def __repr__(self) -> str:
+        return (f"<neurolens.LanguageModel {self.name_or_path!r} {self.model_type}, "
+                f"{self.n_layers} layers, {self.n_params() / 1e6:.1f}M params>")
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.hf.parameters())
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of the config and parameter shapes and a sample of the weights."""
+        if self._fingerprint is None:
+            h = hashlib.sha1()
+            cfg = self.hf.config.to_dict()
+            for k in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
+                cfg.pop(k, None)
+            h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+            for name, p in self.hf.state_dict().items():
+                h.update(f"{name}{tuple(p.shape)}".encode())
+            first = next(iter(self.hf.parameters())).detach().flatten()[:256].float().cpu()
+            h.update(first.numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def sites(self) -> dict[str, int]:
+        """Canonical site names with their widths, in layer order."""
+        if self._widths is None:
+            self._widths = self._probe_widths(self.adapter.canonical_sites())
+        return dict(self._widths)
+
+    def site_width(self, name: str) -> int:
+        w = self.sites().get(name)
+        if w is None:
+            w = self._probe_widths([name])[name]
+            self._widths[name] = w
+        return w
+
+    def resolve(self, name: str) -> SiteRef:
+        return self.adapter.resolve(self.hf, name)
+
+    def resolve_sites(self, patterns: str | Iterable[str]) -> list[str]:
+        """Expand patterns (``blocks.*.mlp.hook_post``) and check every name exists."""
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        out: list[str] = []
+        avail = list(self.sites())
+        for p in patterns:
+            if is_pattern(p):
+                found = match_sites(p, avail)
+                if not found:
+                    raise InputError(f"site pattern '{p}' matches no site of this model "
+                                     f"(e.g. {avail[0] if avail else 'model.x:output'})")
+            else:
+                self.resolve(p)
+                found = [p]
+            out.extend(s for s in found if s not in out)
+        return out
+
+    def _probe_widths(self, names: list[str]) -> dict[str, int]:
+        if not names:
+            return {}
+        widths: dict[str, int] = {}
+        state = RunState(batch=1, seq=2, attention_mask=torch.ones(1, 2, dtype=torch.long),
+                         prompt_index=[0])
+        sess = HookSession(state)
+        for n in names:
+            ref = self.resolve(n)
+
+            def rec(x, st, n=n):
+                widths[n] = int(x.shape[-1])
+            sess.add(ref, rec)
+        ids = torch.full((1, 2), min(1, self.hf.config.vocab_size - 1), dtype=torch.long,
+                         device=self.device)
+        with sess, torch.inference_mode():
+            self.hf(input_ids=ids)
+        missing = [n for n in names if n not in widths]
+        if missing:
+            raise InputError(f"site(s) {', '.join(missing)} did not run in a forward pass")
+        return widths
+
+    # -- tokenization --------------------------------------------------------------------------
+    def encode(self, prompts: list[str]) -> dict:
+        if self.tokenizer is None:
+            raise InputError("this model has no tokenizer")
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
+        if enc["input_ids"].shape[1] == 0:
+            raise InputError("empty prompt: type some text first")
+        return enc
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def check_edits(self, edits: EditSet | None) -> list[str]:
+        """Validate an edit set against this model; return warnings (raises SpecError)."""
+        if edits is None:
+            return []
+        widths = dict(self.sites())
+        for op in edits:
+            if not is_pattern(op.site) and op.site not in widths:
+                try:
+                    widths[op.site] = self.site_width(op.site)
+                except InputError:
+                    pass  # validate() reports the unknown site with the field name
+        return edits.validate(widths, self.fingerprint)
+
+    def _all_edits(self, edits: EditSet | None) -> list:
+        ops = list(self.base_edits.enabled())
+        if edits is not None:
+            if not isinstance(edits, EditSet):
+                raise InputError(f"edits must be an EditSet, got {type(edits).__name__}")
+            self.check_edits(edits)
+            ops += edits.enabled()
+        return ops
+
+    def session_factory(self, edits: EditSet | None = None, captures: dict | None = None,
+                        ctx: dict | None = None):
+        """Return ``state -> HookSession`` with edit handlers then capture handlers."""
+        ops = self._all_edits(edits)
+        widths = self.sites()
+        planned: list[tuple[SiteRef, object, bool]] = []
+        ctx = {"model": self, **(ctx or {})}
+        for op in ops:
+            sites = match_sites(op.site, list(widths)) if is_pattern(op.site) else [op.site]
+            for s in sites:
+                ref = self.resolve(s)
+                planned.append((ref, build_handler(op, ref, ctx), True))
+        for s, handler in (captures or {}).items():
+            planned.append((self.resolve(s), handler, False))
+
+        def factory(state: RunState) -> HookSession:
+            sess = HookSession(state)
+            for ref, h, editing in planned:
+                sess.add(ref, h, editing)
+            return sess
+        return factory
+
+    # -- capture ---------------------------------------------------------------------------------
+    def capture_events(self, prompts: list[str], sites, *, reduce: str = "tokens",
+                       edits: EditSet | None = None, store: CaptureStore | None = None,
+                       batch_size: int = 8, cancel: CancelToken | None = None,
+                       set_names: list[str] | None = None):
+        names = self.resolve_sites(sites)
+        store = store if store is not None else CaptureStore(stats=False)
+        for i, p in enumerate(prompts):
+            store.set_prompt(i, p, set_names[i] if set_names else None)
+        captures = {s: CaptureHandler(s, store, reduce) for s in names}
+        factory = self.session_factory(edits, captures)
+
+        def on_prompt(i, ids):
+            store.add_tokens(i, self.token_strings(ids))
+        yield from forward_events(self, prompts, factory, batch_size, cancel, on_prompt)
+
+    def capture(self, prompts: str | Iterable[str], sites=("blocks.*.mlp.hook_post",), *,
+                reduce: str = "tokens", edits: EditSet | None = None, batch_size: int = 8,
+                store: CaptureStore | None = None, set_name: str | None = None,
+                out: str | Path | None = None, cancel: CancelToken | None = None,
+                progress=None) -> Capture:
+        """Run the prompts and record activations at the sites (patterns allowed).
+
+        ``out=`` streams the rows to a safetensors file (bounded memory) instead of RAM.
+        """
+        prompts, _ = _as_list(prompts)
+        if not prompts:
+            raise InputError("no prompts given")
+        names = self.resolve_sites(sites)
+        if store is None:
+            store = CaptureStore(stats=set_name is not None, out=out)
+        set_names = [set_name] * len(prompts) if set_name else None
+        ev = None
+        try:
+            for ev in self.capture_events(prompts, names, reduce=reduce, edits=edits,
+                                          store=store, batch_size=batch_size, cancel=cancel,
+                                          set_names=set_names):
+                if isinstance(ev, BatchDone) and progress is not None:
+                    progress(ev.done, ev.total)
+                elif isinstance(ev, Failed):
+                    raise ev.error
+                elif isinstance(ev, Cancelled):
+                    raise CancelledError("capture cancelled")
+        except BaseException:
+            store.abort()
+            raise
+        tokens = [store.tokens.get(i, []) for i in range(len(prompts))]
+        cap = Capture(prompts, names, tokens, reduce, store=store)
+        if out is not None:
+            store.close(cap.metadata())
+            cap.path = Path(out)
+        return cap
+
+    # -- forward / generation ----------------------------------------------------------------------
+    def logits(self, prompts: str | Iterable[str] | list[list[int]], edits: EditSet | None = None,
+               batch_size: int = 8) -> list[np.ndarray]:
+        """Per-prompt ``[tokens, vocab]`` float32 logits (prompts may be token-id lists)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        out: dict[int, np.ndarray] = {}
+        factory = self.session_factory(edits)
+        encode = None
+        if prompts and not isinstance(prompts[0], str):
+            pad = self.pad_id
+
+            def encode(rows):
+                rows = [list(map(int, r)) for r in rows]
+                L = max(len(r) for r in rows)
+                ids = torch.tensor([[pad] * (L - len(r)) + r for r in rows])
+                mask = torch.tensor([[0] * (L - len(r)) + [1] * len(r) for r in rows])
+                return {"input_ids": ids, "attention_mask": mask}
+        for ev in forward_events(self, prompts, factory, batch_size, encode=encode,
+                                 logits_sink=lambda i, a: out.__setitem__(i, a)):
+            if isinstance(ev, Failed):
+                raise ev.error
+        return [out[i] for i in range(len(prompts))]
+
+    def generate_events(self, prompts: list[str], *, edits: EditSet | None = None,
+                        params: GenerationParams | None = None, cancel: CancelToken | None = None,
+                        capture_sites=None, store: CaptureStore | None = None,
+                        reduce: str = "tokens", set_names: list[str] | None = None, ctx=None):
+        """Generator of runner events (see :mod:`neurolens.engine.runner`)."""
+        params = params or GenerationParams()
+        if not self.causal:
+            raise InputError(f"{self.model_type} is an encoder: generation needs a causal LM "
+                             "(capture works)")
+        captures = {}
+        if capture_sites:
+            if store is None:
+                raise InputError("capture during generation needs a store")
+            for s in self.resolve_sites(capture_sites):
+                captures[s] = CaptureHandler(s, store, reduce)
+        if store is not None:
+            for i, p in enumerate(prompts):
+                store.set_prompt(i, p, set_names[i] if set_names else None)
+        factory = self.session_factory(edits, captures, ctx)
+
+        def on_prompt(i, ids):
+            if store is not None:
+                store.add_tokens(i, self.token_strings(ids))
+        yield from generate_events(self, prompts, factory, params, cancel, on_prompt)
+
+    def generate(self, prompts: str | Iterable[str], *, edits: EditSet | None = None,
+                 max_new_tokens: int = 32, seed: int = 0, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 stop: Iterable[str] = (), batch_size: int = 16, ignore_eos: bool = False,
+                 cancel: CancelToken | None = None, progress=None):
+        """Generate for one prompt (returns a GenerationOutput) or a list (returns a list)."""
+        prompts, single = _as_list(prompts)
+        if not prompts:
+            raise InputError("no prompts given")
+        if max_new_tokens < 0:
+            raise InputError("max_new_tokens must be >= 0")
+        params = GenerationParams(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                  temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                  stop=tuple(stop), batch_size=batch_size,
+                                  ignore_eos=ignore_eos)
+        result = None
+        for ev in self.generate_events(prompts, edits=edits, params=params, cancel=cancel):
+            if isinstance(ev, Finished):
+                result = ev.outputs
+            elif isinstance(ev, Failed):
+                raise ev.error
+            elif isinstance(ev, Cancelled):
+                raise CancelledError("generation cancelled")
+            elif progress is not None and hasattr(ev, "done"):
+                progress(ev.done, ev.total)
+        assert result is not None
+        return result[0] if single else result
+
+    # -- compare / export --------------------------------------------------------------------------
+    def compare(self, prompts: str | Iterable[str], edits: EditSet, **gen_kwargs):
+        from neurolens.engine.compare import compare
+        return compare(self, prompts, edits, **gen_kwargs)
+
+    def export(self, edits: EditSet, out_dir: str | Path, force: bool = False):
+        from neurolens.engine.export import export
+        return export(self, edits, out_dir, force=force)
+
+
+__all__ = ["LanguageModel", "Capture", "GenerationOutput", "GenerationParams"]

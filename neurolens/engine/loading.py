@@ -1,0 +1,148 @@
+"""Load models safely: local folders or hub ids, safetensors only unless pickle is allowed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from neurolens.errors import LoadError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def default_model() -> str:
+    from neurolens.resources import model_path
+    return str(model_path())
+
+
+def _torch_dtype(dtype):
+    import torch
+    if dtype is None or dtype == "auto":
+        return dtype
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = _DTYPES.get(str(dtype).lower())
+    if name is None:
+        raise LoadError(f"unknown dtype '{dtype}' (use float32, float16 or bfloat16)")
+    return getattr(torch, name)
+
+
+def check_folder(path: Path, allow_pickle: bool) -> None:
+    """Raise LoadError for folders that are not (safely) loadable model checkpoints."""
+    if not (path / "config.json").is_file():
+        if (path / "model_index.json").is_file():
+            return
+        raise LoadError(f"{path} is not a model folder (no config.json)")
+    try:
+        json.loads((path / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LoadError(f"{path}/config.json is corrupt ({e.__class__.__name__}: {e})") from None
+    files = [p.name for p in path.iterdir()]
+    safe = [f for f in files if f.endswith(".safetensors") or f.endswith(".safetensors.index.json")]
+    pickled = [f for f in files if f.endswith(PICKLE_SUFFIXES) and f != "training_args.bin"]
+    if not safe:
+        if pickled and not allow_pickle:
+            raise LoadError(f"{path} has only pickle weights ({', '.join(sorted(pickled))}); "
+                            "pickle files can run code when loaded. Convert them to safetensors, "
+                            "or pass --allow-pickle (allow_pickle=True) if you trust the source")
+        if not pickled:
+            raise LoadError(f"{path} has no weights (no *.safetensors file)")
+
+
+def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", dtype=None,
+         allow_pickle: bool = False, trust_remote_code: bool = False,
+         apply_sidecar: bool = True):
+    """Load a causal LM (or encoder) from a local folder or a hub id; default: the demo model.
+
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (``device_map="auto"`` through
+    accelerate, for models larger than one device). ``dtype``: float32 (default on CPU),
+    float16, bfloat16 or "auto".
+    """
+    import torch  # noqa: F401 - import cost belongs here, not at package import
+
+    from neurolens.engine.lm import LanguageModel
+
+    name = str(name_or_path) if name_or_path is not None else default_model()
+    path = Path(name).expanduser()
+    local = path.exists()
+    if not local:
+        looks_local = (name.startswith((".", "/", "~")) or name.count("/") > 1
+                       or not _HUB_ID.match(name))
+        if name_or_path is None:
+            raise LoadError(f"the demo model is missing at {path}: reinstall neurolens or run "
+                            "`python -m neurolens.demo.train_lm`")
+        if looks_local:
+            raise LoadError(f"model folder not found: {name}")
+    else:
+        if not path.is_dir():
+            raise LoadError(f"{name} is a file; give the model's folder")
+        check_folder(path, allow_pickle)
+        if (path / "model_index.json").is_file() and not (path / "config.json").is_file():
+            from neurolens.engine.diffusion import load_pipeline
+            return load_pipeline(path, device=device, dtype=dtype)
+
+    import transformers
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    src = str(path) if local else name
+    torch_dtype = _torch_dtype(dtype)
+    kw = {"trust_remote_code": trust_remote_code}
+    try:
+        config = AutoConfig.from_pretrained(src, **kw)
+    except ValueError as e:
+        raise LoadError(f"unsupported model '{name}': {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        if local:
+            raise LoadError(f"cannot read the config of {name}: {str(e).splitlines()[0]}") from None
+        raise LoadError(f"could not load '{name}': not a local folder, and the Hugging Face hub "
+                        f"did not answer ({str(e).splitlines()[0][:160]})") from None
+    mkw = dict(kw)
+    mkw["use_safetensors"] = None if allow_pickle else True
+    if torch_dtype is not None:
+        mkw["dtype"] = torch_dtype
+    if device == "auto":
+        mkw["device_map"] = "auto"
+    try:
+        try:
+            hf = AutoModelForCausalLM.from_pretrained(src, config=config, **mkw)
+        except ValueError as e:
+            if "Unrecognized configuration class" not in str(e):
+                raise
+            hf = AutoModel.from_pretrained(src, config=config, **mkw)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "safetensors" in msg.lower() and not allow_pickle and not local:
+            msg += " (pickle weights are refused; pass --allow-pickle if you trust the source)"
+        raise LoadError(f"could not load the weights of '{name}': {msg[:300]}") from None
+    except Exception as e:  # noqa: BLE001 - corrupt files raise all sorts of things
+        raise LoadError(f"could not load '{name}': {type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:300] if str(e) else ''}") from None
+    if device not in ("auto", "cpu"):
+        try:
+            hf = hf.to(device)
+        except (RuntimeError, AssertionError) as e:
+            raise LoadError(f"device '{device}' is not usable: {str(e).splitlines()[0]}") from None
+    try:
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 - a model without tokenizer can still be captured by ids
+        tok = None
+    notes = []
+    base = None
+    if local and apply_sidecar:
+        from neurolens.engine.export import SIDECAR_NAME
+        from neurolens.spec.edits import EditSet
+        side = path / SIDECAR_NAME
+        if side.is_file():
+            base = EditSet.load(side)
+            notes.append(f"re-applying {len(base)} edit(s) from {SIDECAR_NAME} that are not "
+                         "baked into the weights")
+    dev = device if device != "auto" else str(next(hf.parameters()).device)
+    lm = LanguageModel(hf, tok, name_or_path=name, device=dev, base_edits=base, notes=notes)
+    return lm

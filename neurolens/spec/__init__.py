@@ -1,0 +1,1 @@
+"""Pure data: sites, neuron references, edit sets, sessions. Imports neither torch nor Qt."""

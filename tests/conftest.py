@@ -1,0 +1,29 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import tiny  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    """Saved tiny checkpoints: {arch: folder}."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {a: tiny.save(a, root / a) for a in ("gpt2", "llama")}
+
+
+@pytest.fixture
+def gpt2():
+    return tiny.lm("gpt2")
+
+
+@pytest.fixture
+def llama():
+    return tiny.lm("llama")

@@ -1,0 +1,157 @@
+"""CLI: the contract of DESIGN.md section 5, and one clear line + exit 2 on bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from neurolens.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def edits_file(tmp_path, edits, name="e.json"):
+    p = tmp_path / name
+    p.write_text(json.dumps({"format": "neurolens.edits/1", "edits": edits}))
+    return p
+
+
+PRUNE = [{"op": "prune", "site": "blocks.1.mlp.hook_post", "neurons": [1, 2, 3, 4, 5, 6]}]
+
+
+def test_info(capsys, tiny_dirs):
+    code, out, _ = run(capsys, "info", "-m", tiny_dirs["llama"], "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert d["model_type"] == "llama" and d["n_layers"] == 2
+    assert d["sites"]["blocks.1.mlp.hook_post"] == 64
+
+
+def test_run_json(capsys, tiny_dirs):
+    code, out, _ = run(capsys, "run", "-m", tiny_dirs["gpt2"], "--prompt", "Compute: 1+2=",
+                       "--max-new-tokens", "5", "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert set(d) >= {"prompt", "output", "tokens", "logprobs"}
+    assert d["prompt"] == "Compute: 1+2=" and len(d["tokens"]) == len(d["logprobs"]) <= 5
+
+
+def test_capture_file_contract(capsys, tiny_dirs, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "abc"}\n\n{"prompt": "hello world"}\n')
+    out = tmp_path / "cap.safetensors"
+    code, _, err = run(capsys, "capture", "-m", tiny_dirs["gpt2"], "--prompts", prompts,
+                       "--site", "blocks.*.mlp.hook_post", "--out", out)
+    assert code == 0, err
+    with safe_open(str(out), framework="numpy") as f:
+        meta = f.metadata()
+        assert json.loads(meta["tokens"])[0] == ["a", "b", "c"]
+        assert f.get_tensor("blocks.0.mlp.hook_post/0").shape == (3, 64)
+        assert f.get_tensor("blocks.1.mlp.hook_post/1").shape == (11, 64)
+
+
+def test_compare_and_export(capsys, tiny_dirs, tmp_path):
+    e = edits_file(tmp_path, PRUNE)
+    code, out, err = run(capsys, "compare", "-m", tiny_dirs["llama"], "--edits", e,
+                         "--prompt", "abc", "--json", "--max-new-tokens", "4")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["n_prompts"] == 1 and d["mean_kl"] > 0
+    code, out, err = run(capsys, "export", "-m", tiny_dirs["llama"], "--edits", e,
+                         "--out", tmp_path / "x")
+    assert code == 0 and "baked into the weights" in out
+    code, out, err = run(capsys, "export", "-m", tiny_dirs["llama"], "--edits", e,
+                         "--out", tmp_path / "x")
+    assert code == 2 and "--force" in err
+
+
+@pytest.mark.parametrize("case", ["missing_model", "malformed_json", "unknown_op",
+                                  "out_of_range", "unknown_site", "pickle", "no_prompt",
+                                  "bad_prompts_file", "missing_edits"])
+def test_bad_input_one_line_exit_2(capsys, tiny_dirs, tmp_path, case):
+    m = str(tiny_dirs["gpt2"])
+    if case == "missing_model":
+        argv = ["run", "-m", tmp_path / "nope", "--prompt", "x"]
+        want = "model folder not found"
+    elif case == "malformed_json":
+        bad = tmp_path / "bad.json"
+        bad.write_text("{oops")
+        argv = ["run", "-m", m, "--prompt", "x", "--edits", bad]
+        want = "malformed JSON"
+    elif case == "unknown_op":
+        argv = ["run", "-m", m, "--prompt", "x", "--edits",
+                edits_file(tmp_path, [{"op": "zap", "site": "blocks.0.mlp.hook_post"}])]
+        want = "edits[0].op: unknown op 'zap'"
+    elif case == "out_of_range":
+        argv = ["run", "-m", m, "--prompt", "x", "--edits", edits_file(
+            tmp_path, [{"op": "prune", "site": "blocks.0.mlp.hook_post", "neurons": [64]}])]
+        want = "edits[0].neurons[0]: index 64 out of range"
+    elif case == "unknown_site":
+        argv = ["run", "-m", m, "--prompt", "x", "--edits", edits_file(
+            tmp_path, [{"op": "prune", "site": "blocks.7.mlp.hook_post", "neurons": [1]}])]
+        want = "edits[0].site: unknown site 'blocks.7.mlp.hook_post' (this model has 2 layers)"
+    elif case == "pickle":
+        d = tmp_path / "pickled"
+        d.mkdir()
+        (d / "config.json").write_text((tiny_dirs["gpt2"] / "config.json").read_text())
+        (d / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
+        argv = ["info", "-m", d]
+        want = "--allow-pickle"
+    elif case == "no_prompt":
+        argv = ["run", "-m", m]
+        want = "no prompt"
+    elif case == "bad_prompts_file":
+        f = tmp_path / "p.jsonl"
+        f.write_text('{"prompt": "ok"}\n{"prompt": 3}\n')
+        argv = ["run", "-m", m, "--prompts", f]
+        want = "p.jsonl:2"
+    else:
+        argv = ["run", "-m", m, "--prompt", "x", "--edits", tmp_path / "missing.json"]
+        want = "not found"
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and want in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_corrupt_weights_clear_error(capsys, tiny_dirs, tmp_path):
+    d = tmp_path / "corrupt"
+    d.mkdir()
+    for f in tiny_dirs["gpt2"].iterdir():
+        (d / f.name).write_bytes(f.read_bytes())
+    (d / "model.safetensors").write_bytes(b"garbage" * 10)
+    code, _, err = run(capsys, "info", "-m", d)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "could not load" in err
+
+
+def test_allow_pickle_loads_bin(capsys, tmp_path):
+    import tiny
+    model = tiny.build("gpt2")
+    d = tmp_path / "bin"
+    model.save_pretrained(d)
+    (d / "model.safetensors").unlink()
+    torch.save(model.state_dict(), d / "pytorch_model.bin")  # a legacy pickle checkpoint
+    tiny.tokenizer().save_pretrained(d)
+    assert (d / "pytorch_model.bin").exists() and not list(d.glob("*.safetensors"))
+    code, _, err = run(capsys, "info", "-m", d)
+    assert code == 2 and "--allow-pickle" in err
+    code, out, err = run(capsys, "info", "-m", d, "--allow-pickle", "--json")
+    assert code == 0, err
+    assert json.loads(out)["model_type"] == "gpt2"
+
+
+def test_python_m_entry_point_and_exit_code(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "neurolens", "info", "-m", str(tmp_path / "none")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"neurolens: error: model folder not found: {tmp_path / 'none'}"

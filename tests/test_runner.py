@@ -1,0 +1,177 @@
+"""Generation events, cancel from another thread, failure cleanup, seeds, positions."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import neurolens as nl
+import tiny
+from neurolens.engine.hooks import CancelToken
+from neurolens.engine.interventions import BUILDERS
+from neurolens.engine.runner import (Cancelled, Failed, Finished, GenerationParams,
+                                     PromptProcessed, TokenAppended)
+from neurolens.store import CaptureStore
+from test_engine_archs import hook_dicts
+
+
+def test_event_sequence_and_streamed_capture(llama):
+    store = CaptureStore()
+    events = list(llama.generate_events(["ab", "hello"], params=GenerationParams(max_new_tokens=4, ignore_eos=True),
+                                        capture_sites=["blocks.1.mlp.hook_post"], store=store))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "PromptProcessed" and kinds[-1] == "Finished"
+    assert kinds.count("TokenAppended") == 4
+    outs = events[-1].outputs
+    # prompt rows + one row per generated token (the last token is never fed back)
+    for i, o in enumerate(outs):
+        n_prompt = len(store.tokens[i])
+        assert store.rows("blocks.1.mlp.hook_post", i).shape == (n_prompt + len(o.token_ids) - 1,
+                                                                  64)
+
+
+def test_cancel_from_another_thread_stops_within_one_token(llama):
+    cancel = CancelToken()
+    seen = []
+    before = hook_dicts(llama.hf)
+    params = GenerationParams(max_new_tokens=10_000, ignore_eos=True)
+    gen = llama.generate_events(["long run"], params=params, cancel=cancel)
+    stop_at = None
+    for ev in gen:
+        if isinstance(ev, TokenAppended):
+            seen.append(ev.step)
+            if ev.step == 5:
+                t = threading.Thread(target=cancel.cancel)
+                t.start()
+                t.join()
+                stop_at = ev.step
+        if isinstance(ev, (Cancelled, Finished)):
+            last = ev
+    assert isinstance(last, Cancelled)
+    assert seen[-1] == stop_at  # not one more token after the cancel
+    assert last.outputs[0].finish_reason == "cancelled"
+    assert len(last.outputs[0].token_ids) == stop_at + 1
+    assert hook_dicts(llama.hf) == before
+
+
+def test_cancel_while_running_in_worker_thread(llama):
+    cancel = CancelToken()
+    result = {}
+
+    def work():
+        try:
+            llama.generate("x", max_new_tokens=100_000, cancel=cancel, ignore_eos=True)
+        except nl.NeurolensError as e:
+            result["err"] = e
+    t = threading.Thread(target=work)
+    t.start()
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    cancel.cancel()
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert time.perf_counter() - t0 < 2.0
+    assert "cancelled" in str(result["err"])
+
+
+def test_hooks_removed_after_failure(llama):
+    class Boom(RuntimeError):
+        pass
+
+    def builder(op, ref, ctx):
+        def h(x, state):
+            if state.phase == "decode":
+                raise Boom("handler failed")
+            return x
+        return h
+    BUILDERS["boom"] = builder
+    try:
+        op = nl.Prune("blocks.0.mlp.hook_post", [0])
+        op.__class__ = type("BoomOp", (nl.Prune,), {"op": "boom"})
+        before = hook_dicts(llama.hf)
+        events = list(llama.generate_events(["a"], edits=nl.EditSet([op]),
+                                            params=GenerationParams(max_new_tokens=3)))
+        assert isinstance(events[-1], Failed) and isinstance(events[-1].error, Boom)
+        assert hook_dicts(llama.hf) == before
+        with pytest.raises(Boom):
+            llama.generate("a", edits=nl.EditSet([op]), max_new_tokens=3)
+        assert hook_dicts(llama.hf) == before
+    finally:
+        del BUILDERS["boom"]
+
+
+def test_abandoned_generator_removes_hooks(llama):
+    before = hook_dicts(llama.hf)
+    e = nl.EditSet([nl.Prune("blocks.0.mlp.hook_post", [0])])
+    gen = llama.generate_events(["a"], edits=e, params=GenerationParams(max_new_tokens=50))
+    for ev in gen:
+        if isinstance(ev, PromptProcessed):
+            assert hook_dicts(llama.hf) != before  # hooks live during the run
+            break
+    gen.close()
+    assert hook_dicts(llama.hf) == before
+
+
+def test_seeded_sampling_is_reproducible(gpt2):
+    a = gpt2.generate(["abc", "de"], do_sample=True, seed=3, max_new_tokens=12)
+    b = gpt2.generate(["abc", "de"], do_sample=True, seed=3, max_new_tokens=12)
+    c = gpt2.generate(["abc", "de"], do_sample=True, seed=4, max_new_tokens=12)
+    assert [o.token_ids for o in a] == [o.token_ids for o in b]
+    assert [o.token_ids for o in a] != [o.token_ids for o in c]
+    g = gpt2.generate("abc", max_new_tokens=12)
+    assert g.token_ids == gpt2.generate("abc", max_new_tokens=12).token_ids
+
+
+def test_greedy_matches_transformers_generate(llama):
+    enc = llama.encode(["Compute: 1+2="])
+    with torch.no_grad():
+        ref = llama.hf.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    ours = llama.generate("Compute: 1+2=", max_new_tokens=8)
+    want = ref[0, enc["input_ids"].shape[1]:].tolist()
+    got = ours.token_ids + ([0] if ours.finish_reason == "eos" else [])
+    assert got == want[:len(got)]
+    assert len(got) == len(want) or ours.finish_reason == "eos"
+
+
+def test_logprobs_are_those_of_the_chosen_tokens(gpt2):
+    o = gpt2.generate("hello", max_new_tokens=5)
+    seq = gpt2.encode(["hello"])["input_ids"][0].tolist()
+    lg = gpt2.logits([seq + o.token_ids[:-1]])[0]
+    lp = torch.log_softmax(torch.tensor(lg), -1).numpy()
+    n = len(seq)
+    for k, t in enumerate(o.token_ids):
+        assert abs(lp[n - 1 + k, t] - o.logprobs[k]) < 1e-4
+
+
+def test_stop_strings(gpt2):
+    free = gpt2.generate("hello", max_new_tokens=20, ignore_eos=True)
+    assert len(free.tokens) >= 3
+    stop = free.tokens[2]
+    o = gpt2.generate("hello", max_new_tokens=20, stop=[stop], ignore_eos=True)
+    assert o.finish_reason == "stop"
+    assert o.token_ids == free.token_ids[:len(o.token_ids)]
+    assert stop in o.text
+
+
+@pytest.mark.parametrize("positions,changed", [("last", {5}), ([0, 2], {0, 2}),
+                                               ([-1], {5}), ("all", set(range(6)))])
+def test_positions_select_cells(llama, positions, changed):
+    """A set edit on chosen positions changes exactly those rows of the captured site."""
+    site = "blocks.0.mlp.hook_pre"
+    prompt = "abcdef"
+    e = nl.EditSet([nl.Set(site, [4], value=7.5, positions=positions)])
+    base = llama.capture([prompt], [site])[site][0]
+    ed = llama.capture([prompt], [site], edits=e)[site][0]
+    rows = {int(r) for r in np.nonzero(np.abs(ed - base).max(1) > 0)[0]}
+    assert rows == changed
+    assert np.all(ed[sorted(changed), 4] == 7.5)
+
+
+def test_positions_in_padded_batch(llama):
+    site = "blocks.0.mlp.hook_pre"
+    e = nl.EditSet([nl.Set(site, [4], value=-3.0, positions=[1])])
+    caps = llama.capture(["abcdef", "xy"], [site], edits=e, batch_size=2)[site]
+    for c in caps:
+        assert c[1, 4] == -3.0 and np.all(c[np.arange(len(c)) != 1, 4] != -3.0)
