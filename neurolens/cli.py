@@ -180,6 +180,63 @@ def cmd_export(args) -> int:
     return 0
 
 
+class _Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        w = 30
+        k = int(w * done / max(total, 1))
+        print(f"\r{label:14s} [{'#' * k}{'.' * (w - k)}] {done}/{total}", end="",
+              file=sys.stderr, flush=True)
+        if done >= total:
+            print(file=sys.stderr)
+
+
+def cmd_gui(args) -> int:
+    try:
+        from neurolens.gui.app import run_gui
+    except ImportError as e:
+        raise InputError(f"the GUI needs PySide6 and pyqtgraph ({e})") from None
+    return run_gui(args.model, screenshot=args.screenshot, prompt=args.prompt,
+                   timeout=args.timeout)
+
+
+def cmd_eval(args) -> int:
+    from neurolens.evals import skills as sk
+    lm = _load(args)
+    edits = _edits(lm, args.edits)
+    prog = _Progress(not args.quiet)
+    base = sk.evaluate(lm, args.skill, split=args.split, limit=args.limit,
+                       batch_size=args.batch_size, progress=prog)
+    payload = {"model": lm.name_or_path, "split": args.split,
+               "skills": sk.results_json(base)}
+    lines = [f"{'skill':14s} {'metric':16s} {'value':>8s}"]
+    if edits is None:
+        for s, r in base.items():
+            extra = ", ".join(f"{k} {v:.3f}" for k, v in r.metrics.items()
+                              if k != sk.PRIMARY[s] and isinstance(v, float))
+            lines.append(f"{s:14s} {sk.PRIMARY[s]:16s} {r.primary:8.3f}"
+                         + (f"   ({extra})" if extra else ""))
+    else:
+        ed = sk.evaluate(lm, args.skill, edits=edits, split=args.split, limit=args.limit,
+                         batch_size=args.batch_size, progress=prog)
+        rel = sk.relative(base, ed)
+        payload = {"model": lm.name_or_path, "split": args.split, "edits": args.edits,
+                   "baseline": sk.results_json(base), "edited": sk.results_json(ed),
+                   "relative": {k: round(v, 4) for k, v in rel.items()}}
+        lines = [f"{'skill':14s} {'metric':16s} {'before':>8s} {'after':>8s} {'relative':>9s}"]
+        for s in base:
+            lines.append(f"{s:14s} {sk.PRIMARY[s]:16s} {base[s].primary:8.3f} "
+                         f"{ed[s].primary:8.3f} {rel[s]:9.3f}")
+    _emit(args, payload, "\n".join(lines))
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="neurolens", description="Neuron-level interpretability "
@@ -253,6 +310,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("gui", help="open the desktop app (default command)")
+    p.add_argument("-m", "--model", default=None, help="model folder or hub id")
+    p.add_argument("--screenshot", help="load, run, save the window as PNG, exit")
+    p.add_argument("--prompt", help="prompt to run")
+    p.add_argument("--timeout", type=float, default=300.0, help="screenshot mode time limit (s)")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_gui)
+
+    p = sub.add_parser("eval", help="skill metrics (demo prompt formats)")
+    model_args(p)
+    p.add_argument("--edits", help="also evaluate with these edits, relative to unedited")
+    p.add_argument("--skill", action="append",
+                   help="arithmetic, comprehension, code, refusal, benign (default: all)")
+    p.add_argument("--split", default="eval", help="prompt-set split (default: eval, held out)")
+    p.add_argument("--limit", type=int, default=None, help="at most N items per skill")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
     return ap
 
 

@@ -117,6 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--tiny", action="store_true", help="a few steps of a tiny config (tests)")
+    ap.add_argument("--prompts-out", default=None,
+                    help="also write the prompt sets (JSONL per skill) to this folder")
     args = ap.parse_args(argv)
     if args.tiny:
         args.steps, args.batch, args.seq = 3, 2, 32
@@ -187,6 +189,9 @@ def main(argv=None) -> int:
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "final_quick_eval": final, "history": history}
     (out_dir / "training.json").write_text(json.dumps(info, indent=2))
+    if args.prompts_out:
+        counts = corpus.write_prompt_sets(args.prompts_out)
+        print(f"prompt sets: {counts} -> {args.prompts_out}", flush=True)
     print(f"saved to {out_dir} in {train_seconds:.0f}s", flush=True)
     return 0
 

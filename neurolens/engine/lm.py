@@ -273,7 +273,7 @@ class LanguageModel:
         factory = self.session_factory(edits, captures)
 
         def on_prompt(i, ids):
-            store.add_tokens(i, self.token_strings(ids))
+            store.add_tokens(i, self.token_strings(ids), prompt=True)
         yield from forward_events(self, prompts, factory, batch_size, cancel, on_prompt)
 
     def capture(self, prompts: str | Iterable[str], sites=("blocks.*.mlp.hook_post",), *,
@@ -360,7 +360,7 @@ class LanguageModel:
 
         def on_prompt(i, ids):
             if store is not None:
-                store.add_tokens(i, self.token_strings(ids))
+                store.add_tokens(i, self.token_strings(ids), prompt=True)
         yield from generate_events(self, prompts, factory, params, cancel, on_prompt)
 
     def generate(self, prompts: str | Iterable[str], *, edits: EditSet | None = None,
@@ -390,6 +390,34 @@ class LanguageModel:
                 progress(ev.done, ev.total)
         assert result is not None
         return result[0] if single else result
+
+    # -- neuron analysis ---------------------------------------------------------------------------
+    def logit_lens(self, layer: int, neuron: int, k: int = 10) -> dict:
+        """Tokens that neuron ``layer.neuron`` (a ``hook_post`` unit) promotes and suppresses:
+        its down-projection column times the unembedding (final-norm scale folded in)."""
+        arch = self.adapter.arch
+        if arch is None or not arch.unembed:
+            raise InputError("the logit lens needs a known causal-LM architecture")
+        from neurolens.engine.adapters import get_module, try_module
+        down = get_module(self.hf, f"{self.adapter.layers_path}.{layer}.{arch.down}")
+        w = down.weight.detach()
+        col = (w[neuron, :] if arch.conv1d else w[:, neuron]).float()
+        _, norm = try_module(self.hf, arch.final_norm)
+        if norm is not None and getattr(norm, "weight", None) is not None:
+            scale = norm.weight.detach().float()
+            if self.model_type.startswith("gemma"):
+                scale = 1.0 + scale  # Gemma's RMSNorm stores weight - 1
+            col = col * scale
+        _, head = try_module(self.hf, arch.unembed)
+        if head is None:
+            head = self.hf.get_output_embeddings()
+        with torch.inference_mode():
+            scores = (head.weight.detach().float() @ col.to(head.weight.device)).cpu()
+        top = torch.topk(scores, k)
+        bot = torch.topk(-scores, k)
+        dec = self.tokenizer.decode if self.tokenizer is not None else str
+        return {"promote": [(dec([int(i)]), float(v)) for v, i in zip(top.values, top.indices)],
+                "suppress": [(dec([int(i)]), float(-v)) for v, i in zip(bot.values, bot.indices)]}
 
     # -- compare / export --------------------------------------------------------------------------
     def compare(self, prompts: str | Iterable[str], edits: EditSet, **gen_kwargs):

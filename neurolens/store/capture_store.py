@@ -42,6 +42,7 @@ class CaptureStore:
         self.out = Path(out) if out is not None else None
         self.set_of: dict[int, str] = {}
         self.tokens: dict[int, list[str]] = {}
+        self.prompt_len: dict[int, int] = {}
         self.prompts: dict[int, str] = {}
         self.widths: dict[str, int] = {}
         self.version = 0
@@ -54,9 +55,13 @@ class CaptureStore:
             if set_name is not None:
                 self.set_of[index] = set_name
 
-    def add_tokens(self, index: int, tokens: list[str]) -> None:
+    def add_tokens(self, index: int, tokens: list[str], prompt: bool = False) -> None:
+        """Token strings of prompt ``index`` (``prompt=True`` marks the prompt's own tokens)."""
         with self._lock:
             self.tokens.setdefault(index, []).extend(tokens)
+            if prompt:
+                self.prompt_len[index] = self.prompt_len.get(index, 0) + len(tokens)
+            self.version += 1
 
     def append(self, site: str, index: int, rows: np.ndarray, step: int | None = None) -> None:
         """Add rows [n, width] (or one row [width]) for prompt ``index`` at ``site``."""
@@ -162,6 +167,7 @@ class CaptureStore:
             self._dirty.clear()
             self.set_of.clear()
             self.tokens.clear()
+            self.prompt_len.clear()
             self.prompts.clear()
             self.n_rows = 0
             self.version += 1

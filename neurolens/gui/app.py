@@ -1,0 +1,93 @@
+"""Start the desktop app (and the --screenshot mode used for the README and smoke tests)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+def _app():
+    from PySide6.QtWidgets import QApplication
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+    app.setApplicationName("neurolens")
+    app.setOrganizationName("neurolens")
+    from neurolens.gui.icons import app_icon
+    icon = app_icon()
+    if icon is not None:
+        app.setWindowIcon(icon)
+    return app
+
+
+def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str | None = None,
+            timeout: float = 300.0) -> int:
+    """Open the main window. With ``screenshot``: load, run, wait for data, save PNG, exit."""
+    if screenshot and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    import pyqtgraph as pg
+    pg.setConfigOptions(antialias=True, imageAxisOrder="row-major")
+    app = _app()
+    from neurolens.gui.main_window import MainWindow
+    win = MainWindow()
+    win.show()
+    if prompt:
+        win.prompt_edit.setPlainText(prompt.replace("\\n", "\n"))
+    if not screenshot:
+        win.projector.warm_up()
+        win.open_model(model)
+        return app.exec()
+
+    result = {"code": None}
+    t0 = time.monotonic()
+    if not prompt:
+        for skill, n in (("arithmetic", 10), ("comprehension", 10), ("code", 10),
+                         ("refusal", 10)):
+            win.load_shipped_set(skill, n)
+        win.prompt_edit.setPlainText("Compute: 47+38=")
+    win._pending_run_after_load = True
+    from PySide6.QtCore import QTimer
+    from PySide6.QtGui import QGuiApplication  # noqa: F401
+
+    def check():
+        if result["code"] is not None:
+            return
+        if win.errors:
+            print(f"neurolens: error: {win.errors[-1].splitlines()[-1]}", file=sys.stderr)
+            result["code"] = 2
+            app.exit(2)
+            return
+        n_prompts = len(win._current_req.prompts) if win._current_req else 0
+        ready = (win.last_outputs is not None and win.layer_map.has_data()
+                 and win.token_map.has_data()
+                 and (n_prompts < 2 or len(win.scatter.points) == n_prompts))
+        if ready and win._umap_pending and time.monotonic() - t0 < timeout * 0.5:
+            return  # give UMAP a chance to swap in
+        if ready:
+            if win.selection == [] and win.model_info:
+                m = win.layer_map.data
+                r, c = np.unravel_index(int(np.argmax(np.abs(m))), m.shape)
+                win.layer_map.click_cell(int(r), int(c))
+                return
+            app.processEvents()
+            ok = win.grab().save(screenshot)
+            result["code"] = 0 if ok else 1
+            if not ok:
+                print(f"neurolens: error: could not write {screenshot}", file=sys.stderr)
+            app.exit(result["code"])
+        elif time.monotonic() - t0 > timeout:
+            print("neurolens: error: timed out waiting for the views to show data",
+                  file=sys.stderr)
+            result["code"] = 1
+            app.exit(1)
+
+    import numpy as np
+    timer = QTimer()
+    timer.timeout.connect(check)
+    timer.start(200)
+    win.open_model(model)
+    code = app.exec()
+    timer.stop()
+    win.close()
+    return result["code"] if result["code"] is not None else code

@@ -1,0 +1,822 @@
+"""Main window: prompt panel, live heatmaps, key-space scatter, neuron inspector.
+
+The window never computes on the GUI thread: the worker (model) and the projector (PCA/UMAP)
+run elsewhere; a 30 Hz timer redraws views from the store's latest data when it changed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, QThread, QTimer, Signal
+from PySide6.QtGui import QAction, QColor, QIcon
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
+                               QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
+                               QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from neurolens import __version__
+from neurolens.engine.runner import GenerationParams
+from neurolens.gui.views.heatmap import Heatmap
+from neurolens.gui.views.inspector import NeuronInspector
+from neurolens.gui.views.scatter import PALETTE, KeySpaceScatter
+from neurolens.gui.worker import Projector, RunRequest, Worker
+from neurolens.spec.sites import SITE_KINDS, neuron_label
+from neurolens.store import CaptureStore
+
+SHIPPED_SETS = ("arithmetic", "comprehension", "code", "refusal", "benign")
+NEURON_KINDS = [k for k in SITE_KINDS if k.startswith("mlp.")]
+
+
+class OpenModelDialog(QDialog):
+    def __init__(self, parent=None, recent: list[str] | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Open model")
+        lay = QVBoxLayout(self)
+        lay.addWidget(QLabel("Local folder or Hugging Face hub id:"))
+        row = QHBoxLayout()
+        self.edit = QComboBox()
+        self.edit.setEditable(True)
+        self.edit.addItems(recent or [])
+        self.edit.setMinimumWidth(420)
+        row.addWidget(self.edit)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row.addWidget(browse)
+        lay.addLayout(row)
+        bb = QDialogButtonBox(QDialogButtonBox.StandardButton.Open |
+                              QDialogButtonBox.StandardButton.Cancel)
+        bb.accepted.connect(self.accept)
+        bb.rejected.connect(self.reject)
+        lay.addWidget(bb)
+
+    def _browse(self):
+        d = QFileDialog.getExistingDirectory(self, "Model folder")
+        if d:
+            self.edit.setCurrentText(d)
+
+    def value(self) -> str:
+        return self.edit.currentText().strip()
+
+
+class MainWindow(QMainWindow):
+    requestLoad = Signal(str)
+    requestRun = Signal(object)
+    requestLens = Signal(int, int)
+
+    REFRESH_MS = 33
+
+    def __init__(self, settings: QSettings | None = None):
+        super().__init__()
+        self.setWindowTitle(f"neurolens {__version__}")
+        self.resize(1480, 920)
+        self.settings = settings or QSettings("neurolens", "neurolens")
+        self.store = CaptureStore(ring=4096)
+        self.model_info: dict | None = None
+        self.prompts: list[tuple[str, str]] = []      # (set name, prompt)
+        self.neuron_sets: dict[str, list[tuple[str, int]]] = {}
+        self.selection: list[tuple[str, int]] = []    # (site, index)
+        self.run_id = 0
+        self.running = False
+        self.last_outputs: dict | None = None
+        self._drawn_version = -1
+        self._levels: dict[str, float] = {}
+        self._scatter_rid = 0
+        self.refresh_times: list[float] = []          # timestamps of redraws (benchmarks)
+        self.errors: list[str] = []                   # messages shown to the user
+        self._error_box: QMessageBox | None = None
+        self._current_req: RunRequest | None = None
+
+        # worker thread owns the model
+        self.thread = QThread(self)
+        self.thread.setObjectName("neurolens-worker")
+        self.worker = Worker(self.store)
+        self.worker.moveToThread(self.thread)
+        self.requestLoad.connect(self.worker.load_model)
+        self.requestRun.connect(self.worker.run)
+        self.requestLens.connect(self.worker.logit_lens)
+        self.worker.loaded.connect(self._on_loaded)
+        self.worker.loadFailed.connect(self._on_load_failed)
+        self.worker.runStarted.connect(self._on_run_started)
+        self.worker.progress.connect(self._on_progress)
+        self.worker.textUpdated.connect(self._on_text)
+        self.worker.runFinished.connect(self._on_run_finished)
+        self.worker.runFailed.connect(self._on_run_failed)
+        self.worker.runCancelled.connect(self._on_run_cancelled)
+        self.worker.lensReady.connect(self._on_lens)
+        self.thread.start()
+        self.projector = Projector()
+        self.projector.ready.connect(self._on_projection)
+
+        self._build_ui()
+        self._build_menus()
+        self.timer = QTimer(self)
+        self.timer.setInterval(self.REFRESH_MS)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+        self._set_busy(False)
+
+    # -- UI ------------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        # left: prompts and run controls
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(6, 6, 6, 6)
+        self.model_label = QLabel("no model")
+        self.model_label.setWordWrap(True)
+        self.model_label.setStyleSheet("font-weight: bold")
+        ll.addWidget(self.model_label)
+        ll.addWidget(QLabel("Prompt"))
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText("Type a prompt, e.g. Compute: 47+38=")
+        self.prompt_edit.setMaximumHeight(90)
+        ll.addWidget(self.prompt_edit)
+        row = QHBoxLayout()
+        self.set_name = QLineEdit("typed")
+        self.set_name.setToolTip("prompt set name for added prompts (views colour by set)")
+        row.addWidget(QLabel("set"))
+        row.addWidget(self.set_name)
+        add = QPushButton("Add to list")
+        add.clicked.connect(self.add_typed_prompt)
+        row.addWidget(add)
+        ll.addLayout(row)
+        row = QHBoxLayout()
+        self.shipped = QComboBox()
+        self.shipped.addItems([f"{s} (probe split)" for s in SHIPPED_SETS])
+        row.addWidget(self.shipped)
+        self.shipped_n = QSpinBox()
+        self.shipped_n.setRange(1, 400)
+        self.shipped_n.setValue(24)
+        self.shipped_n.setToolTip("how many prompts to take")
+        row.addWidget(self.shipped_n)
+        b = QPushButton("Load")
+        b.clicked.connect(lambda: self.load_shipped_set(SHIPPED_SETS[self.shipped.currentIndex()],
+                                                        self.shipped_n.value()))
+        row.addWidget(b)
+        ll.addLayout(row)
+        row = QHBoxLayout()
+        b = QPushButton("Load file…")
+        b.clicked.connect(self._load_file_dialog)
+        row.addWidget(b)
+        b = QPushButton("Clear list")
+        b.clicked.connect(self.clear_prompts)
+        row.addWidget(b)
+        ll.addLayout(row)
+        self.prompt_table = QTableWidget(0, 2)
+        self.prompt_table.setHorizontalHeaderLabels(["set", "prompt"])
+        self.prompt_table.horizontalHeader().setStretchLastSection(True)
+        self.prompt_table.verticalHeader().setVisible(False)
+        ll.addWidget(self.prompt_table, 1)
+
+        gen = QGroupBox("Generation")
+        gf = QFormLayout(gen)
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(0, 4096)
+        self.max_tokens.setValue(12)
+        gf.addRow("max new tokens", self.max_tokens)
+        self.sampling = QCheckBox("sample (else greedy)")
+        gf.addRow(self.sampling)
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.05, 5.0)
+        self.temperature.setValue(1.0)
+        self.temperature.setSingleStep(0.1)
+        gf.addRow("temperature", self.temperature)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        gf.addRow("seed", self.seed)
+        self.stop_eos = QCheckBox("stop at end of text")
+        self.stop_eos.setChecked(True)
+        gf.addRow(self.stop_eos)
+        self.run_list = QCheckBox("run the prompt list (else the typed prompt)")
+        gf.addRow(self.run_list)
+        ll.addWidget(gen)
+        row = QHBoxLayout()
+        self.run_btn = QPushButton("Run")
+        self.run_btn.setShortcut("Ctrl+Return")
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.clicked.connect(self.cancel)
+        row.addWidget(self.run_btn)
+        row.addWidget(self.cancel_btn)
+        ll.addLayout(row)
+
+        # centre: view controls + views
+        centre = QWidget()
+        cl = QVBoxLayout(centre)
+        cl.setContentsMargins(2, 2, 2, 2)
+        ctl = QHBoxLayout()
+        ctl.addWidget(QLabel("site"))
+        self.kind_combo = QComboBox()
+        self.kind_combo.addItems(NEURON_KINDS)
+        self.kind_combo.setCurrentText("mlp.hook_post")
+        self.kind_combo.currentIndexChanged.connect(self._view_changed)
+        ctl.addWidget(self.kind_combo)
+        ctl.addWidget(QLabel("statistic"))
+        self.stat_combo = QComboBox()
+        self.stat_combo.addItems(["mean activation", "set difference A − B"])
+        self.stat_combo.currentIndexChanged.connect(self._view_changed)
+        ctl.addWidget(self.stat_combo)
+        self.set_a = QComboBox()
+        self.set_b = QComboBox()
+        for c in (self.set_a, self.set_b):
+            c.currentIndexChanged.connect(self._view_changed)
+            c.setMinimumWidth(90)
+        ctl.addWidget(QLabel("A"))
+        ctl.addWidget(self.set_a)
+        ctl.addWidget(QLabel("B"))
+        ctl.addWidget(self.set_b)
+        ctl.addSpacing(16)
+        ctl.addWidget(QLabel("token view: layer"))
+        self.layer_spin = QSpinBox()
+        self.layer_spin.valueChanged.connect(self._view_changed)
+        ctl.addWidget(self.layer_spin)
+        ctl.addWidget(QLabel("prompt"))
+        self.prompt_spin = QSpinBox()
+        self.prompt_spin.valueChanged.connect(self._view_changed)
+        ctl.addWidget(self.prompt_spin)
+        ctl.addStretch(1)
+        cl.addLayout(ctl)
+
+        vsplit = QSplitter(Qt.Orientation.Vertical)
+        top = QSplitter(Qt.Orientation.Horizontal)
+        self.layer_map = Heatmap("layer × neuron", "neuron", "layer")
+        self.layer_map.cellClicked.connect(self._on_layer_cell)
+        self.layer_map.cellsSelected.connect(self._on_layer_cells)
+        top.addWidget(self.layer_map)
+        self.scatter = KeySpaceScatter()
+        self.scatter.lassoSelected.connect(self.define_prompt_set)
+        top.addWidget(self.scatter)
+        top.setSizes([820, 420])
+        vsplit.addWidget(top)
+        bottom = QWidget()
+        bl = QVBoxLayout(bottom)
+        bl.setContentsMargins(0, 0, 0, 0)
+        self.token_map = Heatmap("token × neuron", "neuron", "token")
+        self.token_map.cellClicked.connect(self._on_token_cell)
+        self.token_map.cellsSelected.connect(self._on_token_cells)
+        bl.addWidget(self.token_map, 1)
+        self.output_label = QLabel("")
+        self.output_label.setWordWrap(True)
+        self.output_label.setTextFormat(Qt.TextFormat.RichText)
+        self.output_label.setStyleSheet("font-family: monospace; padding: 4px")
+        bl.addWidget(self.output_label)
+        vsplit.addWidget(bottom)
+        vsplit.setSizes([470, 380])
+        cl.addWidget(vsplit, 1)
+
+        # right: inspector + neuron sets
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(4, 4, 4, 4)
+        self.inspector = NeuronInspector()
+        rl.addWidget(self.inspector, 3)
+        rl.addWidget(QLabel("Selection"))
+        self.selection_label = QLabel("none (click a cell; shift-click or shift-drag for many)")
+        self.selection_label.setWordWrap(True)
+        rl.addWidget(self.selection_label)
+        row = QHBoxLayout()
+        self.new_set_name = QLineEdit()
+        self.new_set_name.setPlaceholderText("neuron set name")
+        row.addWidget(self.new_set_name)
+        b = QPushButton("Save as set")
+        b.clicked.connect(lambda: self.save_selection_as_set(self.new_set_name.text()))
+        row.addWidget(b)
+        rl.addLayout(row)
+        self.sets_list = QListWidget()
+        self.sets_list.itemDoubleClicked.connect(self._select_saved_set)
+        rl.addWidget(self.sets_list, 1)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(centre)
+        split.addWidget(right)
+        split.setSizes([330, 840, 310])
+        self.setCentralWidget(split)
+
+        self.status = QLabel("starting…")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setMaximumWidth(260)
+        self.statusBar().addWidget(self.status, 1)
+        self.statusBar().addPermanentWidget(self.progress_bar)
+
+    def _build_menus(self) -> None:
+        m = self.menuBar().addMenu("&File")
+        a = QAction("&Open model…", self)
+        a.setShortcut("Ctrl+O")
+        a.triggered.connect(self._open_model_dialog)
+        m.addAction(a)
+        self.recent_menu = m.addMenu("Open &recent")
+        self._fill_recent()
+        m.addSeparator()
+        a = QAction("Load &prompts…", self)
+        a.triggered.connect(self._load_file_dialog)
+        m.addAction(a)
+        m.addSeparator()
+        a = QAction("&Quit", self)
+        a.setShortcut("Ctrl+Q")
+        a.triggered.connect(self.close)
+        m.addAction(a)
+        h = self.menuBar().addMenu("&Help")
+        a = QAction("&About neurolens", self)
+        a.triggered.connect(self.show_about)
+        h.addAction(a)
+
+    # -- model -----------------------------------------------------------------------------------------
+    def recent_models(self) -> list[str]:
+        v = self.settings.value("recent_models", [])
+        if isinstance(v, str):
+            v = [v]
+        return [str(x) for x in (v or [])]
+
+    def _remember(self, name: str) -> None:
+        rec = [name] + [r for r in self.recent_models() if r != name]
+        self.settings.setValue("recent_models", rec[:10])
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for r in self.recent_models():
+            a = QAction(r, self)
+            a.triggered.connect(lambda _=False, r=r: self.open_model(r))
+            self.recent_menu.addAction(a)
+        self.recent_menu.setEnabled(bool(self.recent_models()))
+
+    def _open_model_dialog(self) -> None:
+        d = OpenModelDialog(self, self.recent_models())
+        if d.exec() == QDialog.DialogCode.Accepted and d.value():
+            self.open_model(d.value())
+
+    def open_model(self, name: str | None = None) -> None:
+        if self.running:
+            self.show_error("A run is in progress: cancel it before loading another model.")
+            return
+        self._set_busy(True, f"loading {name or 'the demo model'}…")
+        self.progress_bar.setRange(0, 0)  # indeterminate while loading
+        self._loading_name = name or ""
+        self.requestLoad.emit(name or "")
+
+    def _on_loaded(self, info: dict) -> None:
+        self.model_info = info
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(100)
+        short = Path(info["name"]).name or info["name"]
+        self.model_label.setText(f"{short} · {info['model_type']} · {info['n_layers']} layers · "
+                                 f"{info['n_params'] / 1e6:.1f}M params")
+        self.layer_spin.setRange(0, max(0, info["n_layers"] - 1))
+        self.layer_spin.setValue(max(0, info["n_layers"] - 1))
+        kinds = sorted({s.split(".", 2)[2] for s in info["sites"]} & set(NEURON_KINDS),
+                       key=NEURON_KINDS.index)
+        cur = self.kind_combo.currentText()
+        self.kind_combo.blockSignals(True)
+        self.kind_combo.clear()
+        self.kind_combo.addItems(kinds)
+        self.kind_combo.setCurrentText(cur if cur in kinds else "mlp.hook_post")
+        self.kind_combo.blockSignals(False)
+        self._remember(self._loading_name or info["name"])
+        notes = "; ".join(info.get("notes", []))
+        self._set_busy(False, f"loaded {info['name']}" + (f" ({notes})" if notes else ""))
+        if self._pending_run_after_load:
+            self._pending_run_after_load = False
+            self.run()
+
+    _pending_run_after_load = False
+    _loading_name = ""
+
+    def _on_load_failed(self, msg: str) -> None:
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        self._set_busy(False, "load failed")
+        self.show_error(f"Could not load the model.\n\n{msg}")
+
+    # -- prompts ---------------------------------------------------------------------------------------
+    def add_prompts(self, prompts: list[str], set_name: str) -> None:
+        set_name = set_name.strip() or "prompts"
+        for p in prompts:
+            self.prompts.append((set_name, p))
+        self._fill_prompt_table()
+
+    def add_typed_prompt(self) -> None:
+        text = self.prompt_edit.toPlainText()
+        if text.strip():
+            self.add_prompts([text], self.set_name.text())
+            self.run_list.setChecked(True)
+
+    def load_shipped_set(self, skill: str, n: int = 24) -> None:
+        from neurolens.evals.skills import load_prompt_set
+        try:
+            rows = load_prompt_set(skill, "probe", limit=n)
+        except Exception as e:  # noqa: BLE001
+            self.show_error(str(e))
+            return
+        self.add_prompts([r["prompt"] for r in rows], skill)
+        self.run_list.setChecked(True)
+
+    def load_prompt_file(self, path: str, set_name: str | None = None) -> None:
+        from neurolens.cli import read_prompts
+        try:
+            prompts = read_prompts(path)
+        except Exception as e:  # noqa: BLE001
+            self.show_error(str(e))
+            return
+        self.add_prompts(prompts, set_name or Path(path).stem)
+        self.run_list.setChecked(True)
+
+    def _load_file_dialog(self) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Load prompts", "",
+                                           "Prompts (*.jsonl *.txt);;All files (*)")
+        if f:
+            self.load_prompt_file(f)
+
+    def clear_prompts(self) -> None:
+        self.prompts.clear()
+        self._fill_prompt_table()
+
+    def _fill_prompt_table(self) -> None:
+        t = self.prompt_table
+        t.setRowCount(len(self.prompts))
+        names = self.set_names()
+        for r, (s, p) in enumerate(self.prompts):
+            a = QTableWidgetItem(s)
+            col = PALETTE[names.index(s) % len(PALETTE)]
+            a.setForeground(QColor(*col))
+            t.setItem(r, 0, a)
+            t.setItem(r, 1, QTableWidgetItem(p.replace("\n", " ⏎ ")))
+        for combo in (self.set_a, self.set_b):
+            cur = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if cur in names:
+                combo.setCurrentText(cur)
+            combo.blockSignals(False)
+        if len(names) > 1 and self.set_b.currentText() == self.set_a.currentText():
+            self.set_b.setCurrentIndex(1)
+
+    def set_names(self) -> list[str]:
+        return list(dict.fromkeys(s for s, _ in self.prompts))
+
+    def define_prompt_set(self, indices: list[int], name: str | None = None) -> str:
+        """Lasso result: move the chosen prompts of the last run into a new named set."""
+        req = self._current_req
+        if req is None:
+            return ""
+        k = 1
+        existing = set(self.set_names())
+        while name is None or name in existing:
+            name = f"lasso {k}"
+            k += 1
+        chosen = {req.prompts[i] for i in indices if i < len(req.prompts)}
+        self.prompts = [(name if p in chosen else s, p) for s, p in self.prompts]
+        self._fill_prompt_table()
+        self.status.setText(f"{len(indices)} prompts now form the set '{name}'")
+        return name
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def build_request(self) -> RunRequest | None:
+        if self.run_list.isChecked() and self.prompts:
+            sets = tuple(s for s, _ in self.prompts)
+            prompts = tuple(p for _, p in self.prompts)
+        else:
+            text = self.prompt_edit.toPlainText()
+            if not text.strip():
+                return None
+            sets, prompts = (self.set_name.text().strip() or "typed",), (text,)
+        params = GenerationParams(max_new_tokens=self.max_tokens.value(),
+                                  do_sample=self.sampling.isChecked(),
+                                  temperature=self.temperature.value(), seed=self.seed.value(),
+                                  batch_size=16, ignore_eos=not self.stop_eos.isChecked())
+        kinds = tuple(dict.fromkeys(["mlp.hook_post", self.kind_combo.currentText()]))
+        self.run_id += 1
+        return RunRequest(prompts=prompts, set_names=sets, site_kinds=kinds, params=params,
+                          edits=self.current_edits(), run_id=self.run_id)
+
+    def current_edits(self):
+        """The EditSet snapshot for runs (the edit panel arrives with GUI part 2)."""
+        return None
+
+    def run(self) -> None:
+        if self.running:
+            return
+        if self.model_info is None:
+            if self.worker.lm is None and self.progress_bar.maximum() == 0:
+                self._pending_run_after_load = True
+                return
+            self.show_error("No model loaded: use File ▸ Open model.")
+            return
+        req = self.build_request()
+        if req is None:
+            self.show_error("Type a prompt (or load a prompt set) first.")
+            return
+        self._current_req = req
+        self._levels.clear()
+        self.last_outputs = None
+        self.output_label.setText("")
+        self.prompt_spin.setRange(0, len(req.prompts) - 1)
+        self.running = True
+        self._set_busy(True, f"running {len(req.prompts)} prompt(s)…")
+        self.requestRun.emit(req)
+
+    def cancel(self) -> None:
+        if self.running:
+            self.worker.cancel_token.cancel()  # thread-safe flag: the worker stops within a token
+            self.status.setText("cancelling…")
+
+    def _on_run_started(self, rid: int, total: int) -> None:
+        self.progress_bar.setRange(0, max(1, total))
+        self.progress_bar.setValue(0)
+
+    def _on_progress(self, rid: int, done: int, total: int) -> None:
+        if rid == self.run_id:
+            self.progress_bar.setMaximum(max(1, total))
+            self.progress_bar.setValue(done)
+
+    def _on_text(self, rid: int, texts: dict) -> None:
+        if rid != self.run_id:
+            return
+        self._texts = texts
+        self._show_output()
+
+    _texts: dict = {}
+
+    def _show_output(self) -> None:
+        req = self._current_req
+        if req is None:
+            return
+        i = min(self.prompt_spin.value(), len(req.prompts) - 1)
+        from html import escape
+        gen = self._texts.get(i, "")
+        self.output_label.setText(
+            f"<span style='color:#555'>{escape(req.prompts[i])}</span>"
+            f"<span style='background:#fff3b0'>{escape(gen)}</span>".replace("\n", "⏎<br>"))
+
+    def _on_run_finished(self, rid: int, summary: dict) -> None:
+        if rid != self.run_id:
+            return
+        self.running = False
+        self.last_outputs = summary
+        self.progress_bar.setValue(self.progress_bar.maximum())
+        self._set_busy(False, f"done in {summary['seconds']:.2f}s")
+        self.refresh(force=True)
+        self.update_scatter()
+
+    def _on_run_failed(self, rid: int, msg: str) -> None:
+        self.running = False
+        self._set_busy(False, "run failed")
+        self.show_error(f"The run failed.\n\n{msg}")
+
+    def _on_run_cancelled(self, rid: int) -> None:
+        self.running = False
+        self._set_busy(False, "cancelled")
+        self.refresh(force=True)
+
+    def _set_busy(self, busy: bool, text: str | None = None) -> None:
+        self.run_btn.setEnabled(not busy)
+        self.cancel_btn.setEnabled(busy and self.running)
+        if text is not None:
+            self.status.setText(text)
+
+    # -- views -----------------------------------------------------------------------------------------
+    def _view_changed(self, *_):
+        self._levels.clear()
+        self.refresh(force=True)
+        if self.sender() in (self.kind_combo, self.layer_spin) and not self.running:
+            self.update_scatter()
+        if self.sender() is self.prompt_spin:
+            self._show_output()
+
+    def site(self, layer: int) -> str:
+        return f"blocks.{layer}.{self.kind_combo.currentText()}"
+
+    def _stable(self, key: str, data: np.ndarray) -> tuple[float, float]:
+        """Symmetric colour levels that change only when the data outgrow or shrink a lot."""
+        amp = float(np.percentile(np.abs(data), 99.5)) if data.size else 1.0
+        amp = max(amp, 1e-6)
+        cur = self._levels.get(key)
+        if cur is None or amp > cur * 1.25 or amp < cur * 0.4:
+            cur = self._levels[key] = amp
+        return (-cur, cur)
+
+    def layer_matrix(self) -> np.ndarray | None:
+        if self.model_info is None:
+            return None
+        rows = []
+        diff = self.stat_combo.currentIndex() == 1
+        a, b = self.set_a.currentText(), self.set_b.currentText()
+        for layer in range(self.model_info["n_layers"]):
+            site = self.site(layer)
+            if diff:
+                sa, sb = self.store.stats(site, a), self.store.stats(site, b)
+                if sa is None or sb is None or not sa.count or not sb.count:
+                    return None
+                rows.append((sa.mean - sb.mean).astype(np.float32))
+            else:
+                st = self.store.stats(site)
+                if st is None or not st.count:
+                    return None
+                rows.append(st.mean.astype(np.float32))
+        return np.stack(rows) if rows else None
+
+    def token_matrix(self) -> tuple[np.ndarray, list[str]] | None:
+        req = self._current_req
+        if req is None:
+            return None
+        i = min(self.prompt_spin.value(), len(req.prompts) - 1)
+        try:
+            rows = self.store.rows(self.site(self.layer_spin.value()), i)
+        except KeyError:
+            return None
+        toks = self.store.tokens.get(i, [])[: len(rows)]
+        return rows, toks
+
+    def refresh(self, force: bool = False) -> None:
+        """Timer tick: redraw from the store when it changed (never waits on the worker)."""
+        v = self.store.version
+        if v == self._drawn_version and not force:
+            return
+        self._drawn_version = v
+        m = self.layer_matrix()
+        if m is not None:
+            self.layer_map.set_data(m, self._stable("layer", m))
+            self.layer_map.set_row_labels([f"L{i}" for i in range(m.shape[0])])
+        tm = self.token_matrix()
+        if tm is not None and len(tm[0]):
+            rows, toks = tm
+            self.token_map.set_data(rows, self._stable("token", rows))
+            self.token_map.set_row_labels([t.replace("\n", "⏎") for t in toks])
+        self._mark_selection()
+        self.refresh_times.append(time.perf_counter())
+        if len(self.refresh_times) > 1000:
+            del self.refresh_times[:500]
+
+    def keyspace_matrix(self) -> tuple[np.ndarray, list[str], list[str]] | None:
+        req = self._current_req
+        if req is None or self.model_info is None:
+            return None
+        site = self.site(self.layer_spin.value())
+        xs = []
+        for i in range(len(req.prompts)):
+            try:
+                rows = self.store.rows(site, i)
+            except KeyError:
+                return None
+            n = self.store.prompt_len.get(i, len(rows))
+            if len(rows) < n or n == 0:
+                return None
+            xs.append(rows[n - 1])
+        return np.stack(xs), list(req.set_names), list(req.prompts)
+
+    def update_scatter(self) -> None:
+        km = self.keyspace_matrix()
+        if km is None:
+            return
+        x, sets, texts = km
+        self._scatter_rid += 1
+        self._scatter_data = (sets, texts)
+        self.scatter.set_status("key space: computing PCA…")
+        self.projector.submit(self._scatter_rid, "pca", x)
+        if len(texts) >= 5:
+            self.projector.submit(self._scatter_rid, "umap", x)
+            self._umap_pending = True
+
+    _scatter_data: tuple = ([], [])
+    _umap_pending = False
+
+    def _on_projection(self, rid: int, method: str, pts) -> None:
+        if rid != self._scatter_rid:
+            return
+        if isinstance(pts, Exception):
+            self.status.setText(f"{method.upper()} failed: {pts}")
+            return
+        if method == "pca" and self.scatter.method == "umap" and not self._umap_pending:
+            return
+        sets, texts = self._scatter_data
+        if method == "umap":
+            self._umap_pending = False
+        self.scatter.set_points(pts, sets, texts, method)
+        if method == "pca" and self._umap_pending:
+            self.scatter.set_status(f"key space (PCA, {len(texts)} prompts) · UMAP computing…")
+
+    # -- selection / inspector -------------------------------------------------------------------------
+    def _on_layer_cell(self, row: int, col: int, additive: bool) -> None:
+        self.select_neurons([(self.site(row), col)], additive)
+
+    def _on_layer_cells(self, cells: list) -> None:
+        self.select_neurons([(self.site(r), c) for r, c in cells], additive=True)
+
+    def _on_token_cell(self, row: int, col: int, additive: bool) -> None:
+        self.select_neurons([(self.site(self.layer_spin.value()), col)], additive)
+
+    def _on_token_cells(self, cells: list) -> None:
+        site = self.site(self.layer_spin.value())
+        self.select_neurons(sorted({(site, c) for _, c in cells}), additive=True)
+
+    def select_neurons(self, neurons: list[tuple[str, int]], additive: bool = False) -> None:
+        if additive:
+            self.selection += [n for n in neurons if n not in self.selection]
+        else:
+            self.selection = list(neurons)
+        labels = [neuron_label(s, i) for s, i in self.selection[:12]]
+        more = len(self.selection) - len(labels)
+        self.selection_label.setText(", ".join(labels) + (f" … (+{more})" if more > 0 else "")
+                                     if self.selection else "none")
+        self._mark_selection()
+        if self.selection:
+            self.inspect(*self.selection[-1])
+
+    def _mark_selection(self) -> None:
+        kind = self.kind_combo.currentText()
+        cells = []
+        for s, i in self.selection:
+            parts = s.split(".", 2)
+            if len(parts) == 3 and parts[2] == kind:
+                cells.append((int(parts[1]), i))
+        self.layer_map.mark(cells)
+
+    def inspect(self, site: str, idx: int) -> None:
+        req = self._current_req
+        by_set: dict[str, list[np.ndarray]] = {}
+        top: list[tuple[float, str]] = []
+        if req is not None:
+            for i, s in enumerate(req.set_names):
+                try:
+                    rows = self.store.rows(site, i)
+                except KeyError:
+                    continue
+                if not len(rows) or idx >= rows.shape[1]:
+                    continue
+                col = rows[:, idx]
+                by_set.setdefault(s, []).append(col)
+                toks = self.store.tokens.get(i, [])
+                k = int(np.argmax(col))
+                tok = toks[k] if k < len(toks) else "?"
+                top.append((float(col[k]), f"{tok!r} in “{req.prompts[i][:50]}”"))
+        top.sort(key=lambda t: -t[0])
+        values = {s: np.concatenate(v) for s, v in by_set.items()}
+        self.inspector.show_neuron(neuron_label(site, idx, with_kind=True), values, top[:12])
+        layer = int(site.split(".")[1])
+        if site.endswith("mlp.hook_post"):
+            self.requestLens.emit(layer, idx)
+        else:
+            self.inspector.show_lens({"error": "logit lens: pick a hook_post neuron"})
+
+    def _on_lens(self, layer: int, idx: int, lens: dict) -> None:
+        self.inspector.show_lens(lens)
+
+    def save_selection_as_set(self, name: str = "") -> str | None:
+        if not self.selection:
+            return None
+        name = name.strip() or f"neurons {len(self.neuron_sets) + 1}"
+        self.neuron_sets[name] = list(self.selection)
+        self.sets_list.clear()
+        for n, v in self.neuron_sets.items():
+            item = QListWidgetItem(f"{n} ({len(v)} neurons)")
+            item.setData(Qt.ItemDataRole.UserRole, n)
+            self.sets_list.addItem(item)
+        self.new_set_name.clear()
+        return name
+
+    def _select_saved_set(self, item: QListWidgetItem) -> None:
+        self.select_neurons(self.neuron_sets[item.data(Qt.ItemDataRole.UserRole)])
+
+    # -- errors / about ----------------------------------------------------------------------------------
+    def show_error(self, msg: str) -> None:
+        """Non-blocking error dialog; the app stays usable."""
+        self.errors.append(msg)
+        if self._error_box is not None:
+            self._error_box.close()
+        box = QMessageBox(QMessageBox.Icon.Warning, "neurolens", msg,
+                          QMessageBox.StandardButton.Ok, self)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.show()
+        self._error_box = box
+
+    def about_text(self) -> str:
+        import diffusers
+        import torch
+        import transformers
+        dev = self.model_info["device"] if self.model_info else "no model loaded"
+        return (f"neurolens {__version__}\n\ntorch {torch.__version__}\n"
+                f"transformers {transformers.__version__}\ndiffusers {diffusers.__version__}\n"
+                f"device: {dev}")
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About neurolens", self.about_text())
+
+    def closeEvent(self, ev) -> None:
+        self.worker.cancel_token.cancel()
+        self.timer.stop()
+        self.thread.quit()
+        self.thread.wait(5000)
+        self.projector.pool.waitForDone(2000)
+        super().closeEvent(ev)
+
+    def snapshot(self) -> dict:
+        return {"prompts": self.prompts, "neuron_sets": self.neuron_sets,
+                "kind": self.kind_combo.currentText(), "layer": self.layer_spin.value()}
+
+    def __repr__(self) -> str:  # pragma: no cover
+        return f"<MainWindow model={json.dumps((self.model_info or {}).get('name'))}>"

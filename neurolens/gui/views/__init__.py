@@ -1,0 +1,1 @@
+"""pyqtgraph views. Each takes its data from the window/store and only draws."""

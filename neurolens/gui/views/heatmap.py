@@ -1,0 +1,130 @@
+"""Heatmap view with click, shift-click and shift-drag rectangle selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QPen
+from PySide6.QtWidgets import QGraphicsRectItem
+
+CMAP = pg.colormap.get("CET-D1")  # diverging blue-white-red: sign matters for activations
+
+
+class SelectViewBox(pg.ViewBox):
+    clicked = Signal(float, float, bool)            # x, y, additive (shift)
+    rectSelected = Signal(float, float, float, float)
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self._rect_item = None
+        self.setMouseMode(pg.ViewBox.PanMode)
+
+    def mouseClickEvent(self, ev):
+        if ev.button() == Qt.MouseButton.LeftButton:
+            p = self.mapSceneToView(ev.scenePos())
+            additive = bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+            self.clicked.emit(p.x(), p.y(), additive)
+            ev.accept()
+        else:
+            super().mouseClickEvent(ev)
+
+    def mouseDragEvent(self, ev, axis=None):
+        shift = bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if ev.button() != Qt.MouseButton.LeftButton or not shift:
+            super().mouseDragEvent(ev, axis)
+            return
+        ev.accept()
+        a = self.mapSceneToView(ev.buttonDownScenePos())
+        b = self.mapSceneToView(ev.scenePos())
+        if self._rect_item is None:
+            self._rect_item = QGraphicsRectItem()
+            pen = QPen(Qt.GlobalColor.black)
+            pen.setCosmetic(True)
+            pen.setStyle(Qt.PenStyle.DashLine)
+            self._rect_item.setPen(pen)
+            self.addItem(self._rect_item, ignoreBounds=True)
+        self._rect_item.setRect(QRectF(QPointF(a.x(), a.y()), QPointF(b.x(), b.y())).normalized())
+        if ev.isFinish():
+            self.removeItem(self._rect_item)
+            self._rect_item = None
+            self.rectSelected.emit(min(a.x(), b.x()), min(a.y(), b.y()),
+                                   max(a.x(), b.x()), max(a.y(), b.y()))
+
+
+class Heatmap(pg.GraphicsLayoutWidget):
+    """rows x cols image; emits cell picks. Levels are set by the caller (stable colours)."""
+
+    cellClicked = Signal(int, int, bool)        # row, col, additive
+    cellsSelected = Signal(list)                # [(row, col), ...]
+
+    def __init__(self, title: str, xlabel: str, ylabel: str, parent=None):
+        super().__init__(parent=parent)
+        self.setBackground("w")
+        self.vb = SelectViewBox()
+        self.plot = self.addPlot(viewBox=self.vb, title=title)
+        self.plot.setLabel("bottom", xlabel)
+        self.plot.setLabel("left", ylabel)
+        self.vb.invertY(True)
+        self.img = pg.ImageItem(axisOrder="row-major")
+        self.img.setLookupTable(CMAP.getLookupTable(nPts=256))
+        self.plot.addItem(self.img)
+        self.bar = pg.ColorBarItem(values=(-1, 1), colorMap=CMAP, interactive=False, width=12)
+        self.bar.setImageItem(self.img, insert_in=self.plot)
+        self.marks = pg.ScatterPlotItem(size=9, pen=pg.mkPen("k", width=1.5), brush=None,
+                                        symbol="s")
+        self.plot.addItem(self.marks)
+        self.data = np.zeros((0, 0), np.float32)
+        self.levels = (-1.0, 1.0)
+        self.vb.clicked.connect(self._on_click)
+        self.vb.rectSelected.connect(self._on_rect)
+        self._shape = None
+
+    def set_data(self, data: np.ndarray, levels: tuple[float, float]) -> None:
+        self.data = data
+        self.levels = levels
+        self.img.setImage(data, autoLevels=False, levels=levels)
+        self.bar.setLevels(levels)
+        if data.shape != self._shape:
+            self._shape = data.shape
+            self.vb.setLimits(xMin=-0.5, xMax=data.shape[1] + 0.5, yMin=-0.5,
+                              yMax=data.shape[0] + 0.5)
+            self.vb.setRange(xRange=(0, max(1, data.shape[1])), yRange=(0, max(1, data.shape[0])),
+                             padding=0)
+
+    def has_data(self) -> bool:
+        return self.data.size > 0 and bool(np.any(self.data != 0))
+
+    def set_row_labels(self, labels: list[str]) -> None:
+        ax = self.plot.getAxis("left")
+        step = max(1, len(labels) // 24)
+        ax.setTicks([[(i + 0.5, labels[i]) for i in range(0, len(labels), step)]])
+
+    def clear_row_labels(self) -> None:
+        self.plot.getAxis("left").setTicks(None)
+
+    def mark(self, cells: list[tuple[int, int]]) -> None:
+        self.marks.setData([c + 0.5 for _, c in cells], [r + 0.5 for r, _ in cells])
+
+    def _cell(self, x: float, y: float) -> tuple[int, int] | None:
+        r, c = int(np.floor(y)), int(np.floor(x))
+        if 0 <= r < self.data.shape[0] and 0 <= c < self.data.shape[1]:
+            return r, c
+        return None
+
+    def _on_click(self, x, y, additive):
+        cell = self._cell(x, y)
+        if cell is not None:
+            self.cellClicked.emit(cell[0], cell[1], additive)
+
+    def _on_rect(self, x0, y0, x1, y1):
+        rows, cols = self.data.shape
+        r0, r1 = max(0, int(np.floor(y0))), min(rows - 1, int(np.floor(y1)))
+        c0, c1 = max(0, int(np.floor(x0))), min(cols - 1, int(np.floor(x1)))
+        cells = [(r, c) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
+        if cells:
+            self.cellsSelected.emit(cells)
+
+    def click_cell(self, row: int, col: int, additive: bool = False) -> None:
+        """Programmatic click (tests, keyboard)."""
+        self._on_click(col + 0.5, row + 0.5, additive)

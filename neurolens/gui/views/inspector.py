@@ -1,0 +1,69 @@
+"""Neuron inspector: histogram per prompt set, top activations, per-neuron logit lens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import (QLabel, QListWidget, QSplitter, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt
+
+from neurolens.gui.views.scatter import PALETTE
+
+
+class NeuronInspector(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        self.title = QLabel("Click a heatmap cell to inspect a neuron")
+        self.title.setWordWrap(True)
+        lay.addWidget(self.title)
+        split = QSplitter(Qt.Orientation.Vertical)
+        self.hist = pg.PlotWidget(background="w")
+        self.hist.setLabel("bottom", "activation")
+        self.hist.setLabel("left", "tokens")
+        self.hist.addLegend(offset=(5, 5))
+        self.hist.setMinimumHeight(140)
+        split.addWidget(self.hist)
+        self.top = QListWidget()
+        split.addWidget(self.top)
+        self.lens = QTableWidget(0, 2)
+        self.lens.setHorizontalHeaderLabels(["promotes", "suppresses"])
+        self.lens.horizontalHeader().setStretchLastSection(True)
+        self.lens.verticalHeader().setVisible(False)
+        split.addWidget(self.lens)
+        lay.addWidget(split)
+
+    def show_neuron(self, label: str, values_by_set: dict[str, np.ndarray],
+                    top: list[tuple[float, str]]) -> None:
+        self.title.setText(f"<b>{label}</b>")
+        self.hist.clear()
+        allv = np.concatenate([v for v in values_by_set.values() if v.size] or [np.zeros(1)])
+        lo, hi = float(allv.min()), float(allv.max())
+        if hi <= lo:
+            hi = lo + 1e-3
+        bins = np.linspace(lo, hi, 31)
+        for k, (name, v) in enumerate(values_by_set.items()):
+            if not v.size:
+                continue
+            h, _ = np.histogram(v, bins=bins)
+            col = PALETTE[k % len(PALETTE)]
+            self.hist.plot(bins, h, stepMode="center", fillLevel=0,
+                           brush=pg.mkBrush(*col, 90), pen=pg.mkPen(col, width=1.5), name=name)
+        self.top.clear()
+        for v, where in top:
+            self.top.addItem(f"{v:+.3f}  {where}")
+
+    def show_lens(self, lens: dict) -> None:
+        if "error" in lens:
+            self.lens.setRowCount(1)
+            self.lens.setItem(0, 0, QTableWidgetItem(lens["error"]))
+            return
+        rows = max(len(lens["promote"]), len(lens["suppress"]))
+        self.lens.setRowCount(rows)
+        for r in range(rows):
+            for c, key in enumerate(("promote", "suppress")):
+                if r < len(lens[key]):
+                    tok, v = lens[key][r]
+                    self.lens.setItem(r, c, QTableWidgetItem(f"{tok!r} {v:+.2f}"))

@@ -1,0 +1,186 @@
+"""The one long-lived worker: owns the model on its own QThread and drives engine generators.
+
+The GUI talks to it only through queued signals (requests in) and small notices (signals out).
+Cancel is a thread-safe flag the GUI sets directly; the engine checks it at every token.
+Activations go into the shared, thread-safe CaptureStore; views pull from it on a timer.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
+
+from neurolens.engine.hooks import CancelToken
+from neurolens.engine.runner import (Cancelled, Failed, Finished, GenerationParams,
+                                     PromptProcessed, TokenAppended)
+from neurolens.errors import NeurolensError
+from neurolens.spec.edits import EditSet
+from neurolens.store import CaptureStore
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """An immutable run: built on the GUI thread, executed by the worker."""
+
+    prompts: tuple[str, ...]
+    set_names: tuple[str, ...]
+    site_kinds: tuple[str, ...] = ("mlp.hook_post",)
+    params: GenerationParams = field(default_factory=GenerationParams)
+    edits: EditSet | None = None
+    run_id: int = 0
+
+
+def describe_error(e: BaseException) -> str:
+    if isinstance(e, NeurolensError):
+        return str(e)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}"
+
+
+class Worker(QObject):
+    loaded = Signal(object)             # model info
+    loadFailed = Signal(str)
+    runStarted = Signal(int, int)     # run id, total steps
+    progress = Signal(int, int, int)  # run id, done, total
+    textUpdated = Signal(int, object)   # run id, {prompt index: generated text so far}
+    runFinished = Signal(int, object)   # run id, summary
+    runFailed = Signal(int, str)
+    runCancelled = Signal(int)
+    lensReady = Signal(int, int, object)
+    busyChanged = Signal(bool)
+
+    def __init__(self, store: CaptureStore):
+        super().__init__()
+        self.store = store
+        self.lm = None
+        self.cancel_token = CancelToken()
+        self.emit_interval = 0.03       # seconds between text notices (display rate)
+
+    # -- requests (run on the worker thread) --------------------------------------------------------
+    @Slot(str)
+    def load_model(self, name: str) -> None:
+        from neurolens.engine.loading import load
+        self.busyChanged.emit(True)
+        try:
+            lm = load(name or None)
+            self.lm = lm
+            info = {"name": lm.name_or_path, "kind": lm.kind, "model_type": lm.model_type,
+                    "n_layers": lm.n_layers, "n_params": lm.n_params(), "sites": lm.sites(),
+                    "notes": list(lm.notes), "fingerprint": lm.fingerprint,
+                    "device": str(lm.device)}
+            self.loaded.emit(info)
+        except Exception as e:  # noqa: BLE001 - reported to the user, the app keeps running
+            self.loadFailed.emit(describe_error(e))
+        finally:
+            self.busyChanged.emit(False)
+
+    @Slot(object)
+    def run(self, req: RunRequest) -> None:
+        if self.lm is None:
+            self.runFailed.emit(req.run_id, "no model loaded")
+            return
+        self.busyChanged.emit(True)
+        self.cancel_token.reset()
+        store = self.store
+        store.clear()
+        lm = self.lm
+        try:
+            n_layers = lm.n_layers
+            sites = [f"blocks.{layer}.{k}" for k in req.site_kinds for layer in range(n_layers)]
+            total = len(req.prompts) * max(1, req.params.max_new_tokens)
+            self.runStarted.emit(req.run_id, total)
+            texts: dict[int, str] = {}
+            done = 0
+            last_emit = 0.0
+            t0 = time.perf_counter()
+            events = lm.generate_events(list(req.prompts), edits=req.edits, params=req.params,
+                                        cancel=self.cancel_token, capture_sites=sites,
+                                        store=store, set_names=list(req.set_names))
+            for ev in events:
+                if isinstance(ev, TokenAppended):
+                    for i, t in zip(ev.prompt_indices, ev.texts):
+                        if t is not None:
+                            texts[i] = texts.get(i, "") + t
+                            store.add_tokens(i, [t])
+                    done += len(ev.prompt_indices)
+                elif isinstance(ev, PromptProcessed):
+                    for i in ev.prompt_indices:
+                        texts.setdefault(i, "")
+                now = time.perf_counter()
+                if now - last_emit >= self.emit_interval or isinstance(
+                        ev, (Finished, Cancelled, Failed)):
+                    last_emit = now
+                    self.progress.emit(req.run_id, min(done, total), total)
+                    self.textUpdated.emit(req.run_id, dict(texts))
+                if isinstance(ev, Finished):
+                    outs = ev.outputs
+                    self.runFinished.emit(req.run_id, {
+                        "outputs": [o.text for o in outs],
+                        "tokens": [o.tokens for o in outs],
+                        "logprobs": [o.logprobs for o in outs],
+                        "seconds": time.perf_counter() - t0})
+                elif isinstance(ev, Cancelled):
+                    self.runCancelled.emit(req.run_id)
+                elif isinstance(ev, Failed):
+                    self.runFailed.emit(req.run_id, describe_error(ev.error))
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            self.runFailed.emit(req.run_id, describe_error(e))
+        finally:
+            self.busyChanged.emit(False)
+
+    @Slot(int, int)
+    def logit_lens(self, layer: int, neuron: int) -> None:
+        if self.lm is None:
+            return
+        try:
+            self.lensReady.emit(layer, neuron, self.lm.logit_lens(layer, neuron))
+        except Exception as e:  # noqa: BLE001
+            self.lensReady.emit(layer, neuron, {"error": describe_error(e)})
+
+
+class _Sig(QObject):
+    done = Signal(int, str, object)   # request id, method, points
+
+
+class _ProjectionTask(QRunnable):
+    def __init__(self, sig: _Sig, rid: int, method: str, x):
+        super().__init__()
+        self.sig, self.rid, self.method, self.x = sig, rid, method, x
+
+    def run(self) -> None:
+        from neurolens.engine.keyspace import pca_2d, umap_2d
+        try:
+            pts = pca_2d(self.x) if self.method == "pca" else umap_2d(self.x)
+        except Exception as e:  # noqa: BLE001
+            pts = e
+        self.sig.done.emit(self.rid, self.method, pts)
+
+
+class Projector(QObject):
+    """PCA / UMAP off the GUI thread (a thread pool, so a slow UMAP never blocks a run)."""
+
+    ready = Signal(int, str, object)
+
+    def __init__(self):
+        super().__init__()
+        self.pool = QThreadPool()
+        self.pool.setMaxThreadCount(2)
+        self._sig = _Sig()
+        self._sig.done.connect(self.ready)
+
+    def submit(self, rid: int, method: str, x) -> None:
+        self.pool.start(_ProjectionTask(self._sig, rid, method, x))
+
+    def warm_up(self) -> None:
+        class _Warm(QRunnable):
+            def run(self_inner) -> None:
+                try:
+                    from neurolens.engine.keyspace import warm_up_umap
+                    warm_up_umap()
+                except Exception:  # noqa: BLE001 - warm-up is best effort
+                    pass
+        self.pool.start(_Warm())
