@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 from neurolens.errors import InputError, LoadError, NeurolensError, SpecError  # noqa: E402
-from neurolens.spec.edits import EditSet, Prune, Scale, Set  # noqa: E402
+from neurolens.spec.edits import Adjust, EditSet, Gate, Prune, Scale, Set, TopK  # noqa: E402
 
 
 def load(name_or_path=None, **kwargs):
@@ -12,5 +12,6 @@ def load(name_or_path=None, **kwargs):
     return _load(name_or_path, **kwargs)
 
 
-__all__ = ["__version__", "load", "EditSet", "Prune", "Scale", "Set", "NeurolensError",
+__all__ = ["__version__", "load", "EditSet", "Prune", "Scale", "Set", "Adjust", "Gate", "TopK",
+           "NeurolensError",
            "InputError", "LoadError", "SpecError"]

@@ -197,6 +197,19 @@ class _Progress:
             print(file=sys.stderr)
 
 
+def cmd_bench(args) -> int:
+    from neurolens import bench
+    log = (lambda m: print(m, file=sys.stderr)) if not args.quiet else (lambda m: None)
+    result = bench.run(quick=args.quick, only=args.only, log=log)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(bench.table(result))
+        for k, v in result["errors"].items():
+            print(f"{k}: failed: {v}")
+    return 0 if not result["errors"] else 1
+
+
 def cmd_gui(args) -> int:
     try:
         from neurolens.gui.app import run_gui
@@ -309,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a non-empty target folder")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="performance benchmarks (ratios measured side by side)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (keeps the code working)")
+    p.add_argument("--only", action="append", help="run only cases whose key contains this")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("gui", help="open the desktop app (default command)")
     p.add_argument("-m", "--model", default=None, help="model folder or hub id")

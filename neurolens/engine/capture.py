@@ -40,6 +40,8 @@ class CaptureHandler:
                     self.store.append(self.site, pi, rows[b], step=state.step)
             return None
         valid = state.valid(x.device)
+        if valid is not None and bool(valid.all()):
+            valid = None  # no padding: a plain copy beats a boolean gather
         x = x.detach()
         if self.reduce == "tokens":
             if valid is None:

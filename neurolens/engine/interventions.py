@@ -114,3 +114,7 @@ def build_handler(op: EditOp, ref: SiteRef, ctx: dict) -> Handler:
     if b is None:
         raise InputError(f"edit op '{op.op}' cannot run on this model (no engine support)")
     return b(op, ref, ctx)
+
+
+# paper-method ops register their builders on import
+from neurolens.engine import method_ops  # noqa: E402,F401

@@ -108,6 +108,7 @@ class LanguageModel:
             # positions from 0: pad right
             tokenizer.padding_side = "left" if self.causal else "right"
         self._widths: dict[str, int] | None = None
+        self._tok_cache: dict[int, str] = {}
         self._fingerprint: str | None = None
 
     # -- description -----------------------------------------------------------------------------
@@ -122,6 +123,8 @@ class LanguageModel:
     @property
     def pad_id(self) -> int:
         t = self.tokenizer
+        if t is None:
+            return int(getattr(self.hf.config, "pad_token_id", None) or 0)
         return int(t.pad_token_id if t.pad_token_id is not None else (t.eos_token_id or 0))
 
     def __repr__(self) -> str:
@@ -213,7 +216,35 @@ class LanguageModel:
         return enc
 
     def token_strings(self, ids: list[int]) -> list[str]:
-        return [self.tokenizer.decode([i]) for i in ids]
+        if self.tokenizer is None:
+            return [str(i) for i in ids]
+        cache = self._tok_cache
+        out = []
+        for i in ids:
+            s = cache.get(i)
+            if s is None:
+                s = cache[i] = self.tokenizer.decode([i])
+            out.append(s)
+        return out
+
+    def _id_encoder(self, prompts):
+        """An encode function for prompts given as token-id lists (None for text prompts)."""
+        if not prompts or isinstance(prompts[0], str):
+            return None
+        pad = self.pad_id
+        left = self.tokenizer is None or self.tokenizer.padding_side == "left"
+
+        def encode(rows):
+            rows = [[int(t) for t in r] for r in rows]
+            L = max(len(r) for r in rows)
+            if left:
+                ids = [[pad] * (L - len(r)) + r for r in rows]
+                mask = [[0] * (L - len(r)) + [1] * len(r) for r in rows]
+            else:
+                ids = [r + [pad] * (L - len(r)) for r in rows]
+                mask = [[1] * len(r) + [0] * (L - len(r)) for r in rows]
+            return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        return encode
 
     # -- hooks -----------------------------------------------------------------------------------
     def check_edits(self, edits: EditSet | None) -> list[str]:
@@ -274,7 +305,8 @@ class LanguageModel:
 
         def on_prompt(i, ids):
             store.add_tokens(i, self.token_strings(ids), prompt=True)
-        yield from forward_events(self, prompts, factory, batch_size, cancel, on_prompt)
+        yield from forward_events(self, prompts, factory, batch_size, cancel, on_prompt,
+                                  encode=self._id_encoder(prompts))
 
     def capture(self, prompts: str | Iterable[str], sites=("blocks.*.mlp.hook_post",), *,
                 reduce: str = "tokens", edits: EditSet | None = None, batch_size: int = 8,
@@ -285,7 +317,9 @@ class LanguageModel:
 
         ``out=`` streams the rows to a safetensors file (bounded memory) instead of RAM.
         """
-        prompts, _ = _as_list(prompts)
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
         if not prompts:
             raise InputError("no prompts given")
         names = self.resolve_sites(sites)
@@ -322,21 +356,55 @@ class LanguageModel:
         prompts = list(prompts)
         out: dict[int, np.ndarray] = {}
         factory = self.session_factory(edits)
-        encode = None
-        if prompts and not isinstance(prompts[0], str):
-            pad = self.pad_id
-
-            def encode(rows):
-                rows = [list(map(int, r)) for r in rows]
-                L = max(len(r) for r in rows)
-                ids = torch.tensor([[pad] * (L - len(r)) + r for r in rows])
-                mask = torch.tensor([[0] * (L - len(r)) + [1] * len(r) for r in rows])
-                return {"input_ids": ids, "attention_mask": mask}
+        encode = self._id_encoder(prompts)
         for ev in forward_events(self, prompts, factory, batch_size, encode=encode,
                                  logits_sink=lambda i, a: out.__setitem__(i, a)):
             if isinstance(ev, Failed):
                 raise ev.error
         return [out[i] for i in range(len(prompts))]
+
+    def score_continuations(self, prompts: list[str], answers: list[str],
+                            edits: EditSet | None = None, batch_size: int = 16, progress=None
+                            ) -> list[dict]:
+        """Teacher-forced scoring of ``answer`` after ``prompt``: per item the number of answer
+        tokens, how many the model predicts (argmax) correctly, their summed NLL, and whether a
+        gate edit abstained (then every answer token counts as wrong)."""
+        tok = self.tokenizer
+        seqs, starts = [], []
+        for p, a in zip(prompts, answers):
+            enc = tok(p + a, return_offsets_mapping=True, add_special_tokens=False)
+            ids, offs = enc["input_ids"], enc["offset_mapping"]
+            start = next((k for k, (o, _) in enumerate(offs) if o >= len(p)), len(ids))
+            seqs.append(ids)
+            starts.append(max(1, start))
+        results: list[dict | None] = [None] * len(seqs)
+        factory = self.session_factory(edits)
+
+        def init(state, idx):
+            state.extra["gate_from"] = [starts[i] - 1 for i in idx]
+
+        logits: dict[int, np.ndarray] = {}
+        for ev in forward_events(self, seqs, factory, batch_size, encode=self._id_encoder(seqs),
+                                 logits_sink=lambda i, a: logits.__setitem__(i, a),
+                                 state_init=init):
+            if isinstance(ev, Failed):
+                raise ev.error
+            if isinstance(ev, BatchDone):
+                ab = ev.extra.get("abstain")
+                for row, i in enumerate(ev.prompt_indices):
+                    lg = logits.pop(i)
+                    s, ids = starts[i], seqs[i]
+                    pred = lg[s - 1:len(ids) - 1].astype(np.float64)
+                    tgt = np.array(ids[s:])
+                    m = pred.max(-1, keepdims=True)
+                    logz = np.log(np.exp(pred - m).sum(-1)) + m[:, 0]
+                    abstain = bool(ab[row]) if ab is not None else False
+                    results[i] = {"n": len(tgt), "abstained": abstain,
+                                  "correct": 0 if abstain else int((pred.argmax(-1) == tgt).sum()),
+                                  "nll": float((logz - pred[np.arange(len(tgt)), tgt]).sum())}
+                if progress is not None:
+                    progress(ev.done, ev.total)
+        return results  # type: ignore[return-value]
 
     def generate_events(self, prompts: list[str], *, edits: EditSet | None = None,
                         params: GenerationParams | None = None, cancel: CancelToken | None = None,

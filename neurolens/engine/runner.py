@@ -37,8 +37,12 @@ class GenerationOutput:
     tokens: list[str] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
-    finish_reason: str = "length"       # "length" | "eos" | "stop" | "cancelled"
+    finish_reason: str = "length"       # "length" | "eos" | "stop" | "cancelled" | "abstain"
     prompt_tokens: list[str] = field(default_factory=list)
+
+    @property
+    def abstained(self) -> bool:
+        return self.finish_reason == "abstain"
 
     def to_json(self) -> dict:
         return {"prompt": self.prompt, "output": self.text, "tokens": self.tokens,
@@ -67,6 +71,7 @@ class BatchDone:
     prompt_indices: list[int]
     done: int
     total: int
+    extra: dict = field(default_factory=dict)   # per-batch op results (e.g. gate abstentions)
 
 
 @dataclass
@@ -122,6 +127,22 @@ def _sample(logits: torch.Tensor, p: GenerationParams, gen: torch.Generator) -> 
     return torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
 
 
+def _abstain(state: RunState, outs: list, active: torch.Tensor, tok) -> None:
+    """Rows flagged by a gate op since the last check give the refusal text and stop."""
+    flags = state.extra.get("abstain")
+    if flags is None:
+        return
+    refusal = state.extra.get("refusal", "")
+    for row, hit in enumerate(flags.tolist()):
+        if hit and bool(active[row]):
+            o = outs[row]
+            o.finish_reason = "abstain"
+            o.token_ids = tok.encode(refusal, add_special_tokens=False) if refusal else []
+            o.tokens = [tok.decode([t]) for t in o.token_ids]
+            o.logprobs = [0.0] * len(o.token_ids)
+            active[row] = False
+
+
 def generate_events(lm, prompts: list[str], session_factory, params: GenerationParams,
                     cancel: CancelToken | None = None, on_prompt=None):
     """Yield events while generating for every prompt; the last event is Finished, Cancelled or
@@ -171,8 +192,9 @@ def generate_events(lm, prompts: list[str], session_factory, params: GenerationP
                 with torch.inference_mode():
                     out = lm.hf(input_ids=ids, **kw)
                 done += len(idx)
-                yield PromptProcessed(idx, done, len(prompts))
                 active = torch.ones(b, dtype=torch.bool, device=ids.device)
+                _abstain(state, outs, active, tok)
+                yield PromptProcessed(idx, done, len(prompts))
                 next_pos = plen.clone()
                 for step in range(params.max_new_tokens):
                     if cancel.cancelled:
@@ -190,7 +212,7 @@ def generate_events(lm, prompts: list[str], session_factory, params: GenerationP
                     token_ids: list[int | None] = []
                     texts: list[str | None] = []
                     for row in range(b):
-                        if not act_l[row]:
+                        if not act_l[row] or outs[row].finish_reason == "abstain":
                             token_ids.append(None)
                             texts.append(None)
                             continue
@@ -229,6 +251,7 @@ def generate_events(lm, prompts: list[str], session_factory, params: GenerationP
                     next_pos = next_pos + 1
                     with torch.inference_mode():
                         out = lm.hf(input_ids=feed[:, None], **kw)
+                    _abstain(state, outs, active, tok)
             for row, i in enumerate(idx):
                 o = outs[row]
                 o.text = tok.decode(o.token_ids, skip_special_tokens=True)
@@ -240,7 +263,7 @@ def generate_events(lm, prompts: list[str], session_factory, params: GenerationP
 
 def forward_events(lm, prompts: list, session_factory, batch_size: int = 8,
                    cancel: CancelToken | None = None, on_prompt=None, logits_sink=None,
-                   encode=None):
+                   encode=None, state_init=None):
     """Plain forwards over prompts in batches (capture). Yields BatchDone, then Finished([]).
 
     ``encode(batch) -> {"input_ids", "attention_mask"}`` defaults to the model's tokenizer;
@@ -261,6 +284,8 @@ def forward_events(lm, prompts: list, session_factory, batch_size: int = 8,
             plen = mask.sum(1)
             state = RunState(batch=b, seq=L, offset=0, attention_mask=mask, pad=L - plen,
                              prompt_len=plen, prompt_index=idx, phase="prefill")
+            if state_init is not None:
+                state_init(state, idx)
             if on_prompt is not None:
                 for row, i in enumerate(idx):
                     on_prompt(i, enc["input_ids"][row][mask[row].bool().cpu()].tolist())
@@ -276,7 +301,7 @@ def forward_events(lm, prompts: list, session_factory, batch_size: int = 8,
                     for row, i in enumerate(idx):
                         logits_sink(i, lg[row][mask[row].bool()].float().cpu().numpy())
             done += len(idx)
-            yield BatchDone(idx, done, len(prompts))
+            yield BatchDone(idx, done, len(prompts), state.extra)
         yield Finished([])
     except Exception as e:  # noqa: BLE001
         yield Failed(e)

@@ -62,33 +62,13 @@ def _generate_answers(lm, rows, edits, batch_size, max_new_tokens, progress, ctx
 
 
 def _code_scores(lm, rows, edits, batch_size, progress=None):
-    tok = lm.tokenizer
-    seqs, spans = [], []
-    for r in rows:
-        text = r["prompt"] + r["answer"]
-        enc = tok(text, return_offsets_mapping=True, add_special_tokens=False)
-        ids, offs = enc["input_ids"], enc["offset_mapping"]
-        start = next((k for k, (a, _) in enumerate(offs) if a >= len(r["prompt"])), len(ids))
-        start = max(start, 1)
-        seqs.append(ids)
-        spans.append((start, len(ids)))
-    correct = total = 0
-    nll = 0.0
-    for b in range(0, len(seqs), batch_size):
-        chunk = seqs[b:b + batch_size]
-        logits = lm.logits(chunk, edits=edits, batch_size=batch_size)
-        for ids, (s, e), lg in zip(chunk, spans[b:b + batch_size], logits):
-            pred = lg[s - 1:e - 1]
-            tgt = np.array(ids[s:e])
-            m = pred.max(-1, keepdims=True)
-            logz = np.log(np.exp(pred - m).sum(-1)) + m[:, 0]
-            nll += float((logz - pred[np.arange(len(tgt)), tgt]).sum())
-            correct += int((pred.argmax(-1) == tgt).sum())
-            total += len(tgt)
-        if progress:
-            progress(min(b + batch_size, len(seqs)), len(seqs))
-    return {"token_accuracy": correct / max(total, 1), "loss": nll / max(total, 1),
-            "tokens": total}
+    res = lm.score_continuations([r["prompt"] for r in rows], [r["answer"] for r in rows],
+                                 edits=edits, batch_size=batch_size, progress=progress)
+    total = sum(r["n"] for r in res)
+    kept = [r for r in res if not r["abstained"]]
+    return {"token_accuracy": sum(r["correct"] for r in res) / max(total, 1),
+            "loss": sum(r["nll"] for r in kept) / max(sum(r["n"] for r in kept), 1),
+            "abstain_rate": float(np.mean([r["abstained"] for r in res])), "tokens": total}
 
 
 def evaluate(lm, skills=None, edits=None, split: str = "eval", limit: int | None = None,

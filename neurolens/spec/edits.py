@@ -384,7 +384,11 @@ class EditSet:
                         if v >= w:
                             raise SpecError(f"{where}.neurons[{j}]: index {v} out of range for "
                                             f"{site} (width {w})")
-                for fname in ("mean_f", "std_f", "mean_r", "std_r", "mu", "s"):
+                mu = getattr(op, "mu", None)
+                if op.op == "gate" and isinstance(mu, np.ndarray) and mu.shape[0] != w:
+                    raise SpecError(f"{where}.mu: width mismatch ({mu.shape[0]} values for "
+                                    f"{site} of width {w})")
+                for fname in ("mean_f", "std_f", "mean_r", "std_r"):
                     arr = getattr(op, fname, None)
                     if isinstance(arr, np.ndarray) and n is not None and arr.shape[-1] != len(n) \
                             and arr.shape[-1] != w:
@@ -395,3 +399,133 @@ class EditSet:
                             f"'{self.model.name_or_path or '?'}' ({self.model.fingerprint}), "
                             f"this model is {fingerprint}")
         return warnings
+
+
+# -- paper-method ops (conditional: never baked into weights) ------------------------------------
+def _check_array(value: Any, where: str, n: int | None) -> np.ndarray:
+    a = np.asarray(value, dtype=np.float32)
+    if a.ndim != 1 or (n is not None and a.shape[0] != n):
+        raise SpecError(f"{where}: expected {n if n is not None else 'a list of'} numbers, got "
+                        f"shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise SpecError(f"{where}: contains non-finite values")
+    return a
+
+
+@dataclass
+class Adjust(EditOp):
+    """Neuron Adjust: map values that look like the forget distribution onto the retain one.
+
+    Per selected neuron j with Gaussians N(mean_f, std_f) (forget) and N(mean_r, std_r)
+    (retain): when p_f(x) >= p_r(x), with probability p_f / (p_f + p_r) replace
+    x <- mean_r - (std_r / std_f) * (x - mean_f). One uniform draw per element, seeded.
+    """
+
+    op: ClassVar[str] = "adjust"
+    required: ClassVar[tuple[str, ...]] = ("site", "neurons", "mean_f", "std_f", "mean_r",
+                                           "std_r")
+    neurons: list[int] = field(default_factory=list)
+    mean_f: Any = None
+    std_f: Any = None
+    mean_r: Any = None
+    std_r: Any = None
+    seed: int = 0
+
+    def __init__(self, site: str, neurons, mean_f, std_f, mean_r, std_r, seed: int = 0,
+                 positions: Positions = "all", enabled: bool = True, note: str = "", steps=None):
+        self.site, self.neurons, self.positions = site, neurons, positions
+        self.mean_f, self.std_f, self.mean_r, self.std_r, self.seed = (mean_f, std_f, mean_r,
+                                                                        std_r, seed)
+        self.enabled, self.note, self.steps = enabled, note, steps
+        self.check("edit")
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        self.neurons = _check_neurons(self.neurons, where)
+        n = len(self.neurons)
+        for f in ("mean_f", "std_f", "mean_r", "std_r"):
+            setattr(self, f, _check_array(getattr(self, f), f"{where}.{f}", n))
+        for f in ("std_f", "std_r"):
+            if np.any(getattr(self, f) <= 0):
+                raise SpecError(f"{where}.{f}: standard deviations must be > 0")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise SpecError(f"{where}.seed: expected an integer, got {self.seed!r}")
+
+
+@dataclass
+class Gate(EditOp):
+    """Key Space Detection: abstain when the last-token vector falls in the skill's hypercube
+    mu +- alpha * k * s (checked at the prompt's last token and every generated token)."""
+
+    op: ClassVar[str] = "gate"
+    required: ClassVar[tuple[str, ...]] = ("site", "mu", "s", "k", "alpha")
+    mu: Any = None
+    s: Any = None
+    k: float = 1.0
+    alpha: float = 1.0
+    refusal: str = " I can't help with that."
+
+    def __init__(self, site: str, mu, s, k: float, alpha: float = 1.0,
+                 refusal: str = " I can't help with that.", positions: Positions = "last",
+                 enabled: bool = True, note: str = "", steps=None):
+        self.site, self.mu, self.s, self.k, self.alpha = site, mu, s, k, alpha
+        self.refusal, self.positions = refusal, positions
+        self.enabled, self.note, self.steps = enabled, note, steps
+        self.check("edit")
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        self.mu = _check_array(self.mu, f"{where}.mu", None)
+        self.s = _check_array(self.s, f"{where}.s", self.mu.shape[0])
+        if np.any(self.s < 0):
+            raise SpecError(f"{where}.s: standard deviations must be >= 0")
+        self.k = _check_number(self.k, f"{where}.k")
+        self.alpha = _check_number(self.alpha, f"{where}.alpha")
+        if self.alpha <= 0 or self.k < 0:
+            raise SpecError(f"{where}.alpha: must be > 0 (and k >= 0)")
+        if not isinstance(self.refusal, str):
+            raise SpecError(f"{where}.refusal: expected text")
+
+    def neuron_indices(self):
+        return None
+
+    def describe(self) -> str:
+        return f"gate (abstain, alpha {self.alpha:g}) on {self.site}"
+
+
+@dataclass
+class TopK(EditOp):
+    """Statistical top-k (Spark): per token keep about keep_fraction of the pre-activations,
+    threshold = mean + std * Phi^-1(1 - k/d); soft (g - theta)+ or hard g * [g > theta]."""
+
+    op: ClassVar[str] = "topk"
+    required: ClassVar[tuple[str, ...]] = ("site", "keep_fraction")
+    keep_fraction: float = 0.08
+    mode: str = "statistical"
+    variant: str = "soft"
+
+    def __init__(self, site: str, keep_fraction: float = 0.08, mode: str = "statistical",
+                 variant: str = "soft", positions: Positions = "all", enabled: bool = True,
+                 note: str = "", steps=None):
+        self.site, self.keep_fraction, self.mode, self.variant = site, keep_fraction, mode, variant
+        self.positions, self.enabled, self.note, self.steps = positions, enabled, note, steps
+        self.check("edit")
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        self.keep_fraction = _check_number(self.keep_fraction, f"{where}.keep_fraction")
+        if not 0 < self.keep_fraction < 1:
+            raise SpecError(f"{where}.keep_fraction: must be between 0 and 1")
+        if self.mode not in ("statistical", "exact"):
+            raise SpecError(f"{where}.mode: 'statistical' or 'exact', got {self.mode!r}")
+        if self.variant not in ("soft", "hard"):
+            raise SpecError(f"{where}.variant: 'soft' or 'hard', got {self.variant!r}")
+
+    def neuron_indices(self):
+        return None
+
+    def describe(self) -> str:
+        return (f"topk {self.mode} {self.variant} keep {self.keep_fraction:.1%} at {self.site}")
+
+
+OPS.update({"adjust": Adjust, "gate": Gate, "topk": TopK})

@@ -36,6 +36,7 @@ class CaptureStore:
         self._rows: dict[tuple[str, int], list[tuple[int | None, np.ndarray]]] = defaultdict(list)
         self._stats: dict[tuple[str, str], RunningStats] = {}
         self._ring: dict[str, deque] = {}
+        self._ring_rows: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._writer = SafetensorsStreamWriter(out) if out is not None else None
         self._written: set[str] = set()
@@ -85,10 +86,15 @@ class CaptureStore:
                 s = self.set_of.get(index)
                 if s is not None:
                     self._stat(site, s, rows.shape[-1]).update(rows)
+            # ring of recent chunks (not rows: no per-row Python objects on the hot path)
             ring = self._ring.get(site)
             if ring is None:
-                ring = self._ring[site] = deque(maxlen=self._ring_len)
-            ring.extend(rows[-self._ring_len:])
+                ring = self._ring[site] = deque()
+                self._ring_rows[site] = 0
+            ring.append(rows[-self._ring_len:])
+            self._ring_rows[site] += len(ring[-1])
+            while self._ring_rows[site] - len(ring[0]) >= self._ring_len:
+                self._ring_rows[site] -= len(ring.popleft())
             self._dirty.add(site)
             self.version += 1
             self.n_rows += rows.shape[0]
@@ -151,8 +157,9 @@ class CaptureStore:
             ring = self._ring.get(site)
             if not ring:
                 return np.zeros((0, self.widths.get(site, 0)), np.float32)
-            items = list(ring)[-n:] if n else list(ring)
-        return np.stack(items)
+            items = list(ring)
+        out = np.concatenate(items)[-self._ring_len:]
+        return out[-n:] if n else out
 
     def take_dirty(self) -> set[str]:
         with self._lock:
@@ -164,6 +171,7 @@ class CaptureStore:
             self._rows.clear()
             self._stats.clear()
             self._ring.clear()
+            self._ring_rows.clear()
             self._dirty.clear()
             self.set_of.clear()
             self.tokens.clear()

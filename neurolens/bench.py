@@ -1,0 +1,313 @@
+"""``neurolens bench``: what neurolens adds over the model's own cost, measured side by side.
+
+Every case times its subject and its reference alternately in the same process (A, B, A, B, ...)
+and reports the medians and their ratio against a budget. ``--quick`` shrinks every size so the
+test suite can keep this code working; its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Case:
+    name: str
+    subject: float               # median seconds (or the unit given)
+    reference: float | None
+    ratio: float | None
+    budget: str                  # e.g. "<= 1.05"
+    ok: bool | None
+    unit: str = "s"
+    detail: dict = field(default_factory=dict)
+
+
+def _check(ratio: float, budget: str) -> bool:
+    op, val = budget.split()
+    return ratio <= float(val) if op == "<=" else ratio >= float(val)
+
+
+def _alternate(a, b, reps: int, warmup: int = 1) -> tuple[float, float]:
+    for _ in range(warmup):
+        a()
+        b()
+    ta, tb = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a()
+        ta.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        b()
+        tb.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def _random_gpt2(layers: int, d: int, vocab: int = 4096, seq: int = 256):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from neurolens.engine.lm import LanguageModel
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=layers, n_embd=d, n_head=max(1, d // 64), vocab_size=vocab,
+                     n_positions=seq, bos_token_id=0, eos_token_id=0)
+    return LanguageModel(GPT2LMHeadModel(cfg).eval(), None, name_or_path=f"gpt2-{layers}x{d}")
+
+
+def _demo():
+    from neurolens.engine.loading import load
+    return load()
+
+
+def case_capture_overhead(lm, label: str, batch: int, seq: int, reps: int) -> Case:
+    """All hook_post sites per token: neurolens capture / plain forward (same token ids)."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    vocab = lm.hf.config.vocab_size
+    ids = torch.randint(1, vocab, (batch, seq), generator=g)
+    mask = torch.ones_like(ids)
+    rows = ids.tolist()
+    sites = [s for s in lm.sites() if s.endswith("mlp.hook_post")]
+
+    def plain():
+        with torch.inference_mode():
+            lm.hf(input_ids=ids, attention_mask=mask, use_cache=False)
+
+    def ours():
+        cap = lm.capture(rows, sites, batch_size=batch)
+        assert cap.store.n_rows == batch * seq * len(sites)
+
+    t_ours, t_plain = _alternate(ours, plain, reps)
+    r = t_ours / t_plain
+    nbytes = batch * seq * sum(lm.sites()[s] for s in sites) * 4
+    return Case(f"capture overhead ({label}, {batch}x{seq} tokens, {len(sites)} sites)",
+                t_ours, t_plain, r, "<= 1.05", _check(r, "<= 1.05"),
+                detail={"captured_MB": round(nbytes / 1e6, 1)})
+
+
+def case_interactive(lm, reps: int) -> Case:
+    """One 16-token prompt, all hook_post sites: per-call latency / plain forward."""
+    import torch
+    vocab = lm.hf.config.vocab_size
+    ids = torch.randint(1, vocab, (1, 16), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    rows = ids.tolist()
+    sites = [s for s in lm.sites() if s.endswith("mlp.hook_post")]
+
+    def plain():
+        with torch.inference_mode():
+            lm.hf(input_ids=ids, attention_mask=mask, use_cache=False)
+
+    def ours():
+        lm.capture(rows, sites, batch_size=1)
+
+    t_ours, t_plain = _alternate(ours, plain, reps, warmup=5)
+    r = t_ours / t_plain
+    return Case("interactive capture (demo model, 1x16 tokens)", t_ours, t_plain, r, "<= 1.10",
+                _check(r, "<= 1.10"), detail={"per_call_ms": round(t_ours * 1e3, 3)})
+
+
+def case_pca(n: int, d: int, reps: int) -> Case:
+    from neurolens.engine.keyspace import pca_2d
+    x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        pca_2d(x)
+        ts.append(time.perf_counter() - t)
+    med = statistics.median(ts)
+    detail = {}
+    try:
+        from neurolens.engine.keyspace import umap_2d
+        small = x[: min(n, 2000)]
+        t = time.perf_counter()
+        umap_2d(small)
+        detail["umap_s_first_call"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        umap_2d(small)
+        detail["umap_s_warm"] = round(time.perf_counter() - t, 2)
+        detail["umap_points"] = len(small)
+    except Exception as e:  # noqa: BLE001
+        detail["umap"] = f"unavailable: {e}"
+    return Case(f"key-space PCA ({n} x {d}), time to first result", med, None, med, "<= 0.3",
+                _check(med, "<= 0.3"), detail=detail)
+
+
+_LARGE = r"""
+import resource, sys, time, json, torch
+from neurolens.engine.loading import load
+n_tokens, out = int(sys.argv[1]), sys.argv[2]
+lm = load()
+def rss_mb():
+    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 1e6
+base = rss_mb()
+peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+seq = 128
+rows = torch.randint(1, lm.hf.config.vocab_size, (n_tokens // seq, seq),
+                     generator=torch.Generator().manual_seed(0)).tolist()
+peak = [base]
+def progress(done, total):
+    peak[0] = max(peak[0], rss_mb())
+t = time.perf_counter()
+cap = lm.capture(rows, ["blocks.*.mlp.hook_post"], batch_size=16, out=out, progress=progress)
+dt = time.perf_counter() - t
+peak[0] = max(peak[0], rss_mb())
+print(json.dumps({"seconds": dt, "base_mb": base, "peak_mb": peak[0],
+                  "maxrss_before_mb": peak0,
+                  "maxrss_after_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
+                  "tokens": len(rows) * seq}))
+"""
+
+
+def case_large_capture(n_tokens: int, tmpdir: str) -> Case:
+    """Stream a large capture of the demo model to disk; peak resident memory growth."""
+    import json
+    out = os.path.join(tmpdir, "large.safetensors")
+    r = subprocess.run([sys.executable, "-c", _LARGE, str(n_tokens), out], capture_output=True,
+                       text=True, timeout=3600)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    growth = max(d["peak_mb"], d["maxrss_after_mb"]) - max(d["base_mb"], d["maxrss_before_mb"])
+    size = os.path.getsize(out) / 1e6
+    os.unlink(out)
+    return Case(f"large capture to disk ({d['tokens']} tokens, demo model, all hook_post)",
+                growth, None, growth, "<= 300", _check(growth, "<= 300"), unit="MB",
+                detail={"tokens_per_s": round(d["tokens"] / d["seconds"]),
+                        "file_MB": round(size), "seconds": round(d["seconds"], 1)})
+
+
+_GUI = r"""
+import os, sys, time, json
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QTimer, QElapsedTimer
+app = QApplication([])
+from neurolens.gui.main_window import MainWindow
+n_prompts, n_tokens = int(sys.argv[1]), int(sys.argv[2])
+w = MainWindow(); w.show()
+gaps, last = [], [None]
+probe = QTimer(); probe.setInterval(5)
+def tick():
+    now = time.perf_counter()
+    if last[0] is not None and w.running:
+        gaps.append(now - last[0])
+    last[0] = now
+probe.timeout.connect(tick); probe.start()
+state = {"started": False, "t0": None, "t1": None}
+def poll():
+    if w.model_info and not state["started"]:
+        state["started"] = True
+        w.add_prompts(["Compute: %d+%d=" % (10 + i, 20 + i) for i in range(n_prompts)], "bench")
+        w.run_list.setChecked(True)
+        w.max_tokens.setValue(n_tokens); w.stop_eos.setChecked(False)
+        w.refresh_times.clear(); state["t0"] = time.perf_counter(); w.run()
+    if state["started"] and not w.running and state["t1"] is None and w.last_outputs is not None:
+        state["t1"] = time.perf_counter(); app.quit()
+t = QTimer(); t.timeout.connect(poll); t.start(20)
+w.open_model(None)
+app.exec()
+ref = [x for x in w.refresh_times if state["t0"] <= x <= state["t1"]]
+dur = state["t1"] - state["t0"]
+print(json.dumps({"max_stall_ms": (max(gaps) - 0.005) * 1e3 if gaps else None,
+                  "refresh_hz": len(ref) / dur if dur else 0.0, "seconds": dur,
+                  "p99_gap_ms": float(sorted(gaps)[int(len(gaps) * 0.99)] * 1e3) if gaps else None}))
+w.close()
+"""
+
+
+def case_gui(n_prompts: int, n_tokens: int) -> list[Case]:
+    import json
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    r = subprocess.run([sys.executable, "-c", _GUI, str(n_prompts), str(n_tokens)],
+                       capture_output=True, text=True, timeout=1800, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    stall, hz = d["max_stall_ms"] or 0.0, d["refresh_hz"]
+    det = {"stream_seconds": round(d["seconds"], 2), "p99_gap_ms": d["p99_gap_ms"],
+           "prompts": n_prompts, "new_tokens": n_tokens}
+    return [Case("GUI max event-loop stall while streaming", stall, None, stall, "<= 50",
+                 _check(stall, "<= 50"), unit="ms", detail=det),
+            Case("GUI heatmap refresh rate while streaming", hz, None, hz, ">= 20",
+                 _check(hz, ">= 20"), unit="Hz", detail=det)]
+
+
+def machine() -> dict:
+    import torch
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "platform": platform.platform()}
+
+
+def run(quick: bool = False, only: list[str] | None = None, log=print) -> dict:
+    import tempfile
+
+    cases: list[Case] = []
+    errors: dict[str, str] = {}
+
+    def want(key):
+        return not only or any(key.startswith(o) for o in only)
+
+    def attempt(key, fn):
+        if not want(key):
+            return
+        log(f"bench: {key}…")
+        try:
+            out = fn()
+            for c in (out if isinstance(out, list) else [out]):
+                cases.append(c)
+                log(f"  {c.name}: {fmt_case(c)}")
+        except Exception as e:  # noqa: BLE001 - a failing case is reported, not fatal
+            errors[key] = f"{type(e).__name__}: {e}"
+            log(f"  failed: {errors[key]}")
+
+    reps = 3 if quick else 7
+    if quick:
+        attempt("capture", lambda: case_capture_overhead(_random_gpt2(2, 64), "gpt2 2x64", 2, 16,
+                                                         reps))
+    else:
+        attempt("capture", lambda: case_capture_overhead(_random_gpt2(12, 512), "gpt2 12x512",
+                                                         16, 128, reps))
+        attempt("capture-demo", lambda: case_capture_overhead(_demo(), "demo model", 16, 128,
+                                                              reps))
+    attempt("interactive", lambda: case_interactive(_demo(), 20 if quick else 200))
+    attempt("pca", lambda: case_pca(500 if quick else 10_000, 64 if quick else 2048, reps))
+    with tempfile.TemporaryDirectory() as tmp:
+        attempt("large-capture", lambda: case_large_capture(2_048 if quick else 200_064, tmp))
+    attempt("gui", lambda: case_gui(2 if quick else 16, 4 if quick else 96))
+    return {"machine": machine(), "quick": quick, "cases": [asdict(c) for c in cases],
+            "errors": errors}
+
+
+def fmt_case(c: Case) -> str:
+    if c.reference is not None:
+        return (f"{c.subject * 1e3:.2f} ms vs {c.reference * 1e3:.2f} ms -> ratio "
+                f"{c.ratio:.3f} (budget {c.budget}) {'OK' if c.ok else 'MISSED'}")
+    return f"{c.subject:.3f} {c.unit} (budget {c.budget} {c.unit}) {'OK' if c.ok else 'MISSED'}"
+
+
+def table(result: dict) -> str:
+    """Markdown table for the README."""
+    m = result["machine"]
+    lines = [f"Machine: {m['processor']}, {m['cpus']} CPUs, torch {m['torch']} "
+             f"({m['threads']} threads), Python {m['python']}.", "",
+             "| case | neurolens | reference | ratio / value | budget | ok |",
+             "|---|---|---|---|---|---|"]
+    for c in result["cases"]:
+        if c["reference"] is not None:
+            lines.append(f"| {c['name']} | {c['subject'] * 1e3:.2f} ms | "
+                         f"{c['reference'] * 1e3:.2f} ms | {c['ratio']:.3f} | {c['budget']} | "
+                         f"{'yes' if c['ok'] else 'no'} |")
+        else:
+            lines.append(f"| {c['name']} | {c['subject']:.3f} {c['unit']} | | | "
+                         f"{c['budget']} {c['unit']} | {'yes' if c['ok'] else 'no'} |")
+    return "\n".join(lines)
