@@ -275,7 +275,8 @@ class LanguageModel:
         ops = self._all_edits(edits)
         widths = self.sites()
         planned: list[tuple[SiteRef, object, bool]] = []
-        ctx = {"model": self, **(ctx or {})}
+        ctx = ctx if ctx is not None else {}
+        ctx.setdefault("model", self)
         for op in ops:
             sites = match_sites(op.site, list(widths)) if is_pattern(op.site) else [op.site]
             for s in sites:

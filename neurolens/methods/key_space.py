@@ -1,0 +1,62 @@
+"""Key Space Detection (skill unlearning by abstention; METHODS.md section 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from neurolens.methods.common import probe_reduced
+from neurolens.spec.edits import EditSet, Gate, ModelRef
+
+REFUSAL = " I can't help with that."
+
+
+@dataclass
+class KeySpaceReport:
+    site: str
+    k_star: float
+    alpha: float
+    n_probe: int
+    probe_inside: float          # fraction of the probe set inside the scaled cube
+
+    def to_json(self) -> dict:
+        return {"site": self.site, "k_star": round(self.k_star, 4), "alpha": self.alpha,
+                "n_probe": self.n_probe, "probe_inside": round(self.probe_inside, 4)}
+
+
+def fit_cube(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """mu, unbiased s and k* = max_i max_j |a_ij - mu_j| / s_j (0/0 counts as 0)."""
+    a = np.asarray(a, np.float64)
+    mu = a.mean(0)
+    s = a.std(0, ddof=1) if len(a) > 1 else np.zeros_like(mu)
+    dev = np.abs(a - mu)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(s > 0, dev / np.where(s > 0, s, 1), np.where(dev > 0, np.inf, 0.0))
+    k = float(ratio.max()) if ratio.size else 0.0
+    if not np.isfinite(k):  # a dimension with s == 0 but varying values cannot happen
+        k = float(ratio[np.isfinite(ratio)].max())
+    return mu.astype(np.float32), s.astype(np.float32), k
+
+
+def inside(x: np.ndarray, mu: np.ndarray, s: np.ndarray, k: float, alpha: float) -> np.ndarray:
+    half = alpha * k * s.astype(np.float64) + 1e-6 * (1 + np.abs(mu))
+    return np.all(np.abs(np.asarray(x, np.float64) - mu) <= half, axis=-1)
+
+
+def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | None = None,
+        kind: str = "mlp.hook_post", refusal: str = REFUSAL, batch_size: int = 16,
+        progress=None) -> tuple[EditSet, KeySpaceReport]:
+    """Fit the hypercube on the last-token vectors of the forget probe set at one layer
+    (default: the last layer) and return a Gate edit."""
+    layer = lm.n_layers - 1 if layer is None else layer
+    if layer < 0:
+        layer += lm.n_layers
+    site = f"blocks.{layer}.{kind}"
+    a = probe_reduced(lm, forget, [site], "last", batch_size, progress=progress)[site]
+    mu, s, k = fit_cube(a)
+    frac = float(inside(a, mu, s, k, alpha).mean())
+    op = Gate(site, mu, s, k, alpha=alpha, refusal=refusal,
+              note=f"Key Space Detection (k*={k:.3g})")
+    return (EditSet([op], ModelRef(lm.name_or_path, lm.fingerprint)),
+            KeySpaceReport(site, k, alpha, len(a), frac))

@@ -1,0 +1,62 @@
+"""Neuron Adjust (skill unlearning by intervention; METHODS.md section 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from neurolens.methods.common import layer_sites, probe_stats
+from neurolens.spec.edits import Adjust, EditSet, ModelRef
+
+
+@dataclass
+class NeuronAdjustReport:
+    p: float
+    n_selected: int
+    n_total: int
+    per_layer: dict[str, int] = field(default_factory=dict)
+    top: list[tuple[str, int, float]] = field(default_factory=list)   # (site, neuron, delta)
+
+    def to_json(self) -> dict:
+        return {"p": self.p, "n_selected": self.n_selected, "n_total": self.n_total,
+                "per_layer": self.per_layer,
+                "top": [[s, i, round(d, 4)] for s, i, d in self.top[:20]]}
+
+
+def fit(lm, forget: list[str], retain: list[str], p: float = 0.03, seed: int = 0,
+        kind: str = "mlp.hook_pre", batch_size: int = 16, progress=None
+        ) -> tuple[EditSet, NeuronAdjustReport]:
+    """Probe forget/retain sets on ``kind`` of every layer (all tokens), pick the top ``p`` of
+    all neurons by signed mean difference (forget - retain), and return one Adjust op per layer.
+    """
+    if not 0 < p <= 1:
+        raise ValueError("p must be in (0, 1]")
+    sites = layer_sites(lm, kind)
+    sf = probe_stats(lm, forget, sites, batch_size, progress=progress)
+    sr = probe_stats(lm, retain, sites, batch_size, progress=progress)
+    deltas = np.concatenate([sf[s].mean - sr[s].mean for s in sites])
+    widths = [sf[s].width for s in sites]
+    n_total = int(sum(widths))
+    k = max(1, int(round(p * n_total)))
+    order = np.argsort(-deltas, kind="stable")[:k]
+    offsets = np.cumsum([0] + widths)
+    ops, per_layer, top = [], {}, []
+    for li, site in enumerate(sites):
+        sel = np.sort(order[(order >= offsets[li]) & (order < offsets[li + 1])] - offsets[li])
+        if not len(sel):
+            continue
+        f, r = sf[site], sr[site]
+        eps = 1e-6
+        ops.append(Adjust(site, sel.tolist(),
+                          mean_f=f.mean[sel].astype(np.float32),
+                          std_f=np.maximum(f.std()[sel], eps).astype(np.float32),
+                          mean_r=r.mean[sel].astype(np.float32),
+                          std_r=np.maximum(r.std()[sel], eps).astype(np.float32),
+                          seed=seed + li, note=f"Neuron Adjust top {p:.1%}"))
+        per_layer[site] = len(sel)
+    for j in order[:50]:
+        li = int(np.searchsorted(offsets, j, side="right") - 1)
+        top.append((sites[li], int(j - offsets[li]), float(deltas[j])))
+    report = NeuronAdjustReport(p, k, n_total, per_layer, top)
+    return EditSet(ops, ModelRef(lm.name_or_path, lm.fingerprint)), report

@@ -1,0 +1,104 @@
+"""NeuroStrike safety-neuron discovery and pruning (METHODS.md section 4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from neurolens.methods.common import layer_sites, probe_reduced
+from neurolens.spec.edits import EditSet, ModelRef, Prune
+
+
+def logistic_probes(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 300,
+                    lr: float = 0.5) -> np.ndarray:
+    """Fit one L2-regularised logistic regression per module at once.
+
+    x: [modules, n, d] features, y: [n] labels in {0, 1}. Features are standardised per module
+    (so weights compare across neurons); returns weights [modules, d] in standardised units.
+    Full-batch gradient descent with Nesterov momentum, vectorised over modules.
+    """
+    import torch
+    X = torch.as_tensor(x, dtype=torch.float64)
+    mu = X.mean(1, keepdim=True)
+    sd = X.std(1, keepdim=True).clamp_min(1e-8)
+    X = (X - mu) / sd
+    Y = torch.as_tensor(y, dtype=torch.float64)[None, :]
+    m, n, d = X.shape
+    w = torch.zeros(m, d, dtype=torch.float64)
+    b = torch.zeros(m, 1, dtype=torch.float64)
+    vw, vb = torch.zeros_like(w), torch.zeros_like(b)
+    for _ in range(iters):
+        ww, bb = w + 0.9 * vw, b + 0.9 * vb
+        z = torch.einsum("mnd,md->mn", X, ww) + bb
+        g = torch.sigmoid(z) - Y                      # [m, n]
+        gw = torch.einsum("mn,mnd->md", g, X) / n + l2 * ww
+        gb = g.mean(1, keepdim=True)
+        vw = 0.9 * vw - lr * gw
+        vb = 0.9 * vb - lr * gb
+        w, b = w + vw, b + vb
+    return w.numpy()
+
+
+@dataclass
+class NeuroStrikeReport:
+    layers_fraction: float
+    n_selected: int
+    n_total: int
+    per_module: dict[str, list[int]] = field(default_factory=dict)
+    probe_accuracy: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.n_selected / max(self.n_total, 1)
+
+    def to_json(self) -> dict:
+        return {"layers_fraction": self.layers_fraction, "n_selected": self.n_selected,
+                "n_total": self.n_total, "percent": round(self.percent, 4),
+                "per_module": {k: len(v) for k, v in self.per_module.items()},
+                "probe_accuracy": {k: round(v, 3) for k, v in self.probe_accuracy.items()}}
+
+
+def find_safety_neurons(lm, harmful: list[str], benign: list[str], z: float = 3.0,
+                        kinds=("mlp.hook_pre", "mlp.hook_pre_linear"), batch_size: int = 16,
+                        progress=None) -> tuple[dict[str, list[int]], dict[str, float]]:
+    """Per module: {site: neurons with |z| > z and positive weight}, and probe accuracies."""
+    avail = set(lm.sites())
+    sites = [s for k in kinds for s in layer_sites(lm, k) if s in avail]
+    feats_h = probe_reduced(lm, harmful, sites, "max", batch_size, progress=progress)
+    feats_b = probe_reduced(lm, benign, sites, "max", batch_size, progress=progress)
+    x = np.stack([np.concatenate([feats_h[s], feats_b[s]]) for s in sites])  # [m, n, d]
+    y = np.concatenate([np.ones(len(harmful)), np.zeros(len(benign))])
+    w = logistic_probes(x, y)
+    xs = (x - x.mean(1, keepdims=True)) / np.maximum(x.std(1, ddof=1, keepdims=True), 1e-8)
+    acc = ((np.einsum("mnd,md->mn", xs, w) > 0) == (y[None] > 0.5)).mean(1)
+    zs = (w - w.mean(1, keepdims=True)) / np.maximum(w.std(1, keepdims=True), 1e-12)
+    out, accs = {}, {}
+    for i, s in enumerate(sites):
+        sel = np.nonzero((np.abs(zs[i]) > z) & (w[i] > 0))[0]
+        out[s] = sel.tolist()
+        accs[s] = float(acc[i])
+    return out, accs
+
+
+def fit(lm, harmful: list[str], benign: list[str], layers_fraction: float = 1.0, z: float = 3.0,
+        batch_size: int = 16, progress=None) -> tuple[EditSet, NeuroStrikeReport]:
+    """Find safety neurons and prune them in the first ``layers_fraction`` of the layers."""
+    if layers_fraction not in (0.25, 0.5, 0.75, 1.0):
+        raise ValueError("layers_fraction must be 0.25, 0.5, 0.75 or 1.0")
+    found, accs = find_safety_neurons(lm, harmful, benign, z, batch_size=batch_size,
+                                      progress=progress)
+    n_layers = lm.n_layers
+    keep = int(np.ceil(layers_fraction * n_layers))
+    ops, per_module = [], {}
+    unique: set[tuple[int, int]] = set()
+    for site, neurons in found.items():
+        layer = int(site.split(".")[1])
+        if layer >= keep or not neurons:
+            continue
+        ops.append(Prune(site, neurons, note="NeuroStrike safety neurons"))
+        per_module[site] = neurons
+        unique.update((layer, j) for j in neurons)
+    width = lm.sites()[f"blocks.0.mlp.hook_post"]
+    report = NeuroStrikeReport(layers_fraction, len(unique), n_layers * width, per_module, accs)
+    return EditSet(ops, ModelRef(lm.name_or_path, lm.fingerprint)), report

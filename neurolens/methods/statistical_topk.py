@@ -1,0 +1,62 @@
+"""Statistical top-k activation sparsity (Spark Transformer; METHODS.md section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from statistics import NormalDist
+
+import torch
+
+from neurolens.spec.edits import EditSet, ModelRef, TopK
+
+
+def threshold(g: torch.Tensor, keep_fraction: float) -> torch.Tensor:
+    """theta = mean(g) + std(g) * Phi^-1(1 - k/d) over the last dimension (population std)."""
+    z = NormalDist().inv_cdf(1.0 - keep_fraction)
+    return g.mean(-1, keepdim=True) + g.std(-1, keepdim=True, unbiased=False) * z
+
+
+def statistical_topk(g: torch.Tensor, keep_fraction: float, variant: str = "soft"
+                     ) -> torch.Tensor:
+    """O(d) top-k approximation: soft (g - theta)+ or hard g * [g > theta]. No sort."""
+    th = threshold(g, keep_fraction)
+    if variant == "soft":
+        return torch.clamp_min(g - th, 0.0)
+    return g * (g > th)
+
+
+@dataclass
+class SparsityReport:
+    keep_fraction: float
+    active_fraction: dict[str, float] = field(default_factory=dict)   # per site, realised
+    flops_saved: float = 0.0     # fraction of FFN matmul FLOPs a sparse up/down would save
+
+    def to_json(self) -> dict:
+        return {"keep_fraction": self.keep_fraction,
+                "active_fraction": {k: round(v, 4) for k, v in self.active_fraction.items()},
+                "flops_saved": round(self.flops_saved, 4)}
+
+
+def edits(lm, keep_fraction: float = 0.08, variant: str = "soft") -> EditSet:
+    return EditSet([TopK("blocks.*.mlp.hook_pre", keep_fraction, variant=variant,
+                         note="Spark statistical top-k")],
+                   ModelRef(lm.name_or_path, lm.fingerprint))
+
+
+def measure(lm, prompts: list[str], keep_fraction: float = 0.08, variant: str = "soft",
+            batch_size: int = 16) -> SparsityReport:
+    """Run the prompts with the topk edit and report the realised active fraction per layer."""
+    ctx: dict = {}
+    es = edits(lm, keep_fraction, variant)
+    factory = lm.session_factory(es, ctx=ctx)
+    from neurolens.engine.runner import Failed, forward_events
+    for ev in forward_events(lm, prompts, factory, batch_size):
+        if isinstance(ev, Failed):
+            raise ev.error
+    stats = ctx.get("topk_stats", {})
+    frac = {s: v[0] / max(v[1], 1) for s, v in stats.items()}
+    mean_active = sum(frac.values()) / max(len(frac), 1)
+    # gated FFN: gate (dense: it decides), up and down (sparse): 3 matmuls of equal size
+    n_mats = 3 if lm.adapter.arch is not None and lm.adapter.arch.up else 2
+    saved = (n_mats - 1) / n_mats * (1 - mean_active)
+    return SparsityReport(keep_fraction, frac, saved)

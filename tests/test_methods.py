@@ -1,0 +1,189 @@
+"""Paper methods on tiny models with planted structure; edit ops against hand-computed values."""
+
+import numpy as np
+import pytest
+import torch
+
+import neurolens as nl
+import tiny
+from neurolens.engine.hooks import RunState
+from neurolens.engine.method_ops import AdjustHandler, TopKHandler
+from neurolens.methods import key_space, neuron_adjust, neurostrike, statistical_topk
+
+PLANTED = [5, 17, 40]
+FORGET = [f"Z{c}Z{c}ZZ {w}" for c, w in zip("abcdefghij", "one two three four five six seven "
+                                              "eight nine ten".split())]
+RETAIN = [f"{c}{c} plain {w} text" for c, w in zip("abcdefghij", "red blue green gold pink "
+                                                   "gray cyan teal navy lime".split())]
+
+
+def planted_llama():
+    """Layer-0 gate neurons PLANTED fire (large positive) only on the token 'Z'."""
+    lm = tiny.lm("llama", seed=1)
+    z = lm.tokenizer.convert_tokens_to_ids("Z")
+    emb = lm.hf.model.embed_tokens.weight
+    with torch.no_grad():
+        v = torch.zeros(emb.shape[1])
+        v[3] = 1.0
+        emb[z] = 0.0
+        emb[z, 3] = 8.0                      # token Z points along a private direction
+        emb[:, 3][torch.arange(emb.shape[0]) != z] = 0.0
+        g = lm.hf.model.layers[0].mlp.gate_proj.weight
+        for j in PLANTED:
+            g[j] = 0.0
+            g[j, 3] = 6.0
+        u = lm.hf.model.layers[0].mlp.up_proj.weight
+        for j in PLANTED:
+            u[j, 3] = 6.0
+    return lm
+
+
+def test_neuron_adjust_recovers_planted_neurons():
+    lm = planted_llama()
+    edits, rep = neuron_adjust.fit(lm, FORGET, RETAIN, p=0.03)
+    assert rep.n_total == 2 * 64 and rep.n_selected == round(0.03 * 128)
+    chosen = {(s, i) for s, i, _ in rep.top[:rep.n_selected]}
+    assert {("blocks.0.mlp.hook_pre", j) for j in PLANTED} <= chosen
+    op = edits[0]
+    assert op.op == "adjust" and op.site == "blocks.0.mlp.hook_pre"
+    # the adjust edit pulls the planted neurons towards their retain distribution
+    base = lm.capture(FORGET, ["blocks.0.mlp.hook_pre"])["blocks.0.mlp.hook_pre"]
+    ed = lm.capture(FORGET, ["blocks.0.mlp.hook_pre"], edits=edits)["blocks.0.mlp.hook_pre"]
+    b = np.concatenate(base)[:, PLANTED].max()
+    e = np.concatenate(ed)[:, PLANTED].max()
+    assert b > 5 and e < b / 2
+
+
+def test_adjust_op_matches_hand_computation():
+    mf, sf, mr, sr = np.array([2.0, 0.0]), np.array([0.5, 1.0]), np.array([0.0, 0.0]), \
+        np.array([1.0, 1.0])
+    op = nl.Adjust("blocks.0.mlp.hook_pre", [1, 3], mf, sf, mr, sr, seed=7)
+    h = AdjustHandler(op, None, {})
+    x = torch.tensor([[[9.0, 2.0, 9.0, 0.3], [9.0, -1.0, 9.0, 5.0]]])  # [1, 2, 4]
+    st = RunState(batch=1, seq=2)
+    out = h(x.clone(), st)
+    # reproduce the per-element draws
+    gen = torch.Generator().manual_seed(7)
+    u = torch.rand((1, 2, 2), generator=gen)
+    cur = torch.tensor([[[2.0, 0.3], [-1.0, 5.0]]])
+    want = cur.clone()
+    for t in range(2):
+        for k in range(2):
+            xv = float(cur[0, t, k])
+            pf = np.exp(-0.5 * ((xv - mf[k]) / sf[k]) ** 2) / sf[k]
+            pr = np.exp(-0.5 * ((xv - mr[k]) / sr[k]) ** 2) / sr[k]
+            if pf >= pr and float(u[0, t, k]) < pf / (pf + pr):
+                want[0, t, k] = mr[k] - sr[k] / sf[k] * (xv - mf[k])
+    np.testing.assert_allclose(out[..., [1, 3]].numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    assert out[0, 0, 1] == pytest.approx(0.0, abs=1e-6)  # x == mean_f: p = 1, maps onto mean_r
+    np.testing.assert_array_equal(out[..., [0, 2]].numpy(), 9.0)   # other neurons untouched
+
+
+def test_key_space_cube_math():
+    a = np.array([[0.0, 1.0, 5.0], [2.0, 1.0, 5.0], [1.0, 1.0, 8.0]])
+    mu, s, k = key_space.fit_cube(a)
+    np.testing.assert_allclose(mu, [1.0, 1.0, 6.0])
+    np.testing.assert_allclose(s, [1.0, 0.0, np.sqrt(3.0)], rtol=1e-6)
+    assert k == pytest.approx(max(1.0, 2.0 / np.sqrt(3.0)))   # constant column counts as 0
+    assert key_space.inside(a, mu, s, k, 1.0).all()
+    assert not key_space.inside(np.array([1.0, 1.5, 6.0]), mu, s, k, 1.0)  # moved a constant dim
+    assert not key_space.inside(a * 3, mu, s, k, 1.0).any()
+
+
+def test_key_space_gate_abstains_on_the_skill_only():
+    lm = planted_llama()
+    edits, rep = key_space.fit(lm, FORGET, alpha=1.0, layer=-1)
+    assert rep.site == "blocks.1.mlp.hook_post" and rep.probe_inside == 1.0
+    outs = lm.generate(FORGET + RETAIN, edits=edits, max_new_tokens=4)
+    for o in outs[:len(FORGET)]:
+        assert o.abstained and o.text == key_space.REFUSAL
+    assert not any(o.abstained for o in outs[len(FORGET):])
+    base = lm.generate(RETAIN, max_new_tokens=4)
+    assert [o.token_ids for o in base] == [o.token_ids for o in outs[len(FORGET):]]
+    # teacher-forced scoring: abstained items count as wrong
+    res = lm.score_continuations(FORGET[:2] + RETAIN[:2], [" x"] * 4, edits=edits)
+    assert [r["abstained"] for r in res] == [True, True, False, False]
+    assert res[0]["correct"] == 0
+
+
+WORDS = "red blue green gold pink gray cyan teal navy lime one two six ten big old new hot".split()
+PAIRED_H = [f"{a} Z {b} Z" for a in WORDS[:8] for b in WORDS[8:13]]   # harmful: contain Z
+PAIRED_B = [f"{a} q {b} q" for a in WORDS[:8] for b in WORDS[8:13]]   # benign twins
+
+
+def test_neurostrike_finds_planted_safety_neurons():
+    lm = planted_llama()
+    found, acc = neurostrike.find_safety_neurons(lm, PAIRED_H, PAIRED_B)
+    assert set(PLANTED) <= set(found["blocks.0.mlp.hook_pre"])
+    assert acc["blocks.0.mlp.hook_pre"] == 1.0
+    assert len(found["blocks.0.mlp.hook_pre"]) <= 8      # a handful, not the whole layer
+    edits, rep = neurostrike.fit(lm, PAIRED_H, PAIRED_B, layers_fraction=0.5)
+    assert all(op.site.startswith("blocks.0.") for op in edits)
+    assert rep.n_selected >= len(PLANTED) and rep.n_total == 2 * 64
+    # bakeable: exported weights reproduce the pruned model
+    assert all(op.op == "prune" for op in edits)
+
+
+def test_logistic_probes_separate_planted_feature():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 200, 10))
+    y = (rng.random(200) > 0.5).astype(float)
+    x[0, :, 4] += 3 * y            # module 0: feature 4 carries the label
+    x[1, :, 7] -= 3 * y            # module 1: feature 7, negatively
+    w = neurostrike.logistic_probes(x, y)
+    assert np.argmax(w[0]) == 4 and w[0, 4] > 0
+    assert np.argmin(w[1]) == 7 and w[1, 7] < 0
+
+
+def test_statistical_topk_values_and_fraction():
+    g = torch.tensor([[1.0, 2.0, 3.0, 4.0, 10.0]])
+    th = statistical_topk.threshold(g, 0.2)
+    from statistics import NormalDist
+    want = g.mean() + g.std(unbiased=False) * NormalDist().inv_cdf(0.8)
+    assert float(th) == pytest.approx(float(want), rel=1e-6)
+    soft = statistical_topk.statistical_topk(g, 0.2)
+    np.testing.assert_allclose(soft.numpy(), np.maximum(g.numpy() - float(want), 0), rtol=1e-6)
+    hard = statistical_topk.statistical_topk(g, 0.2, "hard")
+    np.testing.assert_array_equal(hard.numpy(), np.where(g.numpy() > float(want), g.numpy(), 0))
+    big = torch.randn(64, 16384, generator=torch.Generator().manual_seed(0))
+    frac = (statistical_topk.statistical_topk(big, 0.08, "hard") != 0).float().mean()
+    assert abs(float(frac) - 0.08) < 0.005
+
+
+def test_topk_edit_on_model_reports_fraction():
+    lm = tiny.lm("llama")
+    rep = statistical_topk.measure(lm, RETAIN, keep_fraction=0.25)
+    assert set(rep.active_fraction) == {"blocks.0.mlp.hook_pre", "blocks.1.mlp.hook_pre"}
+    for v in rep.active_fraction.values():
+        assert 0.1 < v < 0.4
+    assert 0 < rep.flops_saved < 2 / 3
+    cap = lm.capture(RETAIN[:2], ["blocks.0.mlp.hook_pre"],
+                     edits=statistical_topk.edits(lm, 0.25))["blocks.0.mlp.hook_pre"]
+    for c in cap:
+        assert ((c > 0).mean(1) < 0.5).all() and (c >= 0).all()   # soft: (g - theta)+ >= 0
+    exact = nl.EditSet([nl.TopK("blocks.0.mlp.hook_pre", 0.25, mode="exact", variant="hard")])
+    c = lm.capture(RETAIN[:1], ["blocks.0.mlp.hook_pre"], edits=exact)["blocks.0.mlp.hook_pre"][0]
+    assert ((c != 0).sum(1) == 16).all()
+
+
+def test_method_edits_round_trip_and_export_as_sidecar(tmp_path):
+    lm = planted_llama()
+    na, _ = neuron_adjust.fit(lm, FORGET, RETAIN, p=0.05)
+    ks, _ = key_space.fit(lm, FORGET, alpha=1.5)
+    tk = statistical_topk.edits(lm, 0.1)
+    ns, _ = neurostrike.fit(lm, PAIRED_H, PAIRED_B)
+    allops = nl.EditSet(list(na) + list(ks) + list(tk) + list(ns))
+    allops.save(tmp_path / "m.json")
+    back = nl.EditSet.load(tmp_path / "m.json")
+    assert [o.op for o in back] == [o.op for o in allops]
+    np.testing.assert_array_equal(back[len(na)].mu, ks[0].mu)
+    lm.hf.save_pretrained(tmp_path / "src")
+    lm.tokenizer.save_pretrained(tmp_path / "src")
+    src = nl.load(tmp_path / "src")
+    rep = src.export(back, tmp_path / "out")
+    assert len(rep.baked) == len(ns)                       # NeuroStrike prunes are baked
+    assert len(rep.sidecar) == len(na) + 1 + 2             # adjust per layer, gate, topk x2 layers
+    again = nl.load(tmp_path / "out")
+    want = src.generate(FORGET[:3] + RETAIN[:3], edits=back, max_new_tokens=4)
+    got = again.generate(FORGET[:3] + RETAIN[:3], max_new_tokens=4)
+    assert [o.text for o in got] == [o.text for o in want]
