@@ -197,6 +197,21 @@ class _Progress:
             print(file=sys.stderr)
 
 
+def cmd_reproduce(args) -> int:
+    if args.experiment == "memorization":
+        raise InputError("the memorization experiment needs the diffusion demo model, "
+                         "which is not shipped yet")
+    from neurolens.evals import reproduce as rp
+    lm = _load(args)
+    log = (lambda m: print(m, file=sys.stderr)) if not args.quiet else (lambda m: None)
+    result = rp.EXPERIMENTS[args.experiment](lm, limit=args.limit, log=log)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(rp.format_table(result))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from neurolens import bench
     log = (lambda m: print(m, file=sys.stderr)) if not args.quiet else (lambda m: None)
@@ -322,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a non-empty target folder")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("reproduce", help="run a paper's protocol on the demo model")
+    model_args(p)
+    p.add_argument("experiment", choices=["unlearning", "neurostrike", "sparsity",
+                                          "memorization"])
+    p.add_argument("--limit", type=int, default=None, help="at most N eval items per skill")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("bench", help="performance benchmarks (ratios measured side by side)")
     p.add_argument("--json", action="store_true")

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.gui
 def window(qtbot, tmp_path):
     from neurolens.gui.main_window import MainWindow
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    w = MainWindow(settings=settings)
+    w = MainWindow(settings=settings, autosave_path=str(tmp_path / "autosave.neurolens.json"))
     qtbot.addWidget(w)
     w.show()
     yield w
@@ -134,3 +134,146 @@ def test_gui_screenshot_command(tmp_path, tiny_dirs):
     from PySide6.QtGui import QImage
     img = QImage(str(out))
     assert img.width() > 1000 and img.height() > 600
+
+
+def prune_layer(w, layer=1, n=64):
+    """Select a whole layer by a rectangle drag and add a prune edit for it."""
+    w.layer_map.cellsSelected.emit([(layer, c) for c in range(n)])
+    w.right_tabs.setCurrentIndex(1)
+    w.edits_panel.op.setCurrentText("prune")
+    assert w.edits_panel.add_for_selection() == 1
+
+
+def test_prune_compare_undo_export_reload(qtbot, window, tiny_dirs, tmp_path):
+    from transformers import AutoModelForCausalLM
+    import torch
+    w = window
+    load(qtbot, w, str(tiny_dirs["llama"]))
+    w.prompt_edit.setPlainText("Compute: 47+38=")
+    w.max_tokens.setValue(6)
+    run_and_wait(qtbot, w)
+    baseline = w.last_outputs["outputs"][0]
+    prune_layer(w)
+    assert w.edit_model.ops[0].op == "prune" and len(w.edit_model.ops[0].neurons) == 64
+    w.compare()
+    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=60_000)
+    it = w.compare_result["items"][0]
+    assert it["base_text"] == baseline and it["changed"]
+    assert it["first_divergence"] is not None
+    assert "diverges at token" in w.compare_view.texts.toHtml()
+    assert w.center_tabs.currentWidget() is w.compare_view
+    # the heatmaps can show the difference edited - baseline: layer 1 (pruned) drops to -mean
+    w.center_tabs.setCurrentIndex(0)
+    w.show_combo.setCurrentIndex(2)
+    diff = w.layer_map.data
+    base_mean = w.store_base.stats("blocks.1.mlp.hook_post").mean
+    np.testing.assert_allclose(diff[1], -base_mean, rtol=1e-4, atol=1e-6)
+    # undo the edit: the run gives the baseline output again
+    w.edits_panel.undo()
+    assert w.edit_model.ops == [] and w.current_edits() is None
+    run_and_wait(qtbot, w)
+    assert w.last_outputs["outputs"][0] == baseline
+    w.edits_panel.redo()
+    assert len(w.edit_model.ops) == 1
+    # disabling the edit also restores the baseline
+    w.edits_panel.set_enabled(0, False)
+    assert w.current_edits() is None
+    w.edits_panel.set_enabled(0, True)
+    # export, the reload check passes, plain transformers reproduces the edited output
+    out = tmp_path / "exported"
+    w.export_model(str(out))
+    qtbot.waitUntil(lambda: w.export_result is not None, timeout=60_000)
+    r = w.export_result
+    assert r["baked"] and not r["sidecar"]
+    assert r["check"]["same_output"] and r["check"]["max_abs_logit_diff"] < 1e-4
+    assert "Reload check" in w.export_message and "passed" in w.export_message
+    m = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = w.worker.lm.encode(["Compute: 47+38="])
+    with torch.no_grad():
+        g = m.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    text = w.worker.lm.tokenizer.decode(g[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert text.startswith(it["edit_text"][:len(text)]) and it["edit_text"].startswith(text)
+
+
+def test_edits_import_export_and_notes(qtbot, window, tiny_dirs, tmp_path):
+    import neurolens as nl
+    w = window
+    load(qtbot, w, str(tiny_dirs["gpt2"]))
+    w.select_neurons([("blocks.0.mlp.hook_post", 3), ("blocks.0.mlp.hook_post", 9),
+                      ("blocks.1.mlp.hook_pre", 2)])
+    w.edits_panel.op.setCurrentText("scale")
+    w.edits_panel.amount.setValue(0.25)
+    w.edits_panel.positions.setCurrentText("last")
+    assert w.edits_panel.add_for_selection() == 2
+    w.edits_panel.edit_note(0, "dampen")
+    w.export_edits(str(tmp_path / "e.json"))
+    es = nl.EditSet.load(tmp_path / "e.json")
+    assert [(o.op, o.site, o.neurons, o.factor, o.positions) for o in es] == [
+        ("scale", "blocks.0.mlp.hook_post", [3, 9], 0.25, "last"),
+        ("scale", "blocks.1.mlp.hook_pre", [2], 0.25, "last")]
+    assert es[0].note == "dampen" and es.model.fingerprint == w.model_info["fingerprint"]
+    w.edits_panel.undo()   # note
+    w.edits_panel.undo()   # add
+    assert w.edit_model.ops == []
+    assert w.import_edits(str(tmp_path / "e.json"))
+    assert len(w.edit_model.ops) == 2 and w.edit_model.ops[0].note == "dampen"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "neurolens.edits/1", "edits": [{"op": "zap", "site": "x"}]}')
+    assert not w.import_edits(str(bad))
+    assert "unknown op 'zap'" in w._error_box.text()
+
+
+def test_session_round_trip(qtbot, window, tiny_dirs, tmp_path):
+    from neurolens.gui.main_window import MainWindow
+    w = window
+    load(qtbot, w, str(tiny_dirs["gpt2"]))
+    w.add_prompts(["abc", "abd"], "forget")
+    w.add_prompts(["xyz"], "retain")
+    w.prompt_edit.setPlainText("typed text")
+    w.select_neurons([("blocks.1.mlp.hook_post", 4), ("blocks.1.mlp.hook_post", 5)])
+    w.save_selection_as_set("pair")
+    w.edits_panel.add_for_selection()
+    w.max_tokens.setValue(7)
+    w.seed.setValue(42)
+    path = tmp_path / "s.neurolens.json"
+    w.save_session(str(path))
+    w2 = MainWindow(autosave_path=str(tmp_path / "other-autosave.json"))
+    qtbot.addWidget(w2)
+    assert w2.open_session(str(path))
+    qtbot.waitUntil(lambda: w2.model_info is not None, timeout=60_000)
+    assert w2.prompts == [("forget", "abc"), ("forget", "abd"), ("retain", "xyz")]
+    assert w2.prompt_edit.toPlainText() == "typed text"
+    assert w2.neuron_sets == {"pair": [("blocks.1.mlp.hook_post", 4),
+                                       ("blocks.1.mlp.hook_post", 5)]}
+    assert [(o.op, o.neurons) for o in w2.edit_model.ops] == [("prune", [4, 5])]
+    assert w2.max_tokens.value() == 7 and w2.seed.value() == 42
+    assert w2.model_info["name"] == str(tiny_dirs["gpt2"])
+    w2.close()
+
+
+def test_autosave_restores_after_a_kill(qtbot, tmp_path, tiny_dirs):
+    """Simulate a crash: a window autosaves, is never closed cleanly; a fresh window restores."""
+    from neurolens.gui.main_window import MainWindow
+    auto = tmp_path / "autosave.neurolens.json"
+    w = MainWindow(autosave_path=str(auto))
+    qtbot.addWidget(w)
+    w.AUTOSAVE_MS = 50
+    w.autosave_timer.setInterval(50)
+    w.add_prompts(["keep me"], "mine")
+    w.select_neurons([("blocks.0.mlp.hook_post", 1)])
+    w.save_selection_as_set("one")
+    w.edits_panel.add_for_selection()
+    qtbot.waitUntil(lambda: auto.is_file() and not w._dirty, timeout=5000)
+    # the process dies here: no closeEvent, so the autosave stays
+    w.autosave_timer.stop()
+    fresh = MainWindow(autosave_path=str(auto))
+    qtbot.addWidget(fresh)
+    assert fresh.has_autosave()
+    assert fresh.restore_autosave(load_model=False)
+    assert fresh.prompts == [("mine", "keep me")]
+    assert fresh.neuron_sets == {"one": [("blocks.0.mlp.hook_post", 1)]}
+    assert [o.op for o in fresh.edit_model.ops] == ["prune"]
+    fresh.close()
+    assert not auto.exists()   # a clean close removes it
+    w.thread.quit()
+    w.thread.wait(2000)

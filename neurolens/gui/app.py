@@ -27,16 +27,22 @@ def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str
     if screenshot and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     import pyqtgraph as pg
+    from PySide6.QtCore import QTimer
     pg.setConfigOptions(antialias=True, imageAxisOrder="row-major")
     app = _app()
     from neurolens.gui.main_window import MainWindow
-    win = MainWindow()
+    autosave = None
+    if screenshot:  # never touch the user's autosave from a scripted run
+        import tempfile
+        autosave = os.path.join(tempfile.mkdtemp(prefix="neurolens-shot-"), "autosave.json")
+    win = MainWindow(autosave_path=autosave)
     win.show()
     if prompt:
         win.prompt_edit.setPlainText(prompt.replace("\\n", "\n"))
     if not screenshot:
         win.projector.warm_up()
         win.open_model(model)
+        QTimer.singleShot(300, win.offer_restore)
         return app.exec()
 
     result = {"code": None}
@@ -47,8 +53,6 @@ def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str
             win.load_shipped_set(skill, n)
         win.prompt_edit.setPlainText("Compute: 47+38=")
     win._pending_run_after_load = True
-    from PySide6.QtCore import QTimer
-    from PySide6.QtGui import QGuiApplication  # noqa: F401
 
     def check():
         if result["code"] is not None:

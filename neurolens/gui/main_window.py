@@ -17,14 +17,19 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QTabWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from neurolens import __version__
 from neurolens.engine.runner import GenerationParams
+from neurolens.gui.edit_model import EditModel
+from neurolens.gui.views.compare_view import CompareView
+from neurolens.gui.views.edits_panel import EditsPanel
 from neurolens.gui.views.heatmap import Heatmap
 from neurolens.gui.views.inspector import NeuronInspector
 from neurolens.gui.views.scatter import PALETTE, KeySpaceScatter
 from neurolens.gui.worker import Projector, RunRequest, Worker
+from neurolens.spec.edits import EditSet
+from neurolens.spec.session import Session
 from neurolens.spec.sites import SITE_KINDS, neuron_label
 from neurolens.store import CaptureStore
 
@@ -67,15 +72,29 @@ class MainWindow(QMainWindow):
     requestLoad = Signal(str)
     requestRun = Signal(object)
     requestLens = Signal(int, int)
+    requestCompare = Signal(object)
+    requestExport = Signal(object, str, bool, str)
 
     REFRESH_MS = 33
+    AUTOSAVE_MS = 3000
 
-    def __init__(self, settings: QSettings | None = None):
+    def __init__(self, settings: QSettings | None = None, autosave_path: str | None = None):
         super().__init__()
         self.setWindowTitle(f"neurolens {__version__}")
         self.resize(1480, 920)
         self.settings = settings or QSettings("neurolens", "neurolens")
-        self.store = CaptureStore(ring=4096)
+        self.store = CaptureStore(ring=4096)          # the (edited) run
+        self.store_base = CaptureStore(ring=4096)     # the baseline of a comparison
+        self.edit_model = EditModel()
+        self.prompt_answers: dict[str, str] = {}
+        self.compare_result: dict | None = None
+        self.export_result: dict | None = None
+        self._dirty = False
+        if autosave_path is None:
+            from platformdirs import user_data_dir
+            autosave_path = str(Path(user_data_dir("neurolens", "neurolens")) /
+                                "autosave.neurolens.json")
+        self.autosave_path = Path(autosave_path)
         self.model_info: dict | None = None
         self.prompts: list[tuple[str, str]] = []      # (set name, prompt)
         self.neuron_sets: dict[str, list[tuple[str, int]]] = {}
@@ -94,7 +113,7 @@ class MainWindow(QMainWindow):
         # worker thread owns the model
         self.thread = QThread(self)
         self.thread.setObjectName("neurolens-worker")
-        self.worker = Worker(self.store)
+        self.worker = Worker(self.store, self.store_base)
         self.worker.moveToThread(self.thread)
         self.requestLoad.connect(self.worker.load_model)
         self.requestRun.connect(self.worker.run)
@@ -108,6 +127,11 @@ class MainWindow(QMainWindow):
         self.worker.runFailed.connect(self._on_run_failed)
         self.worker.runCancelled.connect(self._on_run_cancelled)
         self.worker.lensReady.connect(self._on_lens)
+        self.requestCompare.connect(self.worker.compare)
+        self.requestExport.connect(self.worker.export)
+        self.worker.compareFinished.connect(self._on_compare)
+        self.worker.exportFinished.connect(self._on_export)
+        self.worker.exportFailed.connect(self._on_export_failed)
         self.thread.start()
         self.projector = Projector()
         self.projector.ready.connect(self._on_projection)
@@ -118,6 +142,10 @@ class MainWindow(QMainWindow):
         self.timer.setInterval(self.REFRESH_MS)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.setSingleShot(True)
+        self.autosave_timer.setInterval(self.AUTOSAVE_MS)
+        self.autosave_timer.timeout.connect(self.autosave)
         self._set_busy(False)
 
     # -- UI ------------------------------------------------------------------------------------------
@@ -134,6 +162,7 @@ class MainWindow(QMainWindow):
         self.prompt_edit = QPlainTextEdit()
         self.prompt_edit.setPlaceholderText("Type a prompt, e.g. Compute: 47+38=")
         self.prompt_edit.setMaximumHeight(90)
+        self.prompt_edit.textChanged.connect(self.mark_dirty)
         ll.addWidget(self.prompt_edit)
         row = QHBoxLayout()
         self.set_name = QLineEdit("typed")
@@ -200,7 +229,11 @@ class MainWindow(QMainWindow):
         self.run_btn.clicked.connect(self.run)
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.clicked.connect(self.cancel)
+        self.compare_btn = QPushButton("Compare")
+        self.compare_btn.setToolTip("run with and without the enabled edits, side by side")
+        self.compare_btn.clicked.connect(self.compare)
         row.addWidget(self.run_btn)
+        row.addWidget(self.compare_btn)
         row.addWidget(self.cancel_btn)
         ll.addLayout(row)
 
@@ -229,6 +262,13 @@ class MainWindow(QMainWindow):
         ctl.addWidget(self.set_a)
         ctl.addWidget(QLabel("B"))
         ctl.addWidget(self.set_b)
+        ctl.addWidget(QLabel("show"))
+        self.show_combo = QComboBox()
+        self.show_combo.addItems(["edited run", "baseline", "difference"])
+        self.show_combo.setToolTip("after Compare: the edited run, the baseline, or edited − "
+                                   "baseline")
+        self.show_combo.currentIndexChanged.connect(self._view_changed)
+        ctl.addWidget(self.show_combo)
         ctl.addSpacing(16)
         ctl.addWidget(QLabel("token view: layer"))
         self.layer_spin = QSpinBox()
@@ -266,11 +306,17 @@ class MainWindow(QMainWindow):
         bl.addWidget(self.output_label)
         vsplit.addWidget(bottom)
         vsplit.setSizes([470, 380])
-        cl.addWidget(vsplit, 1)
+        self.center_tabs = QTabWidget()
+        self.center_tabs.addTab(vsplit, "Neurons")
+        self.compare_view = CompareView()
+        self.center_tabs.addTab(self.compare_view, "Compare")
+        cl.addWidget(self.center_tabs, 1)
 
         # right: inspector + neuron sets
-        right = QWidget()
-        rl = QVBoxLayout(right)
+        right = QTabWidget()
+        self.right_tabs = right
+        inspect_tab = QWidget()
+        rl = QVBoxLayout(inspect_tab)
         rl.setContentsMargins(4, 4, 4, 4)
         self.inspector = NeuronInspector()
         rl.addWidget(self.inspector, 3)
@@ -289,6 +335,11 @@ class MainWindow(QMainWindow):
         self.sets_list = QListWidget()
         self.sets_list.itemDoubleClicked.connect(self._select_saved_set)
         rl.addWidget(self.sets_list, 1)
+        right.addTab(inspect_tab, "Inspect")
+        self.edits_panel = EditsPanel(self.edit_model)
+        self.edits_panel.selection_provider = lambda: list(self.selection)
+        self.edits_panel.changed.connect(self._edits_changed)
+        right.addTab(self.edits_panel, "Edits")
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
@@ -312,14 +363,41 @@ class MainWindow(QMainWindow):
         self.recent_menu = m.addMenu("Open &recent")
         self._fill_recent()
         m.addSeparator()
-        a = QAction("Load &prompts…", self)
-        a.triggered.connect(self._load_file_dialog)
-        m.addAction(a)
+        for text, fn, key in (("&Save session…", self._save_session_dialog, "Ctrl+S"),
+                              ("Open s&ession…", self._open_session_dialog, None),
+                              (None, None, None),
+                              ("Load &prompts…", self._load_file_dialog, None),
+                              ("&Import edits…", self._import_edits_dialog, None),
+                              ("E&xport edits…", self._export_edits_dialog, None),
+                              ("Export edited &model…", self._export_model_dialog, "Ctrl+E")):
+            if text is None:
+                m.addSeparator()
+                continue
+            a = QAction(text, self)
+            a.triggered.connect(fn)
+            if key:
+                a.setShortcut(key)
+            m.addAction(a)
         m.addSeparator()
         a = QAction("&Quit", self)
         a.setShortcut("Ctrl+Q")
         a.triggered.connect(self.close)
         m.addAction(a)
+        r = self.menuBar().addMenu("&Run")
+        for text, fn, key in (("&Run", self.run, "Ctrl+R"),
+                              ("&Compare with / without edits", self.compare, "Ctrl+Shift+R"),
+                              ("C&ancel", self.cancel, "Esc")):
+            a = QAction(text, self)
+            a.triggered.connect(fn)
+            a.setShortcut(key)
+            r.addAction(a)
+        e = self.menuBar().addMenu("&Edit")
+        for text, fn, key in (("&Undo edit", lambda: self.edits_panel.undo(), "Ctrl+Z"),
+                              ("&Redo edit", lambda: self.edits_panel.redo(), "Ctrl+Shift+Z")):
+            a = QAction(text, self)
+            a.triggered.connect(fn)
+            a.setShortcut(key)
+            e.addAction(a)
         h = self.menuBar().addMenu("&Help")
         a = QAction("&About neurolens", self)
         a.triggered.connect(self.show_about)
@@ -367,7 +445,9 @@ class MainWindow(QMainWindow):
         self.model_label.setText(f"{short} · {info['model_type']} · {info['n_layers']} layers · "
                                  f"{info['n_params'] / 1e6:.1f}M params")
         self.layer_spin.setRange(0, max(0, info["n_layers"] - 1))
-        self.layer_spin.setValue(max(0, info["n_layers"] - 1))
+        layer = self._session_layer if 0 <= self._session_layer < info["n_layers"] else \
+            info["n_layers"] - 1
+        self.layer_spin.setValue(max(0, layer))
         kinds = sorted({s.split(".", 2)[2] for s in info["sites"]} & set(NEURON_KINDS),
                        key=NEURON_KINDS.index)
         cur = self.kind_combo.currentText()
@@ -398,6 +478,7 @@ class MainWindow(QMainWindow):
         for p in prompts:
             self.prompts.append((set_name, p))
         self._fill_prompt_table()
+        self.mark_dirty()
 
     def add_typed_prompt(self) -> None:
         text = self.prompt_edit.toPlainText()
@@ -412,6 +493,9 @@ class MainWindow(QMainWindow):
         except Exception as e:  # noqa: BLE001
             self.show_error(str(e))
             return
+        for r in rows:
+            if r.get("answer") is not None:
+                self.prompt_answers[r["prompt"]] = r["answer"]
         self.add_prompts([r["prompt"] for r in rows], skill)
         self.run_list.setChecked(True)
 
@@ -434,6 +518,7 @@ class MainWindow(QMainWindow):
     def clear_prompts(self) -> None:
         self.prompts.clear()
         self._fill_prompt_table()
+        self.mark_dirty()
 
     def _fill_prompt_table(self) -> None:
         t = self.prompt_table
@@ -491,12 +576,13 @@ class MainWindow(QMainWindow):
                                   batch_size=16, ignore_eos=not self.stop_eos.isChecked())
         kinds = tuple(dict.fromkeys(["mlp.hook_post", self.kind_combo.currentText()]))
         self.run_id += 1
+        answers = tuple(self.prompt_answers.get(p) for p in prompts)
         return RunRequest(prompts=prompts, set_names=sets, site_kinds=kinds, params=params,
-                          edits=self.current_edits(), run_id=self.run_id)
+                          edits=self.current_edits(), run_id=self.run_id, answers=answers)
 
-    def current_edits(self):
-        """The EditSet snapshot for runs (the edit panel arrives with GUI part 2)."""
-        return None
+    def current_edits(self) -> EditSet | None:
+        """An immutable snapshot of the enabled edits for a run."""
+        return self.edit_model.enabled_set()
 
     def run(self) -> None:
         if self.running:
@@ -515,6 +601,9 @@ class MainWindow(QMainWindow):
         self._levels.clear()
         self.last_outputs = None
         self.output_label.setText("")
+        # a plain run has no baseline: drop a stale comparison and show the run itself
+        self.store_base.clear()
+        self.show_combo.setCurrentIndex(0)
         self.prompt_spin.setRange(0, len(req.prompts) - 1)
         self.running = True
         self._set_busy(True, f"running {len(req.prompts)} prompt(s)…")
@@ -575,6 +664,8 @@ class MainWindow(QMainWindow):
 
     def _set_busy(self, busy: bool, text: str | None = None) -> None:
         self.run_btn.setEnabled(not busy)
+        if hasattr(self, "compare_btn"):
+            self.compare_btn.setEnabled(not busy)
         self.cancel_btn.setEnabled(busy and self.running)
         if text is not None:
             self.status.setText(text)
@@ -600,41 +691,59 @@ class MainWindow(QMainWindow):
             cur = self._levels[key] = amp
         return (-cur, cur)
 
-    def layer_matrix(self) -> np.ndarray | None:
-        if self.model_info is None:
-            return None
+    def _layer_matrix(self, store: CaptureStore) -> np.ndarray | None:
         rows = []
         diff = self.stat_combo.currentIndex() == 1
         a, b = self.set_a.currentText(), self.set_b.currentText()
         for layer in range(self.model_info["n_layers"]):
             site = self.site(layer)
             if diff:
-                sa, sb = self.store.stats(site, a), self.store.stats(site, b)
+                sa, sb = store.stats(site, a), store.stats(site, b)
                 if sa is None or sb is None or not sa.count or not sb.count:
                     return None
                 rows.append((sa.mean - sb.mean).astype(np.float32))
             else:
-                st = self.store.stats(site)
+                st = store.stats(site)
                 if st is None or not st.count:
                     return None
                 rows.append(st.mean.astype(np.float32))
         return np.stack(rows) if rows else None
+
+    def layer_matrix(self) -> np.ndarray | None:
+        """The layer x neuron statistic of the edited run, the baseline, or their difference."""
+        if self.model_info is None:
+            return None
+        mode = self.show_combo.currentIndex()
+        if mode == 0:
+            return self._layer_matrix(self.store)
+        base = self._layer_matrix(self.store_base)
+        if mode == 1 or base is None:
+            return base
+        ed = self._layer_matrix(self.store)
+        return None if ed is None else ed - base
 
     def token_matrix(self) -> tuple[np.ndarray, list[str]] | None:
         req = self._current_req
         if req is None:
             return None
         i = min(self.prompt_spin.value(), len(req.prompts) - 1)
+        site = self.site(self.layer_spin.value())
+        mode = self.show_combo.currentIndex()
+        store = self.store_base if mode == 1 else self.store
         try:
-            rows = self.store.rows(self.site(self.layer_spin.value()), i)
+            rows = store.rows(site, i)
+            if mode == 2:
+                base = self.store_base.rows(site, i)
+                n = min(len(rows), len(base))
+                rows = rows[:n] - base[:n]
         except KeyError:
             return None
-        toks = self.store.tokens.get(i, [])[: len(rows)]
+        toks = store.tokens.get(i, [])[: len(rows)]
         return rows, toks
 
     def refresh(self, force: bool = False) -> None:
         """Timer tick: redraw from the store when it changed (never waits on the worker)."""
-        v = self.store.version
+        v = self.store.version + self.store_base.version
         if v == self._drawn_version and not force:
             return
         self._drawn_version = v
@@ -777,10 +886,256 @@ class MainWindow(QMainWindow):
             item.setData(Qt.ItemDataRole.UserRole, n)
             self.sets_list.addItem(item)
         self.new_set_name.clear()
+        self.mark_dirty()
         return name
 
     def _select_saved_set(self, item: QListWidgetItem) -> None:
         self.select_neurons(self.neuron_sets[item.data(Qt.ItemDataRole.UserRole)])
+
+    # -- edits, compare, export --------------------------------------------------------------------
+    def _edits_changed(self) -> None:
+        self.mark_dirty()
+        n = len(self.edit_model.ops)
+        self.right_tabs.setTabText(1, f"Edits ({n})" if n else "Edits")
+
+    def compare(self) -> None:
+        """Re-run the prompt(s) with and without the enabled edits (same seed, same settings)."""
+        if self.running:
+            return
+        if self.model_info is None:
+            self.show_error("No model loaded: use File ▸ Open model.")
+            return
+        req = self.build_request()
+        if req is None:
+            self.show_error("Type a prompt (or load a prompt set) first.")
+            return
+        if req.edits is None:
+            self.show_error("No enabled edits: select neurons and add an edit first.")
+            return
+        self._current_req = req
+        self._levels.clear()
+        self.compare_result = None
+        self.last_outputs = None
+        self.prompt_spin.setRange(0, len(req.prompts) - 1)
+        self.running = True
+        self._set_busy(True, f"comparing {len(req.prompts)} prompt(s) with / without edits…")
+        self.requestCompare.emit(req)
+
+    def _on_compare(self, rid: int, result: dict) -> None:
+        if rid != self.run_id:
+            return
+        self.running = False
+        self.compare_result = result
+        self.last_outputs = {"outputs": [it["edit_text"] for it in result["items"]]}
+        self.progress_bar.setValue(self.progress_bar.maximum())
+        self.compare_view.show_result(result)
+        self.center_tabs.setCurrentWidget(self.compare_view)
+        n = sum(it["changed"] for it in result["items"])
+        self._set_busy(False, f"compared in {result['seconds']:.2f}s: {n} of "
+                              f"{len(result['items'])} outputs changed")
+        self.refresh(force=True)
+        self.update_scatter()
+
+    def _export_model_dialog(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Export edited model to folder")
+        if not d:
+            return
+        force = False
+        p = Path(d)
+        if p.is_dir() and any(p.iterdir()):
+            ans = QMessageBox.question(self, "Replace folder?",
+                                       f"{d} is not empty. Replace its contents?")
+            if ans != QMessageBox.StandardButton.Yes:
+                return
+            force = True
+        self.export_model(d, force)
+
+    def export_model(self, folder: str, force: bool = False) -> None:
+        if self.model_info is None:
+            self.show_error("No model loaded.")
+            return
+        self.export_result = None
+        prompt = self.prompt_edit.toPlainText() or (self.prompts[0][1] if self.prompts else "")
+        self._set_busy(True, f"exporting to {folder}…")
+        self.requestExport.emit(self.edit_model.enabled_set() or EditSet(), folder, force,
+                                prompt)
+
+    def _on_export(self, r: dict) -> None:
+        self.export_result = r
+        self._set_busy(False, f"exported to {r['path']}")
+        lines = [f"Exported to {r['path']}", ""]
+        if r["baked"]:
+            lines.append(f"Baked into the weights ({len(r['baked'])}): plain transformers "
+                         "applies them.")
+            lines += [f"  • {b}" for b in r["baked"][:12]]
+        if r["sidecar"]:
+            lines.append(f"NOT baked ({len(r['sidecar'])}): kept in neurolens_edits.json; only "
+                         "neurolens.load() applies them.")
+            lines += [f"  • {b}" for b in r["sidecar"][:12]]
+        if not r["baked"] and not r["sidecar"]:
+            lines.append("No enabled edits: the checkpoint equals the loaded model.")
+        c = r.get("check") or {}
+        if c:
+            ok = c["same_output"] and c["max_abs_logit_diff"] < 1e-4
+            lines += ["", f"Reload check on “{c['prompt'][:60]}”: "
+                          f"{'passed' if ok else 'FAILED'} (max logit difference "
+                          f"{c['max_abs_logit_diff']:.2e}, same greedy output: "
+                          f"{'yes' if c['same_output'] else 'no'})"]
+        self.export_message = "\n".join(lines)
+        box = QMessageBox(QMessageBox.Icon.Information, "Export finished", self.export_message,
+                          QMessageBox.StandardButton.Ok, self)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.show()
+        self._info_box = box
+
+    export_message = ""
+    _info_box = None
+
+    def _on_export_failed(self, msg: str) -> None:
+        self._set_busy(False, "export failed")
+        self.show_error(f"Export failed.\n\n{msg}")
+
+    def import_edits(self, path: str) -> bool:
+        try:
+            es = EditSet.load(path)
+        except Exception as e:  # noqa: BLE001
+            self.show_error(f"Could not import edits.\n\n{e}")
+            return False
+        self.edits_panel.add_ops(list(es), "import edits")
+        return True
+
+    def export_edits(self, path: str) -> None:
+        es = self.edit_model.edit_set()
+        if self.model_info:
+            from neurolens.spec.edits import ModelRef
+            es.model = ModelRef(self.model_info["name"], self.model_info["fingerprint"])
+        es.save(path)
+        self.status.setText(f"saved {len(es)} edit(s) to {path}")
+
+    def _import_edits_dialog(self) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Import edits", "", "Edits (*.json)")
+        if f:
+            self.import_edits(f)
+
+    def _export_edits_dialog(self) -> None:
+        f, _ = QFileDialog.getSaveFileName(self, "Export edits", "edits.json", "Edits (*.json)")
+        if f:
+            self.export_edits(f)
+
+    # -- sessions ------------------------------------------------------------------------------------
+    def session(self) -> Session:
+        return Session(model=(self.model_info or {}).get("name", self._loading_name or ""),
+                       prompts=list(self.prompts), typed_prompt=self.prompt_edit.toPlainText(),
+                       neuron_sets={k: list(v) for k, v in self.neuron_sets.items()},
+                       edits=self.edit_model.edit_set(),
+                       view={"kind": self.kind_combo.currentText(),
+                             "stat": self.stat_combo.currentIndex(),
+                             "set_a": self.set_a.currentText(), "set_b": self.set_b.currentText(),
+                             "layer": self.layer_spin.value(),
+                             "show": self.show_combo.currentIndex(),
+                             "answers": self.prompt_answers},
+                       generation={"max_new_tokens": self.max_tokens.value(),
+                                   "sample": self.sampling.isChecked(),
+                                   "temperature": self.temperature.value(),
+                                   "seed": self.seed.value(), "run_list": self.run_list.isChecked()})
+
+    def apply_session(self, ses: Session, load_model: bool = True) -> None:
+        self.prompts = list(ses.prompts)
+        self.prompt_answers = dict(ses.view.get("answers", {}))
+        self._fill_prompt_table()
+        self.prompt_edit.setPlainText(ses.typed_prompt)
+        self.neuron_sets = {k: list(v) for k, v in ses.neuron_sets.items()}
+        self.sets_list.clear()
+        for n, v in self.neuron_sets.items():
+            item = QListWidgetItem(f"{n} ({len(v)} neurons)")
+            item.setData(Qt.ItemDataRole.UserRole, n)
+            self.sets_list.addItem(item)
+        self.edit_model.replace_all(list(ses.edits), "open session")
+        self.edits_panel.refresh()
+        g = ses.generation
+        self.max_tokens.setValue(int(g.get("max_new_tokens", self.max_tokens.value())))
+        self.sampling.setChecked(bool(g.get("sample", False)))
+        self.temperature.setValue(float(g.get("temperature", 1.0)))
+        self.seed.setValue(int(g.get("seed", 0)))
+        self.run_list.setChecked(bool(g.get("run_list", False)))
+        v = ses.view
+        if v.get("kind"):
+            self.kind_combo.setCurrentText(v["kind"])
+        self.stat_combo.setCurrentIndex(int(v.get("stat", 0)))
+        self.show_combo.setCurrentIndex(int(v.get("show", 0)))
+        if v.get("set_a"):
+            self.set_a.setCurrentText(v["set_a"])
+        if v.get("set_b"):
+            self.set_b.setCurrentText(v["set_b"])
+        self._session_layer = int(v.get("layer", -1))
+        if load_model and ses.model and ses.model != (self.model_info or {}).get("name"):
+            self.open_model(ses.model)
+        elif self._session_layer >= 0:
+            self.layer_spin.setValue(self._session_layer)
+        self._edits_changed()
+
+    _session_layer = -1
+
+    def save_session(self, path: str) -> Path:
+        out = self.session().save(path)
+        self.status.setText(f"session saved to {out}")
+        return out
+
+    def open_session(self, path: str, load_model: bool = True) -> bool:
+        try:
+            ses = Session.load(path)
+        except Exception as e:  # noqa: BLE001
+            self.show_error(f"Could not open the session.\n\n{e}")
+            return False
+        self.apply_session(ses, load_model)
+        self.status.setText(f"opened session {path}")
+        return True
+
+    def _save_session_dialog(self) -> None:
+        f, _ = QFileDialog.getSaveFileName(self, "Save session", "session.neurolens.json",
+                                           "neurolens sessions (*.neurolens.json)")
+        if f:
+            self.save_session(f)
+
+    def _open_session_dialog(self) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Open session", "",
+                                           "neurolens sessions (*.neurolens.json)")
+        if f:
+            self.open_session(f)
+
+    def mark_dirty(self) -> None:
+        """Something the user did changed: autosave a few seconds later."""
+        self._dirty = True
+        if hasattr(self, "autosave_timer"):
+            self.autosave_timer.start()
+
+    def autosave(self) -> None:
+        if not self._dirty:
+            return
+        try:
+            self.autosave_path.parent.mkdir(parents=True, exist_ok=True)
+            self.session().save(self.autosave_path)
+            self._dirty = False
+        except OSError as e:
+            self.status.setText(f"autosave failed: {e}")
+
+    def has_autosave(self) -> bool:
+        return self.autosave_path.is_file()
+
+    def restore_autosave(self, load_model: bool = True) -> bool:
+        return self.open_session(str(self.autosave_path), load_model)
+
+    def offer_restore(self) -> None:
+        """At start: offer to restore the session a crash or kill left behind."""
+        if not self.has_autosave():
+            return
+        ans = QMessageBox.question(self, "Restore session?",
+                                   "neurolens did not close cleanly last time. Restore the "
+                                   "last session (prompts, neuron sets, edits)?")
+        if ans == QMessageBox.StandardButton.Yes:
+            self.restore_autosave()
+        else:
+            self.autosave_path.unlink(missing_ok=True)
 
     # -- errors / about ----------------------------------------------------------------------------------
     def show_error(self, msg: str) -> None:
@@ -807,6 +1162,9 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About neurolens", self.about_text())
 
     def closeEvent(self, ev) -> None:
+        # a clean exit leaves no autosave behind (its presence at start means a crash or kill)
+        self.autosave_timer.stop()
+        self.autosave_path.unlink(missing_ok=True)
         self.worker.cancel_token.cancel()
         self.timer.stop()
         self.thread.quit()

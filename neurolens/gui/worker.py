@@ -31,6 +31,7 @@ class RunRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     edits: EditSet | None = None
     run_id: int = 0
+    answers: tuple = ()              # expected answer per prompt (None where unknown)
 
 
 def describe_error(e: BaseException) -> str:
@@ -51,10 +52,14 @@ class Worker(QObject):
     runCancelled = Signal(int)
     lensReady = Signal(int, int, object)
     busyChanged = Signal(bool)
+    compareFinished = Signal(int, object)
+    exportFinished = Signal(object)
+    exportFailed = Signal(str)
 
-    def __init__(self, store: CaptureStore):
+    def __init__(self, store: CaptureStore, store_base: CaptureStore | None = None):
         super().__init__()
         self.store = store
+        self.store_base = store_base if store_base is not None else CaptureStore()
         self.lm = None
         self.cancel_token = CancelToken()
         self.emit_interval = 0.03       # seconds between text notices (display rate)
@@ -77,6 +82,45 @@ class Worker(QObject):
         finally:
             self.busyChanged.emit(False)
 
+    def _generate(self, req: RunRequest, edits, store: CaptureStore, offset: int, total: int):
+        """One generation pass streaming into ``store``: ("finished", outputs, texts) |
+        ("cancelled", None, texts) | ("failed", message, texts)."""
+        lm = self.lm
+        store.clear()
+        sites = [f"blocks.{layer}.{k}" for k in req.site_kinds for layer in range(lm.n_layers)]
+        texts: dict[int, str] = {}
+        done = 0
+        last_emit = 0.0
+        events = lm.generate_events(list(req.prompts), edits=edits, params=req.params,
+                                    cancel=self.cancel_token, capture_sites=sites,
+                                    store=store, set_names=list(req.set_names))
+        for ev in events:
+            if isinstance(ev, TokenAppended):
+                for i, t in zip(ev.prompt_indices, ev.texts):
+                    if t is not None:
+                        texts[i] = texts.get(i, "") + t
+                        store.add_tokens(i, [t])
+                done += len(ev.prompt_indices)
+            elif isinstance(ev, PromptProcessed):
+                for i in ev.prompt_indices:
+                    texts.setdefault(i, "")
+            now = time.perf_counter()
+            final = isinstance(ev, (Finished, Cancelled, Failed))
+            if now - last_emit >= self.emit_interval or final:
+                last_emit = now
+                self.progress.emit(req.run_id, min(offset + done, total), total)
+                self.textUpdated.emit(req.run_id, dict(texts))
+            if isinstance(ev, Finished):
+                for i, o in enumerate(ev.outputs):
+                    if o.abstained:
+                        texts[i] = o.text
+                return "finished", ev.outputs, texts
+            if isinstance(ev, Cancelled):
+                return "cancelled", None, texts
+            if isinstance(ev, Failed):
+                return "failed", describe_error(ev.error), texts
+        return "failed", "the run ended without a result", texts
+
     @Slot(object)
     def run(self, req: RunRequest) -> None:
         if self.lm is None:
@@ -84,51 +128,118 @@ class Worker(QObject):
             return
         self.busyChanged.emit(True)
         self.cancel_token.reset()
-        store = self.store
-        store.clear()
-        lm = self.lm
         try:
-            n_layers = lm.n_layers
-            sites = [f"blocks.{layer}.{k}" for k in req.site_kinds for layer in range(n_layers)]
             total = len(req.prompts) * max(1, req.params.max_new_tokens)
             self.runStarted.emit(req.run_id, total)
-            texts: dict[int, str] = {}
-            done = 0
-            last_emit = 0.0
             t0 = time.perf_counter()
-            events = lm.generate_events(list(req.prompts), edits=req.edits, params=req.params,
-                                        cancel=self.cancel_token, capture_sites=sites,
-                                        store=store, set_names=list(req.set_names))
-            for ev in events:
-                if isinstance(ev, TokenAppended):
-                    for i, t in zip(ev.prompt_indices, ev.texts):
-                        if t is not None:
-                            texts[i] = texts.get(i, "") + t
-                            store.add_tokens(i, [t])
-                    done += len(ev.prompt_indices)
-                elif isinstance(ev, PromptProcessed):
-                    for i in ev.prompt_indices:
-                        texts.setdefault(i, "")
-                now = time.perf_counter()
-                if now - last_emit >= self.emit_interval or isinstance(
-                        ev, (Finished, Cancelled, Failed)):
-                    last_emit = now
-                    self.progress.emit(req.run_id, min(done, total), total)
-                    self.textUpdated.emit(req.run_id, dict(texts))
-                if isinstance(ev, Finished):
-                    outs = ev.outputs
-                    self.runFinished.emit(req.run_id, {
-                        "outputs": [o.text for o in outs],
-                        "tokens": [o.tokens for o in outs],
-                        "logprobs": [o.logprobs for o in outs],
-                        "seconds": time.perf_counter() - t0})
-                elif isinstance(ev, Cancelled):
-                    self.runCancelled.emit(req.run_id)
-                elif isinstance(ev, Failed):
-                    self.runFailed.emit(req.run_id, describe_error(ev.error))
+            status, outs, texts = self._generate(req, req.edits, self.store, 0, total)
+            if status == "finished":
+                self.textUpdated.emit(req.run_id, dict(texts))
+                self.runFinished.emit(req.run_id, {
+                    "outputs": [o.text for o in outs], "tokens": [o.tokens for o in outs],
+                    "logprobs": [o.logprobs for o in outs],
+                    "abstained": [o.abstained for o in outs],
+                    "seconds": time.perf_counter() - t0})
+            elif status == "cancelled":
+                self.runCancelled.emit(req.run_id)
+            else:
+                self.runFailed.emit(req.run_id, outs)
         except Exception as e:  # noqa: BLE001
             traceback.print_exc()
             self.runFailed.emit(req.run_id, describe_error(e))
+        finally:
+            self.busyChanged.emit(False)
+
+    @Slot(object)
+    def compare(self, req: RunRequest) -> None:
+        """Baseline (into store_base) then edited (into store), same seed and settings."""
+        if self.lm is None:
+            self.runFailed.emit(req.run_id, "no model loaded")
+            return
+        self.busyChanged.emit(True)
+        self.cancel_token.reset()
+        try:
+            from neurolens.engine.runner import first_divergence
+            from neurolens.evals.skills import REFUSAL_MARK, first_line
+            per = len(req.prompts) * max(1, req.params.max_new_tokens)
+            total = 2 * per
+            self.runStarted.emit(req.run_id, total)
+            t0 = time.perf_counter()
+            st, base, _ = self._generate(req, None, self.store_base, 0, total)
+            if st == "finished":
+                st, edited, _ = self._generate(req, req.edits, self.store, per, total)
+            else:
+                edited = base
+            if st == "cancelled":
+                self.runCancelled.emit(req.run_id)
+                return
+            if st == "failed":
+                self.runFailed.emit(req.run_id, edited)
+                return
+            items = []
+            for i, (b, e) in enumerate(zip(base, edited)):
+                d = first_divergence(b.token_ids, e.token_ids)
+                items.append({"prompt": req.prompts[i], "set": req.set_names[i],
+                              "base_text": b.text, "edit_text": e.text,
+                              "base_tokens": b.tokens, "edit_tokens": e.tokens,
+                              "base_logprobs": b.logprobs, "edit_logprobs": e.logprobs,
+                              "first_divergence": d, "changed": b.token_ids != e.token_ids,
+                              "abstained": e.abstained})
+            metrics = []
+            answers = req.answers or (None,) * len(req.prompts)
+            for name in dict.fromkeys(req.set_names):
+                idx = [i for i, s in enumerate(req.set_names)
+                       if s == name and answers[i] is not None]
+                if not idx:
+                    continue
+
+                def score(outs, idx=idx):
+                    ok = []
+                    for i in idx:
+                        got = first_line(outs[i].text)
+                        want = answers[i]
+                        ok.append(REFUSAL_MARK in got if REFUSAL_MARK in want else got == want)
+                    return sum(ok) / len(ok)
+                before, after = score(base), score(edited)
+                metrics.append({"set": name, "n": len(idx), "before": before, "after": after,
+                                "relative": after / before if before > 0 else None})
+            n_edits = len(req.edits) if req.edits is not None else 0
+            self.compareFinished.emit(req.run_id, {
+                "items": items, "metrics": metrics, "seed": req.params.seed, "n_edits": n_edits,
+                "seconds": time.perf_counter() - t0})
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            self.runFailed.emit(req.run_id, describe_error(e))
+        finally:
+            self.busyChanged.emit(False)
+
+    @Slot(object, str, bool, str)
+    def export(self, edits, folder: str, force: bool, prompt: str) -> None:
+        """Export, then reload the folder and check it against the in-app edited model."""
+        if self.lm is None:
+            self.exportFailed.emit("no model loaded")
+            return
+        self.busyChanged.emit(True)
+        try:
+            import numpy as np
+
+            from neurolens.engine.loading import load
+            report = self.lm.export(edits, folder, force=force)
+            check = {}
+            if prompt:
+                again = load(folder)
+                a = again.logits([prompt])[0]
+                b = self.lm.logits([prompt], edits=edits)[0]
+                ga = again.generate(prompt, max_new_tokens=8)
+                gb = self.lm.generate(prompt, edits=edits, max_new_tokens=8)
+                check = {"prompt": prompt, "max_abs_logit_diff": float(np.abs(a - b).max()),
+                         "same_output": ga.token_ids == gb.token_ids, "output": ga.text,
+                         "plain_transformers_exact": not report.sidecar}
+            self.exportFinished.emit({"path": str(report.path), "baked": report.baked,
+                                      "sidecar": report.sidecar, "summary": report.summary(),
+                                      "check": check})
+        except Exception as e:  # noqa: BLE001
+            self.exportFailed.emit(describe_error(e))
         finally:
             self.busyChanged.emit(False)
 

@@ -1,0 +1,174 @@
+"""Edit panel: turn the selected neurons into edits; list with toggles, notes, undo/redo."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QInputDialog, QLabel,
+                               QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout,
+                               QWidget)
+
+from neurolens.errors import SpecError
+from neurolens.gui.edit_model import EditModel
+from neurolens.spec.edits import Prune, Scale, Set
+
+
+class EditsPanel(QWidget):
+    changed = Signal()
+
+    def __init__(self, model: EditModel, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self.selection_provider = lambda: []
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        row = QHBoxLayout()
+        self.op = QComboBox()
+        self.op.addItems(["prune", "scale", "set"])
+        self.op.currentTextChanged.connect(self._op_changed)
+        row.addWidget(self.op)
+        self.amount = QDoubleSpinBox()
+        self.amount.setRange(-1e4, 1e4)
+        self.amount.setDecimals(3)
+        self.amount.setSingleStep(0.1)
+        self.amount.setEnabled(False)
+        row.addWidget(self.amount)
+        self.positions = QComboBox()
+        self.positions.setEditable(True)
+        self.positions.addItems(["all", "last"])
+        self.positions.setToolTip("all, last, or a list of positions like 0, 3, -1")
+        row.addWidget(self.positions)
+        lay.addLayout(row)
+        self.add_btn = QPushButton("Add edit for selected neurons")
+        self.add_btn.clicked.connect(self.add_for_selection)
+        lay.addWidget(self.add_btn)
+        self.list = QListWidget()
+        self.list.itemChanged.connect(self._item_changed)
+        self.list.itemDoubleClicked.connect(lambda it: self.edit_note(self.list.row(it)))
+        lay.addWidget(self.list, 1)
+        row = QHBoxLayout()
+        for text, fn in (("Remove", self._remove_current), ("Note…", self._note_current),
+                         ("Undo", self.undo), ("Redo", self.redo)):
+            b = QPushButton(text)
+            b.clicked.connect(fn)
+            row.addWidget(b)
+            setattr(self, f"{text.strip('…').lower()}_btn", b)
+        lay.addLayout(row)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        self.refresh()
+
+    def _op_changed(self, op: str) -> None:
+        self.amount.setEnabled(op != "prune")
+        self.amount.setValue(0.5 if op == "scale" else 0.0)
+
+    def parse_positions(self):
+        text = self.positions.currentText().strip()
+        if text in ("all", "last"):
+            return text
+        try:
+            return [int(t) for t in text.replace(",", " ").split()]
+        except ValueError:
+            raise SpecError(f"positions: expected all, last or integers, got '{text}'") from None
+
+    def add_for_selection(self) -> int:
+        sel = self.selection_provider()
+        if not sel:
+            self.status.setText("Select neurons first (click a heatmap cell).")
+            return 0
+        try:
+            pos = self.parse_positions()
+        except SpecError as e:
+            self.status.setText(str(e))
+            return 0
+        by_site: dict[str, list[int]] = defaultdict(list)
+        for site, idx in sel:
+            if idx not in by_site[site]:
+                by_site[site].append(idx)
+        op = self.op.currentText()
+        ops = []
+        for site, neurons in by_site.items():
+            neurons = sorted(neurons)
+            if op == "prune":
+                ops.append(Prune(site, neurons, positions=pos))
+            elif op == "scale":
+                ops.append(Scale(site, neurons, factor=self.amount.value(), positions=pos))
+            else:
+                ops.append(Set(site, neurons, value=self.amount.value(), positions=pos))
+        self.model.add(ops, f"add {op}")
+        self.refresh()
+        self.changed.emit()
+        return len(ops)
+
+    def add_ops(self, ops, label: str) -> None:
+        self.model.add(list(ops), label)
+        self.refresh()
+        self.changed.emit()
+
+    def refresh(self) -> None:
+        self.list.blockSignals(True)
+        self.list.clear()
+        for op in self.model.ops:
+            text = op.describe()
+            if op.positions != "all" and op.op != "gate":
+                text += f" (positions {op.positions})"
+            if getattr(op, "factor", None) is not None and op.op == "scale":
+                text += f" ×{op.factor:g}"
+            if op.op == "set":
+                text += f" = {op.value:g}"
+            if op.note:
+                text += f" — {op.note}"
+            it = QListWidgetItem(text)
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            it.setCheckState(Qt.CheckState.Checked if op.enabled else Qt.CheckState.Unchecked)
+            self.list.addItem(it)
+        self.list.blockSignals(False)
+        self.undo_btn.setEnabled(self.model.can_undo())
+        self.redo_btn.setEnabled(self.model.can_redo())
+        n = len(self.model.ops)
+        on = sum(o.enabled for o in self.model.ops)
+        self.status.setText(f"{n} edit(s), {on} enabled" if n else "no edits")
+
+    def _item_changed(self, it: QListWidgetItem) -> None:
+        row = self.list.row(it)
+        self.model.set_enabled(row, it.checkState() == Qt.CheckState.Checked)
+        self.refresh()
+        self.changed.emit()
+
+    def set_enabled(self, row: int, enabled: bool) -> None:
+        self.list.item(row).setCheckState(Qt.CheckState.Checked if enabled
+                                          else Qt.CheckState.Unchecked)
+
+    def _remove_current(self) -> None:
+        row = self.list.currentRow()
+        if row >= 0:
+            self.model.remove(row)
+            self.refresh()
+            self.changed.emit()
+
+    def _note_current(self) -> None:
+        row = self.list.currentRow()
+        if row >= 0:
+            self.edit_note(row)
+
+    def edit_note(self, row: int, note: str | None = None) -> None:
+        if note is None:
+            note, ok = QInputDialog.getText(self, "Note", "Note for this edit:",
+                                            QLineEdit.EchoMode.Normal, self.model.ops[row].note)
+            if not ok:
+                return
+        self.model.set_note(row, note)
+        self.refresh()
+        self.changed.emit()
+
+    def undo(self) -> None:
+        if self.model.undo() is not None:
+            self.refresh()
+            self.changed.emit()
+
+    def redo(self) -> None:
+        if self.model.redo() is not None:
+            self.refresh()
+            self.changed.emit()

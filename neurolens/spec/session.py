@@ -1,0 +1,95 @@
+"""Session files (``neurolens.session/1``): everything a user built in the app, as data.
+
+JSON (``*.neurolens.json``) holds the model reference, prompt sets, neuron sets, view and
+generation settings and the edit list; per-neuron arrays of edits go to a safetensors sidecar
+next to it (``*.neurolens.safetensors``). Pure data: no torch, no Qt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurolens.errors import SpecError
+from neurolens.spec.edits import EditSet
+
+FORMAT = "neurolens.session/1"
+
+
+@dataclass
+class Session:
+    model: str = ""
+    prompts: list[tuple[str, str]] = field(default_factory=list)        # (set name, prompt)
+    typed_prompt: str = ""
+    neuron_sets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    edits: EditSet = field(default_factory=EditSet)
+    view: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, arrays: dict[str, np.ndarray]) -> dict:
+        return {"format": FORMAT, "model": self.model,
+                "prompts": [[s, p] for s, p in self.prompts], "typed_prompt": self.typed_prompt,
+                "neuron_sets": {k: [[s, int(i)] for s, i in v]
+                                for k, v in self.neuron_sets.items()},
+                "edits": self.edits.to_dict(arrays), "view": self.view,
+                "generation": self.generation}
+
+    @classmethod
+    def from_dict(cls, d: Any, arrays: dict[str, np.ndarray]) -> "Session":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise SpecError(f"format: expected '{FORMAT}'")
+        try:
+            prompts = [(str(s), str(p)) for s, p in d.get("prompts", [])]
+            sets = {str(k): [(str(s), int(i)) for s, i in v]
+                    for k, v in d.get("neuron_sets", {}).items()}
+        except (TypeError, ValueError):
+            raise SpecError("prompts / neuron_sets: malformed entries") from None
+        edits = EditSet.from_dict(d["edits"], arrays) if d.get("edits") else EditSet()
+        return cls(str(d.get("model", "")), prompts, str(d.get("typed_prompt", "")), sets, edits,
+                   dict(d.get("view", {})), dict(d.get("generation", {})))
+
+    @staticmethod
+    def sidecar_of(path: Path) -> Path:
+        name = path.name
+        stem = name[: -len(".json")] if name.endswith(".json") else name
+        return path.with_name(stem + ".safetensors")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Atomic write of the JSON (and the sidecar when edits carry arrays)."""
+        from safetensors.numpy import save_file
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {}
+        d = self.to_dict(arrays)
+        side = self.sidecar_of(path)
+        if arrays:
+            d["sidecar"] = side.name
+            tmp = side.with_name(side.name + ".tmp")
+            save_file(arrays, str(tmp))
+            os.replace(tmp, side)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(d, indent=1))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Session":
+        from safetensors.numpy import load_file
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError(f"session file not found: {path}")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SpecError(f"{path}: malformed JSON ({e})") from None
+        arrays = {}
+        if isinstance(d, dict) and d.get("sidecar"):
+            side = path.with_name(str(d["sidecar"]))
+            if not side.is_file():
+                raise SpecError(f"sidecar: {side} not found")
+            arrays = load_file(str(side))
+        return cls.from_dict(d, arrays)
