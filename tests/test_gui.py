@@ -277,3 +277,34 @@ def test_autosave_restores_after_a_kill(qtbot, tmp_path, tiny_dirs):
     assert not auto.exists()   # a clean close removes it
     w.thread.quit()
     w.thread.wait(2000)
+
+
+def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
+    w = window
+    load(qtbot, w, str(tiny_dirs["llama"]))
+    w.add_prompts([f"Compute: {a}+{a}=" for a in range(10, 22)], "forget")
+    w.add_prompts([f"Story: Mia has a {c} kite." for c in ("red", "blue", "green", "gold",
+                                                          "pink", "gray")], "retain")
+    w.run_list.setChecked(True)
+    w.max_tokens.setValue(2)
+    run_and_wait(qtbot, w)
+    qtbot.waitUntil(lambda: len(w.scatter.points) == 18, timeout=20_000)
+    panel = w.methods_panel
+    assert panel.na_forget.currentText() == "forget" and panel.na_retain.currentText() == "retain"
+    panel.method.setCurrentText("Neuron Adjust")
+    panel.fit_btn.click()
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    assert [o.op for o in w.edit_model.ops] == ["adjust"] * len(w.edit_model.ops)
+    n_sel = round(0.03 * 2 * 64)
+    assert len(w.selection) == n_sel           # the selected neurons are shown
+    w.method_result = None
+    panel.method.setCurrentText("Key Space Detection")
+    panel.ks_alpha.setValue(1.0)
+    panel.fit_btn.click()
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    assert w.edit_model.ops[-1].op == "gate"
+    inside = w.method_result["inside"]
+    assert inside[:12] == [True] * 12          # the forget prompts fall inside the cube
+    assert w.scatter.inside is not None and w.scatter.inside.sum() >= 12
+    w.edits_panel.undo()
+    assert w.edit_model.ops[-1].op == "adjust"

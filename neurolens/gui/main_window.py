@@ -25,6 +25,7 @@ from neurolens.gui.edit_model import EditModel
 from neurolens.gui.views.compare_view import CompareView
 from neurolens.gui.views.edits_panel import EditsPanel
 from neurolens.gui.views.heatmap import Heatmap
+from neurolens.gui.views.methods_panel import MethodsPanel
 from neurolens.gui.views.inspector import NeuronInspector
 from neurolens.gui.views.scatter import PALETTE, KeySpaceScatter
 from neurolens.gui.worker import Projector, RunRequest, Worker
@@ -74,6 +75,7 @@ class MainWindow(QMainWindow):
     requestLens = Signal(int, int)
     requestCompare = Signal(object)
     requestExport = Signal(object, str, bool, str)
+    requestFit = Signal(str, object, object)
 
     REFRESH_MS = 33
     AUTOSAVE_MS = 3000
@@ -132,6 +134,9 @@ class MainWindow(QMainWindow):
         self.worker.compareFinished.connect(self._on_compare)
         self.worker.exportFinished.connect(self._on_export)
         self.worker.exportFailed.connect(self._on_export_failed)
+        self.requestFit.connect(self.worker.fit_method)
+        self.worker.methodFitted.connect(self._on_method_fitted)
+        self.worker.methodFailed.connect(self._on_method_failed)
         self.thread.start()
         self.projector = Projector()
         self.projector.ready.connect(self._on_projection)
@@ -340,6 +345,9 @@ class MainWindow(QMainWindow):
         self.edits_panel.selection_provider = lambda: list(self.selection)
         self.edits_panel.changed.connect(self._edits_changed)
         right.addTab(self.edits_panel, "Edits")
+        self.methods_panel = MethodsPanel()
+        self.methods_panel.fitRequested.connect(self.fit_method)
+        right.addTab(self.methods_panel, "Methods")
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
@@ -540,6 +548,8 @@ class MainWindow(QMainWindow):
             combo.blockSignals(False)
         if len(names) > 1 and self.set_b.currentText() == self.set_a.currentText():
             self.set_b.setCurrentIndex(1)
+        if hasattr(self, "methods_panel"):
+            self.methods_panel.set_names(names)
 
     def set_names(self) -> list[str]:
         return list(dict.fromkeys(s for s, _ in self.prompts))
@@ -1021,6 +1031,49 @@ class MainWindow(QMainWindow):
         f, _ = QFileDialog.getSaveFileName(self, "Export edits", "edits.json", "Edits (*.json)")
         if f:
             self.export_edits(f)
+
+    # -- methods -------------------------------------------------------------------------------------
+    def fit_method(self, method: str, params: dict) -> None:
+        if self.model_info is None:
+            self.show_error("No model loaded.")
+            return
+        if self.running:
+            return
+        sets: dict[str, list[str]] = {}
+        for s, p in self.prompts:
+            sets.setdefault(s, []).append(p)
+        params = dict(params)
+        if self._current_req is not None:
+            params["current"] = list(self._current_req.prompts)
+        self.method_result = None
+        self.methods_panel.fit_btn.setEnabled(False)
+        self._set_busy(True, f"fitting {method}…")
+        self.progress_bar.setRange(0, 0)
+        self.requestFit.emit(method, params, sets)
+
+    method_result = None
+
+    def _on_method_fitted(self, r: dict) -> None:
+        self.method_result = r
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(100)
+        self.methods_panel.fit_btn.setEnabled(True)
+        self.edits_panel.add_ops(r["ops"], f"add {r['method']}")
+        self.methods_panel.report.setText(r["text"] + f"\n→ {len(r['ops'])} edit(s) added to "
+                                          "the edit list")
+        if r["neurons"]:
+            self.select_neurons(r["neurons"])
+        if r.get("inside") is not None and len(self.scatter.points) == len(r["inside"]):
+            sets, texts = self._scatter_data
+            self.scatter.set_points(self.scatter.points, sets, texts, self.scatter.method,
+                                    inside=np.array(r["inside"], bool))
+        self._set_busy(False, r["text"])
+
+    def _on_method_failed(self, msg: str) -> None:
+        self.progress_bar.setRange(0, 100)
+        self.methods_panel.fit_btn.setEnabled(True)
+        self._set_busy(False, "method failed")
+        self.show_error(f"The method failed.\n\n{msg}")
 
     # -- sessions ------------------------------------------------------------------------------------
     def session(self) -> Session:

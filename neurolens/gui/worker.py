@@ -55,6 +55,8 @@ class Worker(QObject):
     compareFinished = Signal(int, object)
     exportFinished = Signal(object)
     exportFailed = Signal(str)
+    methodFitted = Signal(object)
+    methodFailed = Signal(str)
 
     def __init__(self, store: CaptureStore, store_base: CaptureStore | None = None):
         super().__init__()
@@ -240,6 +242,69 @@ class Worker(QObject):
                                       "check": check})
         except Exception as e:  # noqa: BLE001
             self.exportFailed.emit(describe_error(e))
+        finally:
+            self.busyChanged.emit(False)
+
+    @Slot(str, object, object)
+    def fit_method(self, method: str, params: dict, sets: dict) -> None:
+        """Fit a paper method on named prompt sets; emit its EditSet, report and neurons."""
+        if self.lm is None:
+            self.methodFailed.emit("no model loaded")
+            return
+        self.busyChanged.emit(True)
+        try:
+            from neurolens.methods import key_space, neuron_adjust, neurostrike, statistical_topk
+
+            def need(name):
+                if not sets.get(name):
+                    raise NeurolensError(f"the prompt set '{name}' is empty or missing")
+                return sets[name]
+            lm = self.lm
+            neurons: list = []
+            inside = None
+            if method == "Neuron Adjust":
+                if params["forget"] == params["retain"]:
+                    raise NeurolensError("forget and retain must be different prompt sets")
+                edits, rep = neuron_adjust.fit(lm, need(params["forget"]),
+                                               need(params["retain"]), p=params["p"],
+                                               seed=params["seed"])
+                neurons = [(op.site, j) for op in edits for j in op.neurons]
+                text = (f"Neuron Adjust: {rep.n_selected} of {rep.n_total} neurons "
+                        f"({params['p']:.1%}) selected by forget − retain mean of hook_pre")
+            elif method == "Key Space Detection":
+                edits, rep = key_space.fit(lm, need(params["forget"]), alpha=params["alpha"],
+                                           layer=params["layer"])
+                text = (f"Key Space Detection at {rep.site}: k* = {rep.k_star:.3g}, alpha "
+                        f"{rep.alpha:g}; {rep.probe_inside:.0%} of the forget set inside")
+                current = params.get("current") or []
+                if current:
+                    import numpy as np
+                    vecs = np.concatenate(lm.capture(current, [rep.site],
+                                                     reduce="last")[rep.site])
+                    op = edits[0]
+                    inside = key_space.inside(vecs, op.mu, op.s, op.k, op.alpha).tolist()
+                    text += f"; {sum(inside)} of {len(inside)} shown prompts inside"
+            elif method == "NeuroStrike":
+                edits, rep = neurostrike.fit(lm, need(params["harmful"]), need(params["benign"]),
+                                             layers_fraction=params["layers_fraction"])
+                neurons = [(op.site, j) for op in edits for j in op.neurons]
+                text = (f"NeuroStrike: {rep.n_selected} safety neurons ({rep.percent:.2f}% of "
+                        f"FFN neurons) pruned in the first {params['layers_fraction']:.0%} "
+                        "of layers")
+            else:
+                edits = statistical_topk.edits(lm, params["keep_fraction"], params["variant"])
+                probe = [p for ps in sets.values() for p in ps][:64]
+                text = f"Statistical top-k keeping {params['keep_fraction']:.1%}"
+                if probe:
+                    rep = statistical_topk.measure(lm, probe, params["keep_fraction"],
+                                                   params["variant"])
+                    fr = list(rep.active_fraction.values())
+                    text += (f"; realised active fraction {min(fr):.1%}–{max(fr):.1%} per "
+                             f"layer, {rep.flops_saved:.0%} of FFN FLOPs saveable")
+            self.methodFitted.emit({"method": method, "ops": list(edits), "text": text,
+                                    "neurons": neurons, "inside": inside})
+        except Exception as e:  # noqa: BLE001
+            self.methodFailed.emit(describe_error(e))
         finally:
             self.busyChanged.emit(False)
 

@@ -1,0 +1,124 @@
+"""Methods panel: each paper method as a short form; fitting runs in the worker."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QPushButton,
+                               QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
+
+METHODS = ["Neuron Adjust", "Key Space Detection", "NeuroStrike", "Statistical top-k"]
+
+
+class MethodsPanel(QWidget):
+    fitRequested = Signal(str, dict)     # method, params (set names resolved by the window)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        self.method = QComboBox()
+        self.method.addItems(METHODS)
+        lay.addWidget(self.method)
+        self.stack = QStackedWidget()
+        lay.addWidget(self.stack)
+        self.method.currentIndexChanged.connect(self.stack.setCurrentIndex)
+
+        def form():
+            w = QWidget()
+            f = QFormLayout(w)
+            f.setContentsMargins(0, 0, 0, 0)
+            self.stack.addWidget(w)
+            return f
+
+        f = form()   # Neuron Adjust
+        self.na_forget, self.na_retain = QComboBox(), QComboBox()
+        f.addRow("forget set", self.na_forget)
+        f.addRow("retain set", self.na_retain)
+        self.na_p = QDoubleSpinBox()
+        self.na_p.setRange(0.1, 50)
+        self.na_p.setValue(3.0)
+        self.na_p.setSuffix(" %")
+        f.addRow("top p", self.na_p)
+        self.na_seed = QSpinBox()
+        self.na_seed.setRange(0, 2**31 - 1)
+        f.addRow("seed", self.na_seed)
+
+        f = form()   # KSD
+        self.ks_forget = QComboBox()
+        f.addRow("forget set", self.ks_forget)
+        self.ks_alpha = QDoubleSpinBox()
+        self.ks_alpha.setRange(0.01, 20)
+        self.ks_alpha.setSingleStep(0.1)
+        self.ks_alpha.setValue(2.0)
+        f.addRow("alpha", self.ks_alpha)
+        self.ks_layer = QSpinBox()
+        self.ks_layer.setRange(-64, 64)
+        self.ks_layer.setValue(-1)
+        self.ks_layer.setToolTip("-1 = the last layer")
+        f.addRow("layer", self.ks_layer)
+
+        f = form()   # NeuroStrike
+        self.ns_harmful, self.ns_benign = QComboBox(), QComboBox()
+        f.addRow("harmful set", self.ns_harmful)
+        f.addRow("benign set", self.ns_benign)
+        self.ns_frac = QComboBox()
+        self.ns_frac.addItems(["25%", "50%", "75%", "100%"])
+        self.ns_frac.setCurrentIndex(3)
+        f.addRow("prune in first", self.ns_frac)
+
+        f = form()   # top-k
+        self.tk_keep = QDoubleSpinBox()
+        self.tk_keep.setRange(0.5, 99)
+        self.tk_keep.setValue(8.0)
+        self.tk_keep.setSuffix(" %")
+        f.addRow("keep", self.tk_keep)
+        self.tk_variant = QComboBox()
+        self.tk_variant.addItems(["soft", "hard"])
+        f.addRow("variant", self.tk_variant)
+
+        self.fit_btn = QPushButton("Fit and add edit")
+        self.fit_btn.clicked.connect(self._fit)
+        lay.addWidget(self.fit_btn)
+        self.report = QLabel("Load prompt sets (e.g. forget / retain) in the prompt panel, "
+                             "pick a method, then fit.")
+        self.report.setWordWrap(True)
+        lay.addWidget(self.report)
+        lay.addStretch(1)
+
+    def set_names(self, names: list[str]) -> None:
+        for combo, default in ((self.na_forget, 0), (self.na_retain, 1), (self.ks_forget, 0),
+                               (self.ns_harmful, 0), (self.ns_benign, 1)):
+            cur = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if cur in names:
+                combo.setCurrentText(cur)
+            elif len(names) > default:
+                combo.setCurrentIndex(default)
+            combo.blockSignals(False)
+        for first, second in ((self.na_forget, self.na_retain), (self.ns_harmful, self.ns_benign)):
+            if second.currentText() == first.currentText():
+                other = [n for n in names if n != first.currentText()]
+                if other:
+                    second.setCurrentText(other[0])
+
+    def params(self) -> tuple[str, dict]:
+        m = self.method.currentText()
+        if m == "Neuron Adjust":
+            return m, {"forget": self.na_forget.currentText(),
+                       "retain": self.na_retain.currentText(),
+                       "p": self.na_p.value() / 100, "seed": self.na_seed.value()}
+        if m == "Key Space Detection":
+            return m, {"forget": self.ks_forget.currentText(), "alpha": self.ks_alpha.value(),
+                       "layer": self.ks_layer.value()}
+        if m == "NeuroStrike":
+            return m, {"harmful": self.ns_harmful.currentText(),
+                       "benign": self.ns_benign.currentText(),
+                       "layers_fraction": [0.25, 0.5, 0.75, 1.0][self.ns_frac.currentIndex()]}
+        return m, {"keep_fraction": self.tk_keep.value() / 100,
+                   "variant": self.tk_variant.currentText()}
+
+    def _fit(self) -> None:
+        m, p = self.params()
+        self.fitRequested.emit(m, p)
