@@ -66,19 +66,23 @@ def _demo():
     return load()
 
 
-def case_capture_overhead(lm, label: str, batch: int, seq: int, reps: int) -> Case:
-    """All hook_post sites per token: neurolens capture / plain forward (same token ids)."""
+def _setup(lm, batch: int, seq: int, seed: int = 0):
+    """Random token ids, the plain forward on them (the reference) and the hook_post sites."""
     import torch
-    g = torch.Generator().manual_seed(0)
-    vocab = lm.hf.config.vocab_size
-    ids = torch.randint(1, vocab, (batch, seq), generator=g)
+    ids = torch.randint(1, lm.hf.config.vocab_size, (batch, seq),
+                        generator=torch.Generator().manual_seed(seed))
     mask = torch.ones_like(ids)
-    rows = ids.tolist()
-    sites = [s for s in lm.sites() if s.endswith("mlp.hook_post")]
 
     def plain():
         with torch.inference_mode():
             lm.hf(input_ids=ids, attention_mask=mask, use_cache=False)
+    sites = [s for s in lm.sites() if s.endswith("mlp.hook_post")]
+    return ids, mask, ids.tolist(), plain, sites
+
+
+def case_capture_overhead(lm, label: str, batch: int, seq: int, reps: int) -> Case:
+    """All hook_post sites per token: neurolens capture / plain forward (same token ids)."""
+    ids, mask, rows, plain, sites = _setup(lm, batch, seq)
 
     def ours():
         cap = lm.capture(rows, sites, batch_size=batch)
@@ -94,16 +98,7 @@ def case_capture_overhead(lm, label: str, batch: int, seq: int, reps: int) -> Ca
 
 def case_interactive(lm, reps: int) -> Case:
     """One 16-token prompt, all hook_post sites: per-call latency / plain forward."""
-    import torch
-    vocab = lm.hf.config.vocab_size
-    ids = torch.randint(1, vocab, (1, 16), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    rows = ids.tolist()
-    sites = [s for s in lm.sites() if s.endswith("mlp.hook_post")]
-
-    def plain():
-        with torch.inference_mode():
-            lm.hf(input_ids=ids, attention_mask=mask, use_cache=False)
+    ids, mask, rows, plain, sites = _setup(lm, 1, 16, seed=1)
 
     def ours():
         lm.capture(rows, sites, batch_size=1)
@@ -112,6 +107,44 @@ def case_interactive(lm, reps: int) -> Case:
     r = t_ours / t_plain
     return Case("interactive capture (demo model, 1x16 tokens)", t_ours, t_plain, r, "<= 1.10",
                 _check(r, "<= 1.10"), detail={"per_call_ms": round(t_ours * 1e3, 3)})
+
+
+def _nnsight_capture(lm, ids, mask, sites):
+    """Capture the same sites with nnsight's tracing and .save() (benchmark reference)."""
+    import torch
+    from nnsight import NNsight
+    refs = [lm.resolve(s) for s in sites]
+    model = NNsight(lm.hf)
+
+    def envoy(path):
+        e = model
+        for part in path.split("."):
+            e = e[int(part)] if part.isdigit() else getattr(e, part)
+        return e
+    envoys = [(envoy(r.module_path), r.io) for r in refs]
+
+    def run():
+        saved = []
+        with torch.inference_mode():
+            with model.trace(input_ids=ids, attention_mask=mask, use_cache=False):
+                for e, io in envoys:
+                    saved.append((e.input if io == "input" else e.output).save())
+        return saved
+    return run
+
+
+def case_vs_nnsight(lm, label: str, batch: int, seq: int, reps: int, warmup: int = 1) -> Case:
+    """neurolens capture / nnsight trace+save of the same hook_post sites (same token ids)."""
+    ids, mask, rows, _, sites = _setup(lm, batch, seq, seed=2)
+    theirs = _nnsight_capture(lm, ids, mask, sites)
+
+    def ours():
+        lm.capture(rows, sites, batch_size=batch)
+
+    t_ours, t_nn = _alternate(ours, theirs, reps, warmup)
+    r = t_ours / t_nn
+    return Case(f"vs nnsight ({label}, {batch}x{seq} tokens)", t_ours, t_nn, r, "<= 1.00",
+                _check(r, "<= 1.00"))
 
 
 def case_pca(n: int, d: int, reps: int) -> Case:
@@ -280,6 +313,13 @@ def run(quick: bool = False, only: list[str] | None = None, log=print) -> dict:
         attempt("capture-demo", lambda: case_capture_overhead(_demo(), "demo model", 16, 128,
                                                               reps))
     attempt("interactive", lambda: case_interactive(_demo(), 20 if quick else 200))
+    if quick:
+        attempt("nnsight", lambda: case_vs_nnsight(_random_gpt2(2, 64), "gpt2 2x64", 2, 16, 3))
+    else:
+        attempt("nnsight", lambda: case_vs_nnsight(_random_gpt2(12, 512), "gpt2 12x512", 16,
+                                                   128, reps))
+        attempt("nnsight-interactive", lambda: case_vs_nnsight(_demo(), "demo model", 1, 16,
+                                                               200, warmup=5))
     attempt("pca", lambda: case_pca(500 if quick else 10_000, 64 if quick else 2048, reps))
     with tempfile.TemporaryDirectory() as tmp:
         attempt("large-capture", lambda: case_large_capture(2_048 if quick else 200_064, tmp))

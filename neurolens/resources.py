@@ -13,6 +13,9 @@ DEMO_LM = "demo-lm"
 
 
 def resources_dir() -> Path:
+    import sys
+    if getattr(sys, "frozen", False) and hasattr(sys, "_MEIPASS"):  # PyInstaller bundle
+        return Path(sys._MEIPASS) / "resources"
     try:
         p = Path(str(_ir.files("neurolens._resources")))
         if (p / "models").is_dir() or (p / "prompts").is_dir():

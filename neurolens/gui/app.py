@@ -36,6 +36,8 @@ def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str
         import tempfile
         autosave = os.path.join(tempfile.mkdtemp(prefix="neurolens-shot-"), "autosave.json")
     win = MainWindow(autosave_path=autosave)
+    if app.windowIcon() is not None and not app.windowIcon().isNull():
+        win.setWindowIcon(app.windowIcon())
     win.show()
     if prompt:
         win.prompt_edit.setPlainText(prompt.replace("\\n", "\n"))

@@ -890,14 +890,17 @@ class MainWindow(QMainWindow):
             return None
         name = name.strip() or f"neurons {len(self.neuron_sets) + 1}"
         self.neuron_sets[name] = list(self.selection)
+        self._fill_sets_list()
+        self.new_set_name.clear()
+        self.mark_dirty()
+        return name
+
+    def _fill_sets_list(self) -> None:
         self.sets_list.clear()
         for n, v in self.neuron_sets.items():
             item = QListWidgetItem(f"{n} ({len(v)} neurons)")
             item.setData(Qt.ItemDataRole.UserRole, n)
             self.sets_list.addItem(item)
-        self.new_set_name.clear()
-        self.mark_dirty()
-        return name
 
     def _select_saved_set(self, item: QListWidgetItem) -> None:
         self.select_neurons(self.neuron_sets[item.data(Qt.ItemDataRole.UserRole)])
@@ -1098,11 +1101,7 @@ class MainWindow(QMainWindow):
         self._fill_prompt_table()
         self.prompt_edit.setPlainText(ses.typed_prompt)
         self.neuron_sets = {k: list(v) for k, v in ses.neuron_sets.items()}
-        self.sets_list.clear()
-        for n, v in self.neuron_sets.items():
-            item = QListWidgetItem(f"{n} ({len(v)} neurons)")
-            item.setData(Qt.ItemDataRole.UserRole, n)
-            self.sets_list.addItem(item)
+        self._fill_sets_list()
         self.edit_model.replace_all(list(ses.edits), "open session")
         self.edits_panel.refresh()
         g = ses.generation

@@ -123,97 +123,96 @@ class Worker(QObject):
                 return "failed", describe_error(ev.error), texts
         return "failed", "the run ended without a result", texts
 
-    @Slot(object)
-    def run(self, req: RunRequest) -> None:
+    def _guarded(self, req: RunRequest, body) -> None:
+        """Common frame of run-like requests: model check, busy state, errors as signals."""
         if self.lm is None:
             self.runFailed.emit(req.run_id, "no model loaded")
             return
         self.busyChanged.emit(True)
         self.cancel_token.reset()
         try:
-            total = len(req.prompts) * max(1, req.params.max_new_tokens)
-            self.runStarted.emit(req.run_id, total)
-            t0 = time.perf_counter()
-            status, outs, texts = self._generate(req, req.edits, self.store, 0, total)
-            if status == "finished":
-                self.textUpdated.emit(req.run_id, dict(texts))
-                self.runFinished.emit(req.run_id, {
-                    "outputs": [o.text for o in outs], "tokens": [o.tokens for o in outs],
-                    "logprobs": [o.logprobs for o in outs],
-                    "abstained": [o.abstained for o in outs],
-                    "seconds": time.perf_counter() - t0})
-            elif status == "cancelled":
-                self.runCancelled.emit(req.run_id)
-            else:
-                self.runFailed.emit(req.run_id, outs)
-        except Exception as e:  # noqa: BLE001
+            body(req)
+        except Exception as e:  # noqa: BLE001 - reported to the user, the app keeps running
             traceback.print_exc()
             self.runFailed.emit(req.run_id, describe_error(e))
         finally:
             self.busyChanged.emit(False)
+
+    @Slot(object)
+    def run(self, req: RunRequest) -> None:
+        self._guarded(req, self._run)
 
     @Slot(object)
     def compare(self, req: RunRequest) -> None:
         """Baseline (into store_base) then edited (into store), same seed and settings."""
-        if self.lm is None:
-            self.runFailed.emit(req.run_id, "no model loaded")
-            return
-        self.busyChanged.emit(True)
-        self.cancel_token.reset()
-        try:
-            from neurolens.engine.runner import first_divergence
-            from neurolens.evals.skills import REFUSAL_MARK, first_line
-            per = len(req.prompts) * max(1, req.params.max_new_tokens)
-            total = 2 * per
-            self.runStarted.emit(req.run_id, total)
-            t0 = time.perf_counter()
-            st, base, _ = self._generate(req, None, self.store_base, 0, total)
-            if st == "finished":
-                st, edited, _ = self._generate(req, req.edits, self.store, per, total)
-            else:
-                edited = base
-            if st == "cancelled":
-                self.runCancelled.emit(req.run_id)
-                return
-            if st == "failed":
-                self.runFailed.emit(req.run_id, edited)
-                return
-            items = []
-            for i, (b, e) in enumerate(zip(base, edited)):
-                d = first_divergence(b.token_ids, e.token_ids)
-                items.append({"prompt": req.prompts[i], "set": req.set_names[i],
-                              "base_text": b.text, "edit_text": e.text,
-                              "base_tokens": b.tokens, "edit_tokens": e.tokens,
-                              "base_logprobs": b.logprobs, "edit_logprobs": e.logprobs,
-                              "first_divergence": d, "changed": b.token_ids != e.token_ids,
-                              "abstained": e.abstained})
-            metrics = []
-            answers = req.answers or (None,) * len(req.prompts)
-            for name in dict.fromkeys(req.set_names):
-                idx = [i for i, s in enumerate(req.set_names)
-                       if s == name and answers[i] is not None]
-                if not idx:
-                    continue
+        self._guarded(req, self._compare)
 
-                def score(outs, idx=idx):
-                    ok = []
-                    for i in idx:
-                        got = first_line(outs[i].text)
-                        want = answers[i]
-                        ok.append(REFUSAL_MARK in got if REFUSAL_MARK in want else got == want)
-                    return sum(ok) / len(ok)
-                before, after = score(base), score(edited)
-                metrics.append({"set": name, "n": len(idx), "before": before, "after": after,
-                                "relative": after / before if before > 0 else None})
-            n_edits = len(req.edits) if req.edits is not None else 0
-            self.compareFinished.emit(req.run_id, {
-                "items": items, "metrics": metrics, "seed": req.params.seed, "n_edits": n_edits,
+    def _run(self, req: RunRequest) -> None:
+        total = len(req.prompts) * max(1, req.params.max_new_tokens)
+        self.runStarted.emit(req.run_id, total)
+        t0 = time.perf_counter()
+        status, outs, texts = self._generate(req, req.edits, self.store, 0, total)
+        if status == "finished":
+            self.textUpdated.emit(req.run_id, dict(texts))
+            self.runFinished.emit(req.run_id, {
+                "outputs": [o.text for o in outs], "tokens": [o.tokens for o in outs],
+                "logprobs": [o.logprobs for o in outs],
+                "abstained": [o.abstained for o in outs],
                 "seconds": time.perf_counter() - t0})
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            self.runFailed.emit(req.run_id, describe_error(e))
-        finally:
-            self.busyChanged.emit(False)
+        elif status == "cancelled":
+            self.runCancelled.emit(req.run_id)
+        else:
+            self.runFailed.emit(req.run_id, outs)
+
+    def _compare(self, req: RunRequest) -> None:
+        from neurolens.engine.runner import first_divergence
+        from neurolens.evals.skills import REFUSAL_MARK, first_line
+        per = len(req.prompts) * max(1, req.params.max_new_tokens)
+        total = 2 * per
+        self.runStarted.emit(req.run_id, total)
+        t0 = time.perf_counter()
+        st, base, _ = self._generate(req, None, self.store_base, 0, total)
+        if st == "finished":
+            st, edited, _ = self._generate(req, req.edits, self.store, per, total)
+        else:
+            edited = base
+        if st == "cancelled":
+            self.runCancelled.emit(req.run_id)
+            return
+        if st == "failed":
+            self.runFailed.emit(req.run_id, edited)
+            return
+        items = []
+        for i, (b, e) in enumerate(zip(base, edited)):
+            d = first_divergence(b.token_ids, e.token_ids)
+            items.append({"prompt": req.prompts[i], "set": req.set_names[i],
+                          "base_text": b.text, "edit_text": e.text,
+                          "base_tokens": b.tokens, "edit_tokens": e.tokens,
+                          "base_logprobs": b.logprobs, "edit_logprobs": e.logprobs,
+                          "first_divergence": d, "changed": b.token_ids != e.token_ids,
+                          "abstained": e.abstained})
+        metrics = []
+        answers = req.answers or (None,) * len(req.prompts)
+        for name in dict.fromkeys(req.set_names):
+            idx = [i for i, s in enumerate(req.set_names)
+                   if s == name and answers[i] is not None]
+            if not idx:
+                continue
+
+            def score(outs, idx=idx):
+                ok = []
+                for i in idx:
+                    got = first_line(outs[i].text)
+                    want = answers[i]
+                    ok.append(REFUSAL_MARK in got if REFUSAL_MARK in want else got == want)
+                return sum(ok) / len(ok)
+            before, after = score(base), score(edited)
+            metrics.append({"set": name, "n": len(idx), "before": before, "after": after,
+                            "relative": after / before if before > 0 else None})
+        n_edits = len(req.edits) if req.edits is not None else 0
+        self.compareFinished.emit(req.run_id, {
+            "items": items, "metrics": metrics, "seed": req.params.seed, "n_edits": n_edits,
+            "seconds": time.perf_counter() - t0})
 
     @Slot(object, str, bool, str)
     def export(self, edits, folder: str, force: bool, prompt: str) -> None:

@@ -310,42 +310,16 @@ class EditSet:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON (and a safetensors sidecar when an op carries arrays). Atomic."""
-        from safetensors.numpy import save_file
-
+        from neurolens.spec.files import save_json_with_sidecar
         path = Path(path)
         arrays: dict[str, np.ndarray] = {}
         d = self.to_dict(arrays)
-        side = self.sidecar_path(path)
-        if arrays:
-            d["sidecar"] = side.name
-            tmp = side.with_name(side.name + ".tmp")
-            save_file(arrays, str(tmp))
-            os.replace(tmp, side)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(d, indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        return save_json_with_sidecar(path, d, arrays, self.sidecar_path(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EditSet":
-        from safetensors.numpy import load_file
-
-        path = Path(path)
-        if not path.is_file():
-            raise SpecError(f"edit spec not found: {path}")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SpecError(f"{path}: malformed JSON ({e})") from None
-        arrays = {}
-        if isinstance(d, dict) and d.get("sidecar"):
-            side = path.with_name(str(d["sidecar"]))
-            if not side.is_file():
-                raise SpecError(f"sidecar: {side} not found (it must sit next to {path.name})")
-            try:
-                arrays = load_file(str(side))
-            except Exception as e:  # noqa: BLE001 - safetensors raises several types
-                raise SpecError(f"sidecar: {side} is not a valid safetensors file ({e})") from None
+        from neurolens.spec.files import load_json_with_sidecar
+        d, arrays = load_json_with_sidecar(Path(path), "edit spec")
         return cls.from_dict(d, arrays)
 
     # -- validation against a model ----------------------------------------------------------

@@ -7,7 +7,6 @@ next to it (``*.neurolens.safetensors``). Pure data: no torch, no Qt.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,35 +60,13 @@ class Session:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Atomic write of the JSON (and the sidecar when edits carry arrays)."""
-        from safetensors.numpy import save_file
+        from neurolens.spec.files import save_json_with_sidecar
         path = Path(path)
         arrays: dict[str, np.ndarray] = {}
-        d = self.to_dict(arrays)
-        side = self.sidecar_of(path)
-        if arrays:
-            d["sidecar"] = side.name
-            tmp = side.with_name(side.name + ".tmp")
-            save_file(arrays, str(tmp))
-            os.replace(tmp, side)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(d, indent=1))
-        os.replace(tmp, path)
-        return path
+        return save_json_with_sidecar(path, self.to_dict(arrays), arrays, self.sidecar_of(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Session":
-        from safetensors.numpy import load_file
-        path = Path(path)
-        if not path.is_file():
-            raise SpecError(f"session file not found: {path}")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SpecError(f"{path}: malformed JSON ({e})") from None
-        arrays = {}
-        if isinstance(d, dict) and d.get("sidecar"):
-            side = path.with_name(str(d["sidecar"]))
-            if not side.is_file():
-                raise SpecError(f"sidecar: {side} not found")
-            arrays = load_file(str(side))
+        from neurolens.spec.files import load_json_with_sidecar
+        d, arrays = load_json_with_sidecar(Path(path), "session file")
         return cls.from_dict(d, arrays)

@@ -1,0 +1,46 @@
+"""The wheel carries the resources (demo model, prompt sets, icons) as package data."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_wheel_contains_resources(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    wheel = next(tmp_path.glob("neurolens-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for skill in ("arithmetic", "comprehension", "code", "refusal", "benign"):
+        assert f"neurolens/_resources/prompts/{skill}.jsonl" in names
+    for f in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert f"neurolens/_resources/models/demo-lm/{f}" in names
+    assert "neurolens/_resources/icons/neurolens.svg" in names
+    assert "neurolens/_resources/icons/neurolens-256.png" in names
+    assert not any("experiments/" in n or n.endswith(".pyc") for n in names)
+
+
+def test_resources_found_through_the_package():
+    from neurolens.resources import model_path, prompts_dir, resources_dir
+    assert (resources_dir() / "icons" / "neurolens.svg").is_file()
+    assert (prompts_dir() / "arithmetic.jsonl").is_file()
+    assert model_path().name == "demo-lm"
+
+
+def test_desktop_entry_and_icon():
+    text = (ROOT / "packaging" / "neurolens.desktop").read_text()
+    assert "Exec=neurolens gui" in text and "Icon=neurolens" in text
+    from neurolens.gui.icons import app_icon
+    import os
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+    app = QApplication.instance() or QApplication([])  # noqa: F841
+    icon = app_icon()
+    assert icon is not None and not icon.isNull()
+    assert 256 in [s.width() for s in icon.availableSizes()]
