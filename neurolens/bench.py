@@ -147,6 +147,136 @@ def case_vs_nnsight(lm, label: str, batch: int, seq: int, reps: int, warmup: int
                 _check(r, "<= 1.00"))
 
 
+def _tokens_per_s(lm, prompts, edits, new_tokens):
+    t = time.perf_counter()
+    outs = lm.generate(prompts, edits=edits, max_new_tokens=new_tokens, ignore_eos=True,
+                       batch_size=len(prompts))
+    dt = time.perf_counter() - t
+    return sum(len(o.token_ids) for o in outs) / dt
+
+
+def case_edited_generation(lm, batch: int, new_tokens: int, reps: int) -> list[Case]:
+    """Tokens/s with a prune, a gate (KSD) and an adjust (NA) edit vs no edits."""
+    from neurolens.evals.skills import load_prompt_set
+    from neurolens.methods import key_space, neuron_adjust
+    from neurolens.spec.edits import EditSet, Prune
+    arith = [r["prompt"] for r in load_prompt_set("arithmetic", "probe", limit=64)]
+    other = [r["prompt"] for r in load_prompt_set("comprehension", "probe", limit=64)]
+    prompts = other[:batch]          # not gated: the gate must check, not abstain
+    width = lm.sites()["blocks.0.mlp.hook_post"]
+    edits = {
+        "prune": EditSet([Prune(f"blocks.{l}.mlp.hook_post", list(range(0, width, 50)))
+                          for l in range(lm.n_layers)]),
+        "gate": key_space.fit(lm, arith, alpha=2.0)[0],
+        "adjust": neuron_adjust.fit(lm, arith, other, p=0.03)[0],
+    }
+    budgets = {"prune": ">= 0.90", "gate": ">= 0.90", "adjust": ">= 0.80"}
+    out = []
+    for name, es in edits.items():
+        base, ed = [], []
+        _tokens_per_s(lm, prompts, es, 4)
+        for _ in range(reps):
+            base.append(_tokens_per_s(lm, prompts, None, new_tokens))
+            ed.append(_tokens_per_s(lm, prompts, es, new_tokens))
+        b, e = statistics.median(base), statistics.median(ed)
+        out.append(Case(f"edited generation: {name} (batch {batch}, {new_tokens} tokens)",
+                        e, b, e / b, budgets[name], _check(e / b, budgets[name]),
+                        unit="tok/s"))
+    return out
+
+
+def _random_gated(layers: int, d: int, d_ff: int, vocab: int = 4096):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from neurolens.engine.lm import LanguageModel
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=d, intermediate_size=d_ff,
+                      num_hidden_layers=layers, num_attention_heads=max(1, d // 64),
+                      num_key_value_heads=max(1, d // 64), bos_token_id=0, eos_token_id=0,
+                      pad_token_id=0)
+    return LanguageModel(LlamaForCausalLM(cfg).eval(), None, name_or_path="gated-random")
+
+
+def case_sparse_decoding(layers: int, d: int, d_ff: int, new_tokens: int, reps: int) -> Case:
+    """Batch-1 greedy decoding with statistical top-k (8%) computed sparsely vs dense."""
+    import torch
+
+    from neurolens.engine.sparse import sparse_ffn
+    from neurolens.spec.edits import EditSet, TopK
+    lm = _random_gated(layers, d, d_ff)
+    prompt = [torch.randint(1, 4000, (8,), generator=torch.Generator().manual_seed(3)).tolist()]
+    topk = EditSet([TopK("blocks.*.mlp.hook_pre", 0.08)])
+
+    def gen_ids(edits=None):
+        return _generate_ids(lm, prompt, new_tokens, edits)
+
+    def dense():
+        gen_ids()
+
+    result = {}
+
+    def sparse():
+        with sparse_ffn(lm, 0.08) as st:
+            result["ids"] = gen_ids()
+            result["stats"] = dict(st)
+
+    t_sparse, t_dense = _alternate(sparse, dense, reps)
+    same = result["ids"] == gen_ids(topk)
+    r = t_dense / t_sparse
+    act = result["stats"].get("active", 0) / max(result["stats"].get("total", 1), 1)
+    return Case(f"sparse decoding, top-k 8% ({layers}x{d}, d_ff {d_ff}, batch 1, "
+                f"{new_tokens} tokens): speed-up", t_sparse, t_dense, r, ">= 1.30",
+                _check(r, ">= 1.30") and same,
+                detail={"identical_to_topk_edit": same, "active_fraction": round(act, 4)})
+
+
+def _generate_ids(lm, prompts, new_tokens, edits=None):
+    """Greedy generation from token ids (the random models have no tokenizer)."""
+    import torch
+    ids = torch.tensor(prompts)
+    factory = lm.session_factory(edits)
+    from neurolens.engine.hooks import RunState
+    state = RunState(batch=ids.shape[0], seq=ids.shape[1], prompt_index=[0],
+                     attention_mask=torch.ones_like(ids), prompt_len=torch.tensor([ids.shape[1]]),
+                     pad=torch.zeros(1, dtype=torch.long))
+    out = []
+    with factory(state), torch.inference_mode():
+        r = lm.hf(input_ids=ids, use_cache=True)
+        cache = getattr(r, "cache", None) or getattr(r, "past_key_values", None)
+        for step in range(new_tokens):
+            nxt = r.logits[:, -1].argmax(-1)
+            out.append(int(nxt[0]))
+            state.offset += state.seq
+            state.seq = 1
+            state.phase = "decode"
+            state.attention_mask = None
+            kw = {"cache" if hasattr(r, "cache") else "past_key_values": cache}
+            r = lm.hf(input_ids=nxt[:, None], use_cache=True, **kw)
+            cache = getattr(r, "cache", None) or getattr(r, "past_key_values", None)
+    return out
+
+
+def case_topk_vs_torch(rows: int, d: int, reps: int) -> Case:
+    import torch
+
+    from neurolens.methods.statistical_topk import statistical_topk
+    x = torch.randn(rows, d, generator=torch.Generator().manual_seed(0))
+    k = int(0.08 * d)
+
+    def ours():
+        statistical_topk(x, 0.08)
+
+    def theirs():
+        v, i = torch.topk(x, k, dim=-1)
+        torch.zeros_like(x).scatter_(-1, i, v)
+
+    t_ours, t_torch = _alternate(ours, theirs, reps)
+    r = t_torch / t_ours
+    return Case(f"statistical top-k vs torch.topk [{rows}, {d}], k=8%: speed-up", t_ours,
+                t_torch, r, ">= 3.0", _check(r, ">= 3.0"))
+
+
 def case_pca(n: int, d: int, reps: int) -> Case:
     from neurolens.engine.keyspace import pca_2d
     x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
@@ -320,6 +450,14 @@ def run(quick: bool = False, only: list[str] | None = None, log=print) -> dict:
                                                    128, reps))
         attempt("nnsight-interactive", lambda: case_vs_nnsight(_demo(), "demo model", 1, 16,
                                                                200, warmup=5))
+    if quick:
+        attempt("edited-generation", lambda: case_edited_generation(_demo(), 2, 4, 1))
+        attempt("sparse-decoding", lambda: case_sparse_decoding(2, 64, 256, 4, 2))
+        attempt("topk", lambda: case_topk_vs_torch(16, 256, 3))
+    else:
+        attempt("edited-generation", lambda: case_edited_generation(_demo(), 8, 64, 3))
+        attempt("sparse-decoding", lambda: case_sparse_decoding(8, 1024, 4096, 64, 3))
+        attempt("topk", lambda: case_topk_vs_torch(2048, 16384, reps))
     attempt("pca", lambda: case_pca(500 if quick else 10_000, 64 if quick else 2048, reps))
     with tempfile.TemporaryDirectory() as tmp:
         attempt("large-capture", lambda: case_large_capture(2_048 if quick else 200_064, tmp))

@@ -187,3 +187,19 @@ def test_method_edits_round_trip_and_export_as_sidecar(tmp_path):
     want = src.generate(FORGET[:3] + RETAIN[:3], edits=back, max_new_tokens=4)
     got = again.generate(FORGET[:3] + RETAIN[:3], max_new_tokens=4)
     assert [o.text for o in got] == [o.text for o in want]
+
+
+def test_sparse_decoding_equals_topk_edit():
+    from neurolens.bench import _generate_ids, _random_gated
+    from neurolens.engine.sparse import sparse_ffn
+    lm = _random_gated(2, 64, 256, vocab=300)
+    prompt = [[5, 9, 17, 3, 8]]
+    topk = nl.EditSet([nl.TopK("blocks.*.mlp.hook_pre", 0.08)])
+    want = _generate_ids(lm, prompt, 12, topk)
+    with sparse_ffn(lm, 0.08) as st:
+        got = _generate_ids(lm, prompt, 12)
+    assert got == want
+    assert 0.03 < st["active"] / st["total"] < 0.15
+    dense = _generate_ids(lm, prompt, 12)
+    assert "forward" not in lm.hf.model.layers[0].mlp.__dict__   # restored
+    assert len(dense) == 12

@@ -130,11 +130,19 @@ def arithmetic_is_heldout(a: int, op: str, b: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- comprehension
-def comprehension_item(rng: random.Random) -> tuple[str, str, str]:
-    """Return (prompt, answer, question kind)."""
-    n_facts = rng.randint(2, 4)
-    names = rng.sample(NAMES, n_facts)
-    objs = rng.sample(OBJECTS, n_facts)
+def comprehension_item(rng: random.Random, n_facts: int | None = None,
+                       pools: tuple[list[str], list[str]] | None = None) -> tuple[str, str, str]:
+    """Return (prompt, answer, question kind).
+
+    ``pools`` (names, objects) lets a training document draw its keys without replacement, so
+    packed stories never share a key and the answer is always in the current story."""
+    n_facts = n_facts or rng.randint(2, 4)
+    if pools is not None and len(pools[0]) >= n_facts and len(pools[1]) >= n_facts:
+        names = [pools[0].pop() for _ in range(n_facts)]
+        objs = [pools[1].pop() for _ in range(n_facts)]
+    else:
+        names = rng.sample(NAMES, n_facts)
+        objs = rng.sample(OBJECTS, n_facts)
     cols = [rng.choice(COLORS) for _ in range(n_facts)]
     places = rng.sample(PLACES, n_facts)
     facts = []
@@ -266,10 +274,10 @@ def code_items(rng: random.Random, heldout: bool, n: int) -> list[tuple[str, str
 # ----------------------------------------------------------------------------- training stream
 @dataclass
 class Mixture:
-    arithmetic: float = 0.36
-    comprehension: float = 0.26
+    arithmetic: float = 0.30
+    comprehension: float = 0.33
     refusal: float = 0.16
-    code: float = 0.14
+    code: float = 0.13
     prose: float = 0.08
 
 
@@ -285,13 +293,15 @@ class TrainingStream:
         self._kinds = list(vars(self.mix).keys())
         self._weights = [getattr(self.mix, k) for k in self._kinds]
 
-    def example(self, kind: str) -> str:
+    def example(self, kind: str, pools=None) -> str:
         rng = self.rng
         if kind == "arithmetic":
             p, a = arithmetic_item(*rng.choice(self.arith))
             return p + a + "\n"
         if kind == "comprehension":
-            p, a, _ = comprehension_item(rng)
+            # a few one-fact stories make the copy mechanism easy to discover (curriculum)
+            n = 1 if rng.random() < 0.15 else None
+            p, a, _ = comprehension_item(rng, n, pools)
             return p + a + "\n"
         if kind == "refusal":
             if rng.random() < 0.45:
@@ -311,9 +321,10 @@ class TrainingStream:
         """A run of examples; mostly one skill, sometimes mixed."""
         kind = self.rng.choices(self._kinds, self._weights)[0]
         parts, size = [], 0
+        pools = (self.rng.sample(NAMES, len(NAMES)), self.rng.sample(OBJECTS, len(OBJECTS)))
         while size < n_chars:
             k = kind if self.rng.random() < 0.8 else self.rng.choices(self._kinds, self._weights)[0]
-            ex = self.example(k)
+            ex = self.example(k, pools)
             parts.append(ex)
             size += len(ex)
         return "".join(parts)

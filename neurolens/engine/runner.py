@@ -89,11 +89,20 @@ class Failed:
     error: BaseException
 
 
-def _params(model) -> set[str]:
-    try:
-        return set(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
-        return set()
+_PARAMS_CACHE: dict[type, frozenset] = {}
+
+
+def _params(model) -> frozenset:
+    """Names of the model's forward() arguments (cached per class: inspect is slow)."""
+    key = type(model)
+    got = _PARAMS_CACHE.get(key)
+    if got is None:
+        try:
+            got = frozenset(inspect.signature(model.forward).parameters)
+        except (TypeError, ValueError):
+            got = frozenset()
+        _PARAMS_CACHE[key] = got
+    return got
 
 
 def accepts_position_ids(model) -> bool:
