@@ -112,7 +112,10 @@ def case_interactive(lm, reps: int) -> Case:
 def _nnsight_capture(lm, ids, mask, sites):
     """Capture the same sites with nnsight's tracing and .save() (benchmark reference)."""
     import torch
-    from nnsight import NNsight
+    try:
+        from nnsight import NNsight
+    except ImportError:
+        raise RuntimeError("nnsight is not installed: pip install 'neurolens[bench]'") from None
     refs = [lm.resolve(s) for s in sites]
     model = NNsight(lm.hf)
 

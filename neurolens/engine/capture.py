@@ -39,9 +39,7 @@ class CaptureHandler:
                 if act[b]:
                     self.store.append(self.site, pi, rows[b], step=state.step)
             return None
-        valid = state.valid(x.device)
-        if valid is not None and bool(valid.all()):
-            valid = None  # no padding: a plain copy beats a boolean gather
+        valid = state.valid(x.device)   # None without padding: a plain copy beats a gather
         x = x.detach()
         if self.reduce == "tokens":
             if valid is None:

@@ -48,6 +48,8 @@ class RunState:
     step: int | None = None                       # diffusion denoising step
     phase: str = "prefill"                        # "prefill" | "decode"
     extra: dict = field(default_factory=dict)     # per-run scratch for stateful ops (gate)
+    _valid_key: tuple | None = field(default=None, repr=False)
+    _valid_val: torch.Tensor | None = field(default=None, repr=False)
 
     def positions(self, device) -> torch.Tensor:
         """Absolute token position of every cell [batch, seq] (prompt starts at 0)."""
@@ -58,11 +60,15 @@ class RunState:
         return cols[None, :] - pad[:, None]
 
     def valid(self, device) -> torch.Tensor | None:
-        """Mask of real (non-pad) cells of the current forward, or None when all are real."""
+        """Mask of real (non-pad) cells of the current forward, or None when all are real.
+        Computed once per forward and device (every site of the forward shares it)."""
         if self.attention_mask is None:
             return None
-        m = self.attention_mask[:, -self.seq:]
-        return m.to(device=device, dtype=torch.bool)
+        key = (str(device), self.seq, self.offset, id(self.attention_mask))
+        if key != self._valid_key:
+            m = self.attention_mask[:, -self.seq:].to(device=device, dtype=torch.bool)
+            self._valid_key, self._valid_val = key, (None if bool(m.all()) else m)
+        return self._valid_val
 
 
 Handler = Callable[[torch.Tensor, RunState], torch.Tensor | None]
