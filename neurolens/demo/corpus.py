@@ -274,8 +274,8 @@ def code_items(rng: random.Random, heldout: bool, n: int) -> list[tuple[str, str
 # ----------------------------------------------------------------------------- training stream
 @dataclass
 class Mixture:
-    arithmetic: float = 0.30
-    comprehension: float = 0.33
+    arithmetic: float = 0.28
+    comprehension: float = 0.35
     refusal: float = 0.16
     code: float = 0.13
     prose: float = 0.08
@@ -284,7 +284,8 @@ class Mixture:
 class TrainingStream:
     """Endless stream of training documents (strings), never containing held-out items."""
 
-    def __init__(self, seed: int = 0, mixture: Mixture | None = None):
+    def __init__(self, seed: int = 0, mixture: Mixture | None = None, one_fact: float = 0.15):
+        self.one_fact = one_fact
         self.rng = random.Random(seed)
         self.mix = mixture or Mixture()
         self.arith = [p for p in arithmetic_pairs() if not arithmetic_is_heldout(*p)]
@@ -300,7 +301,7 @@ class TrainingStream:
             return p + a + "\n"
         if kind == "comprehension":
             # a few one-fact stories make the copy mechanism easy to discover (curriculum)
-            n = 1 if rng.random() < 0.15 else None
+            n = 1 if rng.random() < self.one_fact else None
             p, a, _ = comprehension_item(rng, n, pools)
             return p + a + "\n"
         if kind == "refusal":
