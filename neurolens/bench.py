@@ -61,9 +61,12 @@ def _random_gpt2(layers: int, d: int, vocab: int = 4096, seq: int = 256):
     return LanguageModel(GPT2LMHeadModel(cfg).eval(), None, name_or_path=f"gpt2-{layers}x{d}")
 
 
+_MODEL: str | None = None   # the "demo model" cases use this (None: the shipped demo model)
+
+
 def _demo():
     from neurolens.engine.loading import load
-    return load()
+    return load(_MODEL)
 
 
 def _setup(lm, batch: int, seq: int, seed: int = 0):
@@ -310,7 +313,7 @@ _LARGE = r"""
 import resource, sys, time, json, torch
 from neurolens.engine.loading import load
 n_tokens, out = int(sys.argv[1]), sys.argv[2]
-lm = load()
+lm = load(sys.argv[3] or None)
 def rss_mb():
     return int(open('/proc/self/statm').read().split()[1]) * 4096 / 1e6
 base = rss_mb()
@@ -336,7 +339,8 @@ def case_large_capture(n_tokens: int, tmpdir: str) -> Case:
     """Stream a large capture of the demo model to disk; peak resident memory growth."""
     import json
     out = os.path.join(tmpdir, "large.safetensors")
-    r = subprocess.run([sys.executable, "-c", _LARGE, str(n_tokens), out], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", _LARGE, str(n_tokens), out, _MODEL or ""],
+                       capture_output=True,
                        text=True, timeout=3600)
     if r.returncode != 0:
         raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
@@ -357,7 +361,7 @@ from PySide6.QtWidgets import QApplication
 from PySide6.QtCore import QTimer, QElapsedTimer
 app = QApplication([])
 from neurolens.gui.main_window import MainWindow
-n_prompts, n_tokens = int(sys.argv[1]), int(sys.argv[2])
+n_prompts, n_tokens, model = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] or None
 w = MainWindow(); w.show()
 gaps, last = [], [None]
 probe = QTimer(); probe.setInterval(5)
@@ -378,7 +382,7 @@ def poll():
     if state["started"] and not w.running and state["t1"] is None and w.last_outputs is not None:
         state["t1"] = time.perf_counter(); app.quit()
 t = QTimer(); t.timeout.connect(poll); t.start(20)
-w.open_model(None)
+w.open_model(model)
 app.exec()
 ref = [x for x in w.refresh_times if state["t0"] <= x <= state["t1"]]
 dur = state["t1"] - state["t0"]
@@ -392,7 +396,8 @@ w.close()
 def case_gui(n_prompts: int, n_tokens: int) -> list[Case]:
     import json
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    r = subprocess.run([sys.executable, "-c", _GUI, str(n_prompts), str(n_tokens)],
+    r = subprocess.run([sys.executable, "-c", _GUI, str(n_prompts), str(n_tokens),
+                        _MODEL or ""],
                        capture_output=True, text=True, timeout=1800, env=env)
     if r.returncode != 0:
         raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
@@ -414,8 +419,12 @@ def machine() -> dict:
             "platform": platform.platform()}
 
 
-def run(quick: bool = False, only: list[str] | None = None, log=print) -> dict:
+def run(quick: bool = False, only: list[str] | None = None, log=print,
+        model: str | None = None) -> dict:
+    """Run the cases; ``model`` replaces the demo model in the cases that use it."""
     import tempfile
+    global _MODEL
+    _MODEL = model
 
     cases: list[Case] = []
     errors: dict[str, str] = {}

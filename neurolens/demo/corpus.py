@@ -284,8 +284,10 @@ class Mixture:
 class TrainingStream:
     """Endless stream of training documents (strings), never containing held-out items."""
 
-    def __init__(self, seed: int = 0, mixture: Mixture | None = None, one_fact: float = 0.15):
+    def __init__(self, seed: int = 0, mixture: Mixture | None = None, one_fact: float = 0.15,
+                 multi_facts: tuple[float, float, float] | None = None):
         self.one_fact = one_fact
+        self.multi_facts = multi_facts   # weights of 2, 3, 4 facts (None: uniform)
         self.rng = random.Random(seed)
         self.mix = mixture or Mixture()
         self.arith = [p for p in arithmetic_pairs() if not arithmetic_is_heldout(*p)]
@@ -302,6 +304,8 @@ class TrainingStream:
         if kind == "comprehension":
             # a few one-fact stories make the copy mechanism easy to discover (curriculum)
             n = 1 if rng.random() < self.one_fact else None
+            if n is None and self.multi_facts is not None:
+                n = rng.choices((2, 3, 4), self.multi_facts)[0]
             p, a, _ = comprehension_item(rng, n, pools)
             return p + a + "\n"
         if kind == "refusal":

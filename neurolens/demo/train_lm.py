@@ -115,6 +115,56 @@ def quick_eval(model, tokenizer, n: int = 100) -> dict:
     return out
 
 
+def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curriculum: int,
+                history: list, label: str) -> None:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=peak_lr, betas=(0.9, 0.98), eps=1e-8)
+    warm = min(args.warmup, max(1, steps // 10))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return peak_lr * (step + 1) / warm
+        frac = (step - warm) / max(1, steps - warm)
+        return peak_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+    data = batches(tokenizer, stream, args.batch, args.seq)
+    model.train()
+    t_train = time.time()
+    ema = None
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        if curriculum:
+            stream.one_fact = max(args.one_fact, 1.0 - step / curriculum)
+        x = next(data)
+        if args.answer_weight == 1.0:
+            # plain LM loss (HF shifts the labels inside the window)
+            loss = model(input_ids=x[:, :-1], labels=x[:, :-1].clone()).loss
+        else:
+            logits = model(input_ids=x[:, :-1]).logits
+            tgt = x[:, 1:]
+            w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:]
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
+            loss = (nll * w.reshape(-1)).sum() / w.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if step % 50 == 0 or step == steps - 1:
+            el = time.time() - t_train
+            print(f"{label} step {step:5d} loss {ema:.3f} lr {lr_at(step):.2e} "
+                  f"{el / (step + 1):.2f}s/step", flush=True)
+        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < steps:
+            ev = quick_eval(model, tokenizer, n=100)
+            history.append({"phase": label, "step": step + 1, "loss": ema, **ev})
+            print(f"{label} eval@{step + 1}: {ev}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="resources/models/demo-lm")
@@ -142,6 +192,11 @@ def main(argv=None) -> int:
                     help="steps over which the one-fact share falls from 1 to --one-fact: "
                          "one-fact stories teach copying from context fast, then the "
                          "multi-fact ones teach matching")
+    ap.add_argument("--phase2-steps", type=int, default=900)
+    ap.add_argument("--phase2-lr", type=float, default=1e-3)
+    ap.add_argument("--init-from", default=None,
+                    help="start from these phase-1 weights (skip phase 1; the tokenizer is "
+                         "rebuilt deterministically and must match)")
     ap.add_argument("--prompts-out", default=None,
                     help="also write the prompt sets (JSONL per skill) to this folder")
     args = ap.parse_args(argv)
@@ -149,6 +204,7 @@ def main(argv=None) -> int:
         args.steps, args.batch, args.seq = 3, 2, 32
         args.d_model, args.layers, args.heads, args.d_ff, args.vocab = 32, 2, 2, 64, 300
         args.eval_every = 0
+        args.phase2_steps = 2
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -163,58 +219,29 @@ def main(argv=None) -> int:
     print(f"tokenizer {vocab} tokens ({time.time() - t0:.0f}s); model {n_params / 1e6:.2f}M params",
           flush=True)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
-
-    def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        frac = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-
-    mix = corpus.Mixture()
-    if args.mixture:
-        for kv in args.mixture.split(","):
-            k, v = kv.split("=")
-            setattr(mix, k.strip(), float(v))
-    stream = corpus.TrainingStream(seed=args.seed, mixture=mix, one_fact=args.one_fact)
-    data = batches(tokenizer, stream, args.batch, args.seq)
-    model.train()
-    history = []
-    t_train = time.time()
-    ema = None
-    for step in range(args.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        if args.curriculum:
-            stream.one_fact = max(args.one_fact, 1.0 - step / args.curriculum)
-        x = next(data)
-        if args.answer_weight == 1.0:
-            # plain LM loss (HF shifts the labels inside the window)
-            loss = model(input_ids=x[:, :-1], labels=x[:, :-1].clone()).loss
-        else:
-            logits = model(input_ids=x[:, :-1]).logits
-            tgt = x[:, 1:]
-            w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:]
-            nll = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
-            loss = (nll * w.reshape(-1)).sum() / w.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        if step % 50 == 0 or step == args.steps - 1:
-            el = time.time() - t_train
-            print(f"step {step:5d} loss {ema:.3f} lr {lr_at(step):.2e} {el / (step + 1):.2f}s/step",
-                  flush=True)
-        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
-            ev = quick_eval(model, tokenizer, n=100)
-            history.append({"step": step + 1, "loss": ema, **ev})
-            print(f"eval@{step + 1}: {ev}", flush=True)
+    history: list = []
+    if args.init_from:
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(args.init_from)
+        print(f"phase 1 weights from {args.init_from} (skipping phase 1)", flush=True)
+    else:
+        mix = corpus.Mixture()
+        if args.mixture:
+            for kv in args.mixture.split(","):
+                k, v = kv.split("=")
+                setattr(mix, k.strip(), float(v))
+        stream = corpus.TrainingStream(seed=args.seed, mixture=mix, one_fact=args.one_fact)
+        train_phase(model, tokenizer, stream, args, args.steps, args.lr, args.curriculum,
+                    history, "phase 1")
+    if args.phase2_steps:
+        # phase 2: more and harder multi-fact stories (matching a key, not just copying),
+        # fresh optimizer, its own seeded stream
+        mix2 = corpus.Mixture(arithmetic=0.2, comprehension=0.5, refusal=0.15, code=0.1,
+                              prose=0.05)
+        stream2 = corpus.TrainingStream(seed=args.seed + 1, mixture=mix2, one_fact=0.1,
+                                        multi_facts=(0.5, 0.25, 0.25))
+        train_phase(model, tokenizer, stream2, args, args.phase2_steps, args.phase2_lr, 0,
+                    history, "phase 2")
     train_seconds = time.time() - t0
     final = quick_eval(model, tokenizer, n=200 if not args.tiny else 2)
     print(f"final: {final}", flush=True)
