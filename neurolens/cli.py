@@ -215,7 +215,7 @@ def cmd_reproduce(args) -> int:
 def cmd_bench(args) -> int:
     from neurolens import bench
     log = (lambda m: print(m, file=sys.stderr)) if not args.quiet else (lambda m: None)
-    result = bench.run(quick=args.quick, only=args.only, log=log)
+    result = bench.run(quick=args.quick, only=args.only, log=log, model=args.model)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -350,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="performance benchmarks (ratios measured side by side)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny sizes (keeps the code working)")
+    p.add_argument("-m", "--model", default=None,
+                   help="model for the demo-model cases (default: the shipped demo model)")
     p.add_argument("--only", action="append", help="run only cases whose key contains this")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--debug", action="store_true")

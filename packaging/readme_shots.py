@@ -1,6 +1,6 @@
 """Make the README screenshots with the app itself (offscreen), driving it like a user.
 
-    python packaging/readme_shots.py docs/
+    python packaging/readme_shots.py docs/ [MODEL]
 
 1. main.png     the demo model after running prompt sets: heatmaps, key space, inspector
 2. compare.png  a pruned neuron set, compared with the baseline on the same prompts
@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-def main(out_dir: str) -> int:
+def main(out_dir: str, model: str | None = None) -> int:
     import tempfile
 
     import numpy as np
@@ -45,7 +45,7 @@ def main(out_dir: str) -> int:
             app.processEvents()
             time.sleep(0.01)
 
-    w.open_model(None)
+    w.open_model(model)
     wait(lambda: w.model_info is not None)
     for skill, n in (("arithmetic", 16), ("comprehension", 16), ("code", 16), ("refusal", 16)):
         w.load_shipped_set(skill, n)
@@ -94,4 +94,5 @@ def main(out_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1] if len(sys.argv) > 1 else "docs"))
+    raise SystemExit(main(sys.argv[1] if len(sys.argv) > 1 else "docs",
+                          sys.argv[2] if len(sys.argv) > 2 else None))
