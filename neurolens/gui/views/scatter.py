@@ -92,7 +92,12 @@ class KeySpaceScatter(pg.GraphicsLayoutWidget):
             self.legend.addItem(ring, "inside cube")
             self.items.append(ring)
         self.plot.setTitle(f"key space ({method.upper()}, {len(self.points)} prompts)")
-        self.plot.autoRange()
+        if len(self.points):
+            lo = [float(v) for v in self.points.min(0)]
+            hi = [float(v) for v in self.points.max(0)]
+            pad = [max(h - lo_, 1e-6) * 0.15 for lo_, h in zip(lo, hi)]
+            self.vb.setRange(xRange=(lo[0] - pad[0], hi[0] + pad[0]),
+                             yRange=(lo[1] - pad[1], hi[1] + pad[1]), padding=0)
 
     def set_status(self, text: str) -> None:
         self.plot.setTitle(text)
