@@ -11,9 +11,12 @@ start=$(date +%s)
     exit 1; }
 echo "built in $(( $(date +%s) - start ))s: $(du -sh build/dist/neurolens | cut -f1)"
 APP=build/dist/neurolens/neurolens
-"$APP" info >build/smoke-info.txt || { echo "smoke: 'neurolens info' failed" >&2; exit 1; }
+# SMOKE_MODEL: a model folder for the smoke run (default: the bundled demo model)
+M=()
+if [ -n "${SMOKE_MODEL:-}" ]; then M=(-m "$SMOKE_MODEL"); fi
+"$APP" info "${M[@]}" >build/smoke-info.txt || { echo "smoke: 'neurolens info' failed" >&2; exit 1; }
 head -3 build/smoke-info.txt
-QT_QPA_PLATFORM=offscreen "$APP" gui --screenshot build/smoke.png --prompt "Compute: 47+38=" \
+QT_QPA_PLATFORM=offscreen "$APP" gui "${M[@]}" --screenshot build/smoke.png --prompt "Compute: 47+38=" \
     || { echo "smoke: screenshot run failed" >&2; exit 1; }
 test -s build/smoke.png || { echo "smoke: no screenshot written" >&2; exit 1; }
 echo "smoke OK: build/smoke.png"
