@@ -46,3 +46,12 @@ def test_desktop_entry_and_icon():
     icon = app_icon()
     assert icon is not None and not icon.isNull()
     assert 256 in [s.width() for s in icon.availableSizes()]
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for p in (ROOT / "neurolens").rglob("__init__.py")}
+    assert found <= listed, f"missing from pyproject packages: {sorted(found - listed)}"
