@@ -236,17 +236,18 @@ def test_session_round_trip(qtbot, window, tiny_dirs, tmp_path):
     w.seed.setValue(42)
     path = tmp_path / "s.neurolens.json"
     w.save_session(str(path))
-    w2 = MainWindow(autosave_path=str(tmp_path / "other-autosave.json"))
+    from neurolens.spec.session import Session
+    assert Session.load(path).model == str(tiny_dirs["gpt2"])
+    settings = QSettings(str(tmp_path / "settings2.ini"), QSettings.Format.IniFormat)
+    w2 = MainWindow(settings=settings, autosave_path=str(tmp_path / "other-autosave.json"))
     qtbot.addWidget(w2)
-    assert w2.open_session(str(path))
-    qtbot.waitUntil(lambda: w2.model_info is not None, timeout=60_000)
+    assert w2.open_session(str(path), load_model=False)
     assert w2.prompts == [("forget", "abc"), ("forget", "abd"), ("retain", "xyz")]
     assert w2.prompt_edit.toPlainText() == "typed text"
     assert w2.neuron_sets == {"pair": [("blocks.1.mlp.hook_post", 4),
                                        ("blocks.1.mlp.hook_post", 5)]}
     assert [(o.op, o.neurons) for o in w2.edit_model.ops] == [("prune", [4, 5])]
     assert w2.max_tokens.value() == 7 and w2.seed.value() == 42
-    assert w2.model_info["name"] == str(tiny_dirs["gpt2"])
     w2.close()
 
 
