@@ -49,7 +49,3 @@ def warm_up_umap() -> None:
     """Trigger numba compilation early, in a background thread."""
     umap_2d(np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))
 
-
-def inside_cube(x: np.ndarray, mu: np.ndarray, s: np.ndarray, k: float) -> np.ndarray:
-    """Rows of x inside the hypercube mu +- k*s (Key Space Detection)."""
-    return np.all(np.abs(x - mu) <= k * s + 1e-12, axis=-1)

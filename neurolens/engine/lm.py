@@ -15,7 +15,8 @@ from neurolens.engine.capture import CaptureHandler
 from neurolens.engine.hooks import CancelToken, HookSession, RunState
 from neurolens.engine.interventions import build_handler
 from neurolens.engine.runner import (BatchDone, Cancelled, Failed, Finished, GenerationOutput,
-                                     GenerationParams, forward_events, generate_events)
+                                     GenerationParams, forward_events, generate_events,
+                                     logsoftmax_np)
 from neurolens.errors import Cancelled as CancelledError
 from neurolens.errors import InputError
 from neurolens.spec.edits import EditSet
@@ -395,14 +396,12 @@ class LanguageModel:
                 for row, i in enumerate(ev.prompt_indices):
                     lg = logits.pop(i)
                     s, ids = starts[i], seqs[i]
-                    pred = lg[s - 1:len(ids) - 1].astype(np.float64)
+                    logp = logsoftmax_np(lg[s - 1:len(ids) - 1].astype(np.float64))
                     tgt = np.array(ids[s:])
-                    m = pred.max(-1, keepdims=True)
-                    logz = np.log(np.exp(pred - m).sum(-1)) + m[:, 0]
                     abstain = bool(ab[row]) if ab is not None else False
                     results[i] = {"n": len(tgt), "abstained": abstain,
-                                  "correct": 0 if abstain else int((pred.argmax(-1) == tgt).sum()),
-                                  "nll": float((logz - pred[np.arange(len(tgt)), tgt]).sum())}
+                                  "correct": 0 if abstain else int((logp.argmax(-1) == tgt).sum()),
+                                  "nll": float(-logp[np.arange(len(tgt)), tgt].sum())}
                 if progress is not None:
                     progress(ev.done, ev.total)
         return results  # type: ignore[return-value]

@@ -316,10 +316,6 @@ def forward_events(lm, prompts: list, session_factory, batch_size: int = 8,
         yield Failed(e)
 
 
-def null_session(state: RunState) -> HookSession:
-    return HookSession(state)
-
-
 def first_divergence(a: list[int], b: list[int]) -> int | None:
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:

@@ -1224,9 +1224,5 @@ class MainWindow(QMainWindow):
         self.projector.pool.waitForDone(2000)
         super().closeEvent(ev)
 
-    def snapshot(self) -> dict:
-        return {"prompts": self.prompts, "neuron_sets": self.neuron_sets,
-                "kind": self.kind_combo.currentText(), "layer": self.layer_spin.value()}
-
     def __repr__(self) -> str:  # pragma: no cover
         return f"<MainWindow model={json.dumps((self.model_info or {}).get('name'))}>"
