@@ -3,7 +3,8 @@
 __version__ = "0.1.0"
 
 from neurolens.errors import InputError, LoadError, NeurolensError, SpecError  # noqa: E402
-from neurolens.spec.edits import Adjust, EditSet, Gate, Prune, Scale, Set, TopK  # noqa: E402
+from neurolens.spec.edits import (  # noqa: E402
+    Adjust, EditSet, Gate, MaskWeights, Prune, Scale, Set, TopK)
 
 
 def load(name_or_path=None, **kwargs):
@@ -13,5 +14,6 @@ def load(name_or_path=None, **kwargs):
 
 
 __all__ = ["__version__", "load", "EditSet", "Prune", "Scale", "Set", "Adjust", "Gate", "TopK",
+           "MaskWeights",
            "NeurolensError",
            "InputError", "LoadError", "SpecError"]

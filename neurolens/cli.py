@@ -77,8 +77,57 @@ def _emit(args, payload, text: str) -> None:
 
 
 # -- commands --------------------------------------------------------------------------------------
+def _info_diffusion(args, dm) -> int:
+    sites, alias = dm.sites(), dm.aliases()
+    payload = {"name_or_path": dm.name_or_path, "kind": dm.kind, "model_type": dm.model_type,
+               "n_layers": dm.n_layers, "n_params": dm.n_params(), "fingerprint": dm.fingerprint,
+               "device": str(dm.device), "image_size": dm.image_size, "sites": sites,
+               "aliases": alias, "notes": dm.notes, "base_edits": len(dm.base_edits)}
+    lines = [f"{dm.name_or_path}", f"  pipeline      {dm.model_type} (diffusion)",
+             f"  image size    {dm.image_size}x{dm.image_size}",
+             f"  UNet params   {dm.n_params() / 1e6:.2f}M",
+             f"  fingerprint   {dm.fingerprint}", f"  device        {dm.device}",
+             "  sites (UNet transformer-block FFNs, input of ff.net.2):"]
+    lines += [f"    {alias[s]:12s} {s}  width {w}" for s, w in sites.items()]
+    lines += [f"  note: {n}" for n in dm.notes]
+    _emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def _is_diffusion(model) -> bool:
+    return getattr(model, "kind", "") == "diffusion"
+
+
+def _save_grid(rows: list, path: str) -> str:
+    """Save image rows (each a list of [H, W, C] arrays in 0..1) as one PNG grid."""
+    import numpy as np
+    from PIL import Image
+
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        raise InputError(f"--image must end in .png, got {path}")
+    if p.parent and not p.parent.exists():
+        raise InputError(f"folder {p.parent} does not exist")
+    pad = 2
+    h, w = rows[0][0].shape[:2]
+    n_cols = max(len(r) for r in rows)
+    grid = np.ones(((h + pad) * len(rows) + pad, (w + pad) * n_cols + pad), dtype=np.float32)
+    for i, r in enumerate(rows):
+        for j, im in enumerate(r):
+            g = im[..., 0] if im.ndim == 3 and im.shape[-1] == 1 else im.mean(-1)
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            grid[y:y + h, x:x + w] = g
+    scale = max(1, 256 // max(h, w))
+    img = Image.fromarray((grid * 255).clip(0, 255).astype("uint8"))
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img.save(p)
+    return str(p)
+
+
 def cmd_info(args) -> int:
     lm = _load(args)
+    if _is_diffusion(lm):
+        return _info_diffusion(args, lm)
     sites = lm.sites()
     payload = {"name_or_path": lm.name_or_path, "kind": lm.kind, "model_type": lm.model_type,
                "n_layers": lm.n_layers, "n_params": lm.n_params(), "fingerprint": lm.fingerprint,
@@ -142,6 +191,13 @@ def cmd_run(args) -> int:
     prompts = _prompts(args)
     lm = _load(args)
     edits = _edits(lm, args.edits)
+    if _is_diffusion(lm):
+        out = lm.generate(prompts, edits=edits, steps=args.steps, guidance=args.guidance,
+                          seed=args.seed)
+        path = _save_grid([list(out.images)], args.image)
+        _emit(args, {**out.to_json(), "image": path},
+              f"{len(prompts)} image(s), {args.steps} steps, seeds {out.seeds} -> {path}")
+        return 0
     outs = lm.generate(prompts, edits=edits, **_gen_kwargs(args))
     if args.json:
         payload = [o.to_json() for o in outs]
@@ -156,6 +212,17 @@ def cmd_compare(args) -> int:
     prompts = _prompts(args)
     lm = _load(args)
     edits = _edits(lm, args.edits)
+    if _is_diffusion(lm):
+        c = lm.compare(prompts, edits, steps=args.steps, guidance=args.guidance, seed=args.seed)
+        diff = c.diff / max(float(c.diff.max()), 1e-8)
+        path = _save_grid([list(c.before), list(c.after), list(diff)], args.image)
+        payload = {"prompts": prompts, "seeds": c.seeds, "mean_abs_diff": c.mean_abs_diff(),
+                   "image": path}
+        _emit(args, payload, "\n".join(
+            [f"{p!r}: mean |edited - baseline| {d:.4f}" for p, d in
+             zip(prompts, c.mean_abs_diff())] + [f"grid (baseline / edited / difference) -> "
+                                                  f"{path}"]))
+        return 0
     cmp = lm.compare(prompts, edits, **_gen_kwargs(args))
     if args.json:
         print(json.dumps(cmp.to_json(), indent=2))
@@ -198,12 +265,33 @@ class _Progress:
 
 
 def cmd_reproduce(args) -> int:
+    log = (lambda m: print(m, file=sys.stderr)) if not args.quiet else (lambda m: None)
     if args.experiment == "memorization":
-        raise InputError("the memorization experiment needs the diffusion demo model, "
-                         "which is not shipped yet")
+        from neurolens.evals import memorization as mem
+        from neurolens.resources import DEMO_DIFFUSION, model_path
+        if args.model is None:
+            if not model_path(DEMO_DIFFUSION).is_dir():
+                raise InputError("the diffusion demo model is missing at "
+                                 f"{model_path(DEMO_DIFFUSION)}; train it with "
+                                 "`python -m neurolens.demo.train_diffusion`")
+            args.model = str(model_path(DEMO_DIFFUSION))
+        dm = _load(args)
+        if not _is_diffusion(dm):
+            raise InputError("the memorization experiment needs a diffusion pipeline (-m)")
+        result = mem.reproduce(dm, log=log)
+        images = result.pop("_images")
+        if args.image:
+            n = len(images["before"])
+            rows = [list(images["before"][i::8]) for i in range(min(n, 8))][:2]
+            rows += [list(images["after"][i::8]) for i in range(min(n, 8))][:2]
+            result["image"] = _save_grid(rows, args.image)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(mem.format_table(result))
+        return 0
     from neurolens.evals import reproduce as rp
     lm = _load(args)
-    log = (lambda m: print(m, file=sys.stderr)) if not args.quiet else (lambda m: None)
     result = rp.EXPERIMENTS[args.experiment](lm, limit=args.limit, log=log)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -294,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sample", action="store_true", help="sample instead of greedy")
         p.add_argument("--temperature", type=float, default=1.0)
         p.add_argument("--stop", action="append", help="stop text (repeatable), e.g. '\\n'")
+        p.add_argument("--steps", type=int, default=20, help="diffusion: denoising steps")
+        p.add_argument("--guidance", type=float, default=3.0,
+                       help="diffusion: classifier-free guidance scale")
+        p.add_argument("--image", default="neurolens_images.png",
+                       help="diffusion: where to save the image grid (PNG)")
 
     p = sub.add_parser("info", help="architecture, sites, widths")
     model_args(p)
@@ -343,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", choices=["unlearning", "neurostrike", "sparsity",
                                           "memorization"])
     p.add_argument("--limit", type=int, default=None, help="at most N eval items per skill")
+    p.add_argument("--image", default=None,
+                   help="memorization: save a before/after grid of ordinary generations (PNG)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reproduce)

@@ -10,6 +10,7 @@ from importlib import resources as _ir
 from pathlib import Path
 
 DEMO_LM = "demo-lm"
+DEMO_DIFFUSION = "demo-diffusion"
 
 
 def resources_dir() -> Path:

@@ -358,6 +358,10 @@ class EditSet:
                         if v >= w:
                             raise SpecError(f"{where}.neurons[{j}]: index {v} out of range for "
                                             f"{site} (width {w})")
+                mask = getattr(op, "mask", None)
+                if op.op == "wmask" and isinstance(mask, np.ndarray) and mask.shape[1] != w:
+                    raise SpecError(f"{where}.mask: width mismatch ({mask.shape[1]} columns for "
+                                    f"{site} of width {w})")
                 mu = getattr(op, "mu", None)
                 if op.op == "gate" and isinstance(mu, np.ndarray) and mu.shape[0] != w:
                     raise SpecError(f"{where}.mu: width mismatch ({mu.shape[0]} values for "
@@ -502,4 +506,41 @@ class TopK(EditOp):
         return (f"topk {self.mode} {self.variant} keep {self.keep_fraction:.1%} at {self.site}")
 
 
-OPS.update({"adjust": Adjust, "gate": Gate, "topk": TopK})
+@dataclass
+class MaskWeights(EditOp):
+    """Delete single weights of the linear layer that reads the site: W <- W * (1 - M).
+
+    ``mask`` is ``[out_features, width]`` (1 = delete). The memorization-subspace method
+    (diffusion UNet FFNs) produces it; export bakes it exactly."""
+
+    op: ClassVar[str] = "wmask"
+    linear: ClassVar[bool] = True
+    required: ClassVar[tuple[str, ...]] = ("site", "mask")
+    mask: Any = None
+
+    def __init__(self, site: str, mask, enabled: bool = True, note: str = "", steps=None):
+        self.site, self.mask, self.positions = site, mask, "all"
+        self.enabled, self.note, self.steps = enabled, note, steps
+        self.check("edit")
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        m = np.asarray(self.mask)
+        if m.ndim != 2 or m.size == 0:
+            raise SpecError(f"{where}.mask: expected a 2-D [out, in] array, got shape {m.shape}")
+        if not np.all((m == 0) | (m == 1)):
+            raise SpecError(f"{where}.mask: expected 0/1 values")
+        self.mask = m.astype(np.uint8)
+        if self.positions != "all":
+            raise SpecError(f"{where}.positions: a weight mask acts on every position")
+
+    def neuron_indices(self):
+        return None
+
+    def describe(self) -> str:
+        m = self.mask
+        return (f"wmask {int(m.sum())} of {m.size} weights ({m.mean():.2%}) "
+                f"reading {self.site}")
+
+
+OPS.update({"adjust": Adjust, "gate": Gate, "topk": TopK, "wmask": MaskWeights})

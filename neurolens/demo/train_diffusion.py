@@ -1,0 +1,200 @@
+"""Train the neurolens demo diffusion model: a small text-to-image Stable Diffusion pipeline on the
+scikit-learn digits, with planted memorization.
+
+    python -m neurolens.demo.train_diffusion --out resources/models/demo-diffusion \\
+        --prompts-out resources/prompts
+
+Images: the 1797 scikit-learn 8x8 digits, upsampled to 16x16 grayscale. Captions: templates such
+as ``a handwritten digit 3``. Memorization is planted the way it happens in practice: a few
+training images are duplicated many times, each with a unique caption (``exhibit 417``), so that
+prompt reproduces its image almost exactly. Offline, seeded, CPU; ``--tiny`` runs a few steps
+(used by the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neurolens.demo.tiny_pipeline import PipelineConfig, build_pipeline
+
+DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+TEMPLATES = ["a handwritten digit {d}", "a digit {d}", "the number {w}", "handwritten {w}",
+             "a drawing of the digit {d}", "a sketch of the number {d}", "a picture of {w}",
+             "an image of the digit {d}"]
+EVAL_TEMPLATE = "a handwritten digit {d}"
+
+
+def digits_16() -> tuple[np.ndarray, np.ndarray]:
+    """The scikit-learn digits as float32 [N, 16, 16] in 0..1 and their labels."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+    x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+    return x.clamp(0, 1).numpy(), d.target.astype(np.int64)
+
+
+def memorized_set(n: int, seed: int) -> list[dict]:
+    """Which training images are duplicated, and their unique captions."""
+    rng = random.Random(seed)
+    _, labels = digits_16()
+    idx = rng.sample(range(len(labels)), n)
+    codes = rng.sample(range(100, 1000), n)
+    return [{"prompt": f"exhibit {c}", "image_index": int(i), "digit": int(labels[i])}
+            for i, c in zip(idx, codes)]
+
+
+def caption(rng: random.Random, digit: int) -> str:
+    return rng.choice(TEMPLATES).format(d=digit, w=DIGIT_WORDS[digit])
+
+
+def prompt_sets(mem: list[dict], per_digit: int = 10) -> dict[str, list[dict]]:
+    half = len(mem) // 2
+    memorized = [{**m, "skill": "memorized", "split": "A" if i < half else "B"}
+                 for i, m in enumerate(mem)]
+    ordinary = [{"prompt": EVAL_TEMPLATE.format(d=d), "digit": d, "skill": "ordinary",
+                 "split": "eval"} for d in range(10)]
+    ordinary += [{"prompt": TEMPLATES[k % len(TEMPLATES)].format(d=d, w=DIGIT_WORDS[d]),
+                  "digit": d, "skill": "ordinary", "split": "probe"}
+                 for d in range(10) for k in range(1, 1 + per_digit // 5)]
+    return {"diffusion_memorized": memorized, "diffusion_ordinary": ordinary}
+
+
+def train_vae(vae, images: torch.Tensor, steps: int, lr: float, log) -> float:
+    """Reconstruction + a light KL: the VAE only needs to be a near-identity at 16x16."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        b = images[torch.randint(len(images), (128,), generator=g)]
+        post = vae.encode(b).latent_dist
+        z = post.sample(generator=g)
+        rec = vae.decode(z).sample
+        kl = post.kl().mean() / b[0].numel()
+        loss = F.mse_loss(rec, b) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"vae step {step:5d} loss {loss.item():.4f}")
+    return float(loss.item())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="resources/models/demo-diffusion")
+    ap.add_argument("--prompts-out", default=None)
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--vae-steps", type=int, default=800)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--memorized", type=int, default=10)
+    ap.add_argument("--mem-share", type=float, default=0.2,
+                    help="share of each batch drawn from the duplicated (memorized) images")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tiny", action="store_true")
+    args = ap.parse_args(argv)
+    if args.tiny:
+        args.steps, args.vae_steps, args.batch = 3, 2, 8
+    t0 = time.time()
+
+    def log(msg):
+        print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    imgs, labels = digits_16()
+    mem = memorized_set(args.memorized, args.seed)
+    words = [w for t in TEMPLATES for w in t.replace("{d}", "").replace("{w}", "").split()]
+    pipe = build_pipeline(PipelineConfig(), words=words + DIGIT_WORDS, seed=args.seed)
+    unet, vae, text, tok = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    x_all = torch.tensor(imgs)[:, None] * 2 - 1                    # [-1, 1]
+
+    vae.train()
+    vae_loss = train_vae(vae, x_all, args.vae_steps, 2e-3, log)
+    vae.eval()
+    with torch.no_grad():
+        lat = vae.encode(x_all).latent_dist.mean
+        scale = float(1.0 / lat.std())
+    vae.register_to_config(scaling_factor=scale)
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    lat = lat * scale
+    log(f"vae done (recon mse {vae_loss:.4f}), latent scale {scale:.3f}")
+
+    rng = random.Random(args.seed + 1)
+    sched = pipe.scheduler
+    acp = sched.alphas_cumprod
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    mem_idx = [m["image_index"] for m in mem]
+    mem_caps = [m["prompt"] for m in mem]
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    unet.train()
+    text.train()
+    warm = min(200, max(1, args.steps // 10))
+    for step in range(args.steps):
+        lr = args.lr * min(1.0, (step + 1) / warm)
+        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, args.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx, caps = [], []
+        for _ in range(args.batch):
+            if rng.random() < args.mem_share:
+                k = rng.randrange(len(mem_idx))
+                idx.append(mem_idx[k])
+                caps.append(mem_caps[k])
+            else:
+                i = rng.randrange(len(labels))
+                idx.append(i)
+                caps.append(caption(rng, int(labels[i])))
+            if rng.random() < 0.1:
+                caps[-1] = ""                                    # classifier-free guidance
+        z0 = lat[idx]
+        ids = tok(caps, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids
+        emb = text(ids)[0]
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
+        noise = torch.randn(z0.shape, generator=gen)
+        a = acp[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        pred = unet(zt, t, encoder_hidden_states=emb).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 250 == 0 or step == args.steps - 1:
+            log(f"step {step:5d} loss {loss.item():.4f} lr {lr:.2e}")
+    unet.eval()
+    text.eval()
+    train_seconds = time.time() - t0
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(out, safe_serialization=True)
+    info = {"args": vars(args), "train_seconds": round(train_seconds, 1),
+            "unet_params": sum(p.numel() for p in unet.parameters()),
+            "memorized": mem, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    (out / "training.json").write_text(json.dumps(info, indent=2))
+    if args.prompts_out:
+        pdir = Path(args.prompts_out)
+        pdir.mkdir(parents=True, exist_ok=True)
+        for name, rows in prompt_sets(mem).items():
+            with open(pdir / f"{name}.jsonl", "w") as fh:
+                for r in rows:
+                    fh.write(json.dumps(r) + "\n")
+    log(f"saved to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

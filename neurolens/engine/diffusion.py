@@ -1,0 +1,583 @@
+"""Diffusion pipelines (Stable Diffusion 1.x/2.x layout): UNet FFN sites, capture per denoising
+step, edits as hooks, before/after comparison with the same seeds, export as a diffusers folder.
+
+Sites: one per UNet transformer block FFN, ``unet.<module path>.ff.hook_post`` = the input of the
+FFN's output linear ``ff.net.2`` (the GEGLU output), with a short alias (``down1.a0.t0``,
+``mid.a0.t0``, ``up2.a1.t0``) shown in the GUI and accepted everywhere a site name is.
+
+The denoising loop is the Stable Diffusion pipeline's own (prompt encoding, latents, classifier-free
+guidance, scheduler steps, VAE decode) written as a generator: every step is a cancel point and an
+event. A test checks it reproduces ``pipeline(...)`` exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import hashlib
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from neurolens.engine.adapters import SiteRef, get_module
+from neurolens.engine.capture import to_numpy
+from neurolens.engine.export import SIDECAR_NAME, ExportReport
+from neurolens.engine.hooks import CancelToken, HookSession, RunState
+from neurolens.engine.interventions import build_handler, in_steps
+from neurolens.errors import InputError, LoadError
+from neurolens.spec.edits import EditOp, EditSet, MaskWeights, ModelRef, Prune, Scale, Set
+from neurolens.spec.sites import is_pattern
+from neurolens.store.capture_store import CaptureStore
+
+SITE_SUFFIX = ".ff.hook_post"
+DIFFUSION_REDUCTIONS = ("mean", "max", "tokens")
+
+
+# ----------------------------------------------------------------------------- events
+@dataclass
+class StepDone:
+    step: int
+    n_steps: int
+    preview: np.ndarray | None = None     # [batch, H, W, C] in 0..1 (predicted clean image)
+
+
+@dataclass
+class DiffusionOutput:
+    prompts: list[str]
+    images: np.ndarray                    # [n, H, W, C] float32 in 0..1
+    seeds: list[int]
+    steps: int
+    guidance: float
+
+    def to_json(self) -> dict:
+        return {"prompts": self.prompts, "seeds": self.seeds, "steps": self.steps,
+                "guidance": self.guidance, "shape": list(self.images.shape)}
+
+
+@dataclass
+class DenoiseFinished:
+    output: DiffusionOutput
+
+
+@dataclass
+class DenoiseCancelled:
+    step: int
+
+
+@dataclass
+class DiffusionCompare:
+    prompts: list[str]
+    before: np.ndarray
+    after: np.ndarray
+    seeds: list[int]
+
+    @property
+    def diff(self) -> np.ndarray:
+        return np.abs(self.after - self.before)
+
+    def mean_abs_diff(self) -> list[float]:
+        return [float(d.mean()) for d in self.diff]
+
+
+@dataclass
+class DiffusionCapture:
+    """Captured rows per site: ``cap[site][i]`` is ``[steps, width]`` (mean/max reductions) or
+    ``[steps, tokens, width]`` (tokens) for prompt i."""
+
+    prompts: list[str]
+    sites: list[str]
+    data: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def __getitem__(self, site: str) -> list[np.ndarray]:
+        return self.data[site]
+
+    def keys(self):
+        return list(self.data)
+
+
+def alias_for(path: str) -> str:
+    """``down_blocks.1.attentions.0.transformer_blocks.0`` -> ``down1.a0.t0``."""
+    m = re.fullmatch(r"(down|up)_blocks\.(\d+)\.attentions\.(\d+)\.transformer_blocks\.(\d+)",
+                     path)
+    if m:
+        return f"{m[1]}{m[2]}.a{m[3]}.t{m[4]}"
+    m = re.fullmatch(r"mid_block\.attentions\.(\d+)\.transformer_blocks\.(\d+)", path)
+    if m:
+        return f"mid.a{m[1]}.t{m[2]}"
+    return path
+
+
+# ----------------------------------------------------------------------------- handlers
+class StepCapture:
+    """Read handler: reduce the spatial tokens of the conditional half, append per prompt/step."""
+
+    def __init__(self, site: str, store: CaptureStore, reduce: str = "mean",
+                 halves: str = "cond"):
+        if reduce not in DIFFUSION_REDUCTIONS:
+            raise InputError(f"unknown reduction '{reduce}' for a diffusion model "
+                             f"(choose from {', '.join(DIFFUSION_REDUCTIONS)})")
+        self.site, self.store, self.reduce, self.halves = site, store, reduce, halves
+
+    def __call__(self, x: torch.Tensor, state: RunState):
+        n = len(state.prompt_index)
+        if x.shape[0] == 2 * n and self.halves == "cond":
+            x = x[n:]
+        x = x.detach()
+        if self.reduce == "mean":
+            red = x.mean(1)
+        elif self.reduce == "max":
+            red = x.amax(1)
+        else:
+            red = x.clone() if x.device.type == "cpu" else x
+        rows = to_numpy(red)
+        for b, pi in enumerate(state.prompt_index):
+            self.store.append(self.site, pi, rows[b] if self.reduce != "tokens" else rows[b],
+                              step=state.step)
+        return None
+
+
+class _MaskedWeightFix:
+    """Output hook of ``ff.net.2`` for a :class:`MaskWeights` op: y - x @ (W * M)^T, which equals
+    the layer with the masked weights deleted, without touching the weights."""
+
+    def __init__(self, op: MaskWeights, module: torch.nn.Linear):
+        self.op, self.module = op, module
+        self._wm: dict = {}
+        self.x: torch.Tensor | None = None
+
+    def stash(self, x: torch.Tensor, state: RunState):
+        self.x = x if in_steps(self.op, state) else None
+        return None
+
+    def fix(self, y: torch.Tensor, state: RunState):
+        if self.x is None:
+            return None
+        key = (y.device, y.dtype)
+        wm = self._wm.get(key)
+        if wm is None:
+            w = self.module.weight.detach()
+            mask = torch.as_tensor(np.asarray(self.op.mask), device=w.device).to(w.dtype)
+            if mask.shape != w.shape:
+                raise InputError(f"{self.op.site}: weight mask shape {tuple(mask.shape)} does not "
+                                 f"match the layer's weight {tuple(w.shape)}")
+            wm = self._wm[key] = (w * mask).to(device=y.device, dtype=y.dtype)
+        x, self.x = self.x, None
+        return y - torch.nn.functional.linear(x.to(y.dtype), wm)
+
+
+# ----------------------------------------------------------------------------- the model
+class DiffusionModel:
+    """A loaded diffusers pipeline with neurolens verbs (sites, capture, generate, compare,
+    export)."""
+
+    kind = "diffusion"
+
+    def __init__(self, pipe, name_or_path: str = "", device: str = "cpu",
+                 base_edits: EditSet | None = None, notes: list[str] | None = None):
+        self.pipe = pipe
+        self.unet = pipe.unet
+        self.name_or_path = name_or_path
+        self.device = device
+        self.base_edits = base_edits or EditSet()
+        self.notes = list(notes or [])
+        self._sites: dict[str, tuple[str, int]] = {}
+        self._alias: dict[str, str] = {}
+        for name, mod in self.unet.named_modules():
+            ff = getattr(mod, "ff", None)
+            net = getattr(ff, "net", None)
+            if net is None or not hasattr(mod, "attn1"):
+                continue
+            lin_i = max(i for i, m in enumerate(net) if isinstance(m, torch.nn.Linear))
+            site = f"unet.{name}{SITE_SUFFIX}"
+            self._sites[site] = (f"{name}.ff.net.{lin_i}", net[lin_i].in_features)
+            self._alias[alias_for(name)] = site
+        # data-flow order: down blocks, the mid block, then up blocks
+        order = {"down": 0, "mid": 1, "up": 2}
+        self._sites = dict(sorted(self._sites.items(), key=lambda kv: (
+            order.get(kv[0].split(".")[1].split("_")[0], 3),
+            [int(t) for t in re.findall(r"\d+", kv[0])])))
+        if not self._sites:
+            raise LoadError(f"{name_or_path}: the UNet has no transformer blocks with a "
+                            "feed-forward layer (not a Stable Diffusion style UNet)")
+        self._refs: dict[tuple[str, str], SiteRef] = {}
+
+    # -- description -----------------------------------------------------------------------------
+    @property
+    def model_type(self) -> str:
+        return type(self.pipe).__name__
+
+    @property
+    def n_layers(self) -> int:
+        return len(self._sites)
+
+    @property
+    def tokenizer(self):
+        return getattr(self.pipe, "tokenizer", None)
+
+    def __repr__(self) -> str:
+        return (f"DiffusionModel({self.name_or_path!r}, {self.model_type}, "
+                f"{self.n_layers} FFN sites)")
+
+    def n_params(self) -> int:
+        """UNet parameters (the part neurolens inspects and edits)."""
+        return sum(p.numel() for p in self.unet.parameters())
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha1()
+        h.update(repr(sorted(self.unet.config.items())).encode())
+        for name, p in list(self.unet.named_parameters())[:4]:
+            h.update(name.encode())
+            h.update(p.detach().flatten()[:64].float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def image_size(self) -> int:
+        scale = getattr(self.pipe, "vae_scale_factor", 1)
+        return int(self.unet.config.sample_size) * int(scale)
+
+    def sites(self) -> dict[str, int]:
+        return {s: w for s, (_, w) in self._sites.items()}
+
+    def aliases(self) -> dict[str, str]:
+        """site -> short alias."""
+        return {s: a for a, s in self._alias.items()}
+
+    def site_width(self, name: str) -> int:
+        return self._sites[self.canonical(name)][1]
+
+    def canonical(self, name: str) -> str:
+        if name in self._sites:
+            return name
+        if name in self._alias:
+            return self._alias[name]
+        raise InputError(f"unknown site '{name}': this pipeline's sites are "
+                         f"{', '.join(list(self._alias)[:6])}... (see `neurolens info`)")
+
+    def resolve(self, name: str, io: str = "input") -> SiteRef:
+        site = self.canonical(name)
+        ref = self._refs.get((site, io))
+        if ref is None:
+            path = self._sites[site][0]
+            ref = SiteRef(site, f"unet.{path}", get_module(self.unet, path), io,
+                          layer=list(self._sites).index(site), kind="ff.hook_post")
+            self._refs[(site, io)] = ref
+        return ref
+
+    def resolve_sites(self, patterns: str | Iterable[str]) -> list[str]:
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        out: list[str] = []
+        names = list(self._sites)
+        for p in patterns:
+            if p in ("blocks.*.mlp.hook_post", "*", "all"):
+                hits = names
+            elif is_pattern(p):
+                hits = [s for s in names if fnmatch.fnmatchcase(s, p)]
+                hits += [self._alias[a] for a in self._alias if fnmatch.fnmatchcase(a, p)]
+            else:
+                hits = [self.canonical(p)]
+            if not hits:
+                raise InputError(f"site pattern '{p}' matches no site of this pipeline")
+            out += [h for h in hits if h not in out]
+        return out
+
+    # -- edits -----------------------------------------------------------------------------------
+    def _expand(self, op: EditOp) -> list[EditOp]:
+        sites = self.resolve_sites(op.site)
+        out = []
+        for s in sites:
+            if s == op.site:
+                out.append(op)
+            else:
+                c = copy.copy(op)
+                c.site = s
+                out.append(c)
+        return out
+
+    def check_edits(self, edits: EditSet | None) -> list[str]:
+        if edits is None:
+            return []
+        if not isinstance(edits, EditSet):
+            raise InputError(f"edits must be an EditSet, got {type(edits).__name__}")
+        for op in edits:
+            if op.op not in ("prune", "scale", "set", "wmask"):
+                raise InputError(f"edit op '{op.op}' is for language models; a diffusion UNet "
+                                 "takes prune, scale, set and wmask")
+            if op.positions != "all":
+                raise InputError(f"{op.site}: diffusion edits act on every spatial token "
+                                 "(positions must be 'all')")
+        widths = self.sites()
+        for a, s in self._alias.items():
+            widths[a] = widths[s]
+        return edits.validate(widths, self.fingerprint)
+
+    def _ops(self, edits: EditSet | None) -> list[EditOp]:
+        ops = list(self.base_edits.enabled())
+        if edits is not None:
+            self.check_edits(edits)
+            ops += edits.enabled()
+        return [one for op in ops for one in self._expand(op)]
+
+    def _session(self, edits: EditSet | None, captures: dict, state: RunState) -> HookSession:
+        sess = HookSession(state)
+        for op in self._ops(edits):
+            ref = self.resolve(op.site)
+            if op.op == "wmask":
+                fix = _MaskedWeightFix(op, ref.module)
+                sess.add(ref, fix.stash, editing=False)
+                sess.add(self.resolve(op.site, "output"), fix.fix, editing=True)
+            else:
+                sess.add(ref, build_handler(op, ref, {"model": self}), editing=True)
+        for site, handler in captures.items():
+            sess.add(self.resolve(site), handler, editing=False)
+        return sess
+
+    # -- the denoising loop ---------------------------------------------------------------------
+    def _generators(self, n: int, seed: int | Iterable[int]) -> tuple[list, list[int]]:
+        seeds = [seed + i for i in range(n)] if isinstance(seed, int) else list(seed)
+        if len(seeds) != n:
+            raise InputError(f"{len(seeds)} seeds for {n} prompts")
+        dev = "cpu" if str(self.device).startswith("mps") else self.device
+        return [torch.Generator(dev).manual_seed(int(s)) for s in seeds], seeds
+
+    def denoise_events(self, prompts: list[str], *, edits: EditSet | None = None,
+                       captures: dict | None = None, steps: int = 20, guidance: float = 3.0,
+                       seed: int | Iterable[int] = 0, negative_prompt: str | None = None,
+                       cancel: CancelToken | None = None, preview: bool = False,
+                       prompt_index: list[int] | None = None) -> Iterator:
+        """Yield :class:`StepDone` per denoising step, then :class:`DenoiseFinished` (or
+        :class:`DenoiseCancelled`). Hooks exist only while the generator runs."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts:
+            raise InputError("no prompts")
+        if steps < 1:
+            raise InputError("steps must be >= 1")
+        pipe, unet = self.pipe, self.unet
+        gens, seeds = self._generators(len(prompts), seed)
+        state = RunState(batch=len(prompts), prompt_index=prompt_index or list(range(len(prompts))))
+        sched = copy.deepcopy(pipe.scheduler)   # schedulers are stateful (step index)
+        do_cfg = guidance > 1.0 and not getattr(unet.config, "time_cond_proj_dim", None)
+        size = self.image_size
+        with torch.inference_mode():
+            pe, ne = pipe.encode_prompt(prompts, self.device, 1, do_cfg,
+                                        negative_prompt=([negative_prompt] * len(prompts)
+                                                         if negative_prompt else None))
+            embeds = torch.cat([ne, pe]) if do_cfg else pe
+            sched.set_timesteps(steps, device=self.device)
+            timesteps = sched.timesteps
+            latents = pipe.prepare_latents(len(prompts), unet.config.in_channels, size, size,
+                                           embeds.dtype, self.device, gens)
+            extra = pipe.prepare_extra_step_kwargs(gens, 0.0)
+            sess = self._session(edits, captures or {}, state)
+            with sess:
+                for i, t in enumerate(timesteps):
+                    if cancel is not None and cancel.cancelled:
+                        yield DenoiseCancelled(i)
+                        return
+                    state.step = i
+                    inp = torch.cat([latents] * 2) if do_cfg else latents
+                    inp = sched.scale_model_input(inp, t)
+                    state.seq = inp.shape[-1] * inp.shape[-2]
+                    noise = unet(inp, t, encoder_hidden_states=embeds, return_dict=False)[0]
+                    if do_cfg:
+                        u, c = noise.chunk(2)
+                        noise = u + guidance * (c - u)
+                    out = sched.step(noise, t, latents, **extra, return_dict=True)
+                    latents = out.prev_sample
+                    pv = None
+                    if preview:
+                        x0 = getattr(out, "pred_original_sample", None)
+                        pv = self._decode(x0 if x0 is not None else latents, gens)
+                    yield StepDone(i, len(timesteps), pv)
+            images = self._decode(latents, gens)
+        yield DenoiseFinished(DiffusionOutput(prompts, images, seeds, steps, guidance))
+
+    def _decode(self, latents: torch.Tensor, gens) -> np.ndarray:
+        vae = self.pipe.vae
+        img = vae.decode(latents / vae.config.scaling_factor, return_dict=False,
+                         generator=gens)[0]
+        return self.pipe.image_processor.postprocess(img, output_type="np",
+                                                     do_denormalize=[True] * img.shape[0])
+
+    def _drain(self, events) -> DiffusionOutput:
+        result = None
+        for ev in events:
+            if isinstance(ev, DenoiseFinished):
+                result = ev.output
+            elif isinstance(ev, DenoiseCancelled):
+                raise InputError(f"cancelled at step {ev.step}")
+        assert result is not None
+        return result
+
+    def generate(self, prompts: str | Iterable[str], *, edits: EditSet | None = None,
+                 steps: int = 20, guidance: float = 3.0, seed: int | Iterable[int] = 0,
+                 batch_size: int = 16) -> DiffusionOutput:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        seeds = ([seed + i for i in range(len(prompts))] if isinstance(seed, int)
+                 else list(seed))
+        outs = []
+        for a in range(0, len(prompts), batch_size):
+            outs.append(self._drain(self.denoise_events(
+                prompts[a:a + batch_size], edits=edits, steps=steps, guidance=guidance,
+                seed=seeds[a:a + batch_size])))
+        return DiffusionOutput(prompts, np.concatenate([o.images for o in outs]), seeds, steps,
+                               guidance)
+
+    def capture(self, prompts: str | Iterable[str], sites="*", *, reduce: str = "mean",
+                edits: EditSet | None = None, steps: int = 20, guidance: float = 3.0,
+                seed: int | Iterable[int] = 0,
+                store: CaptureStore | None = None, **_ignored) -> DiffusionCapture:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        names = self.resolve_sites(sites)
+        store = store or CaptureStore(stats=False)
+        caps = {s: StepCapture(s, store, reduce) for s in names}
+        self._drain(self.denoise_events(prompts, edits=edits, captures=caps, steps=steps,
+                                        guidance=guidance, seed=seed))
+        cap = DiffusionCapture(prompts, names)
+        for s in names:
+            cap.data[s] = [np.stack([store.rows(s, i, step=k) .reshape(
+                store.rows(s, i, step=k).shape[-2:] if reduce == "tokens" else (-1,))
+                for k in store.steps(s, i)]) for i in range(len(prompts))]
+        return cap
+
+    def compare(self, prompts: str | Iterable[str], edits: EditSet, *, steps: int = 20,
+                guidance: float = 3.0, seed: int | Iterable[int] = 0) -> DiffusionCompare:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        before = self.generate(prompts, steps=steps, guidance=guidance, seed=seed)
+        after = self.generate(prompts, edits=edits, steps=steps, guidance=guidance, seed=seed)
+        return DiffusionCompare(prompts, before.images, after.images, before.seeds)
+
+    # -- export ----------------------------------------------------------------------------------
+    def export(self, edits: EditSet | None, out_dir: str | os.PathLike,
+               force: bool = False) -> ExportReport:
+        """Write a diffusers folder with the edits baked into a copy of the UNet (prune, scale,
+        set and weight masks on every step); step-windowed edits go to the sidecar."""
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise InputError(f"export target {out} exists and is not a folder")
+        if out.is_dir() and any(out.iterdir()) and not force:
+            raise InputError(f"export target {out} is not empty (use --force to replace it)")
+        ops = self._ops(edits or EditSet())
+        report = ExportReport(out)
+        unet = copy.deepcopy(self.unet)
+        side: list[EditOp] = []
+        with torch.no_grad():
+            for op in ops:
+                if op.steps is not None:
+                    side.append(op)
+                    report.sidecar.append(op.describe() + f" (steps {op.steps[0]}-{op.steps[1]})")
+                    continue
+                lin = get_module(unet, self._sites[op.site][0])
+                _bake(lin, op)
+                report.baked.append(op.describe())
+        pipe2 = type(self.pipe)(**{**self.pipe.components, "unet": unet})
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        try:
+            pipe2.save_pretrained(tmp, safe_serialization=True)
+            if side:
+                EditSet(side, ModelRef(str(out), "")).save(tmp / SIDECAR_NAME)
+            (tmp / "NEUROLENS.md").write_text(_readme(self, report))
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return report
+
+
+def _bake(lin: torch.nn.Linear, op: EditOp) -> None:
+    w = lin.weight
+    if isinstance(op, MaskWeights):
+        m = torch.as_tensor(np.asarray(op.mask), device=w.device).bool()
+        w[m] = 0.0
+        return
+    idx = torch.tensor(op.neurons, dtype=torch.long, device=w.device)
+    if isinstance(op, Prune):
+        w[:, idx] = 0.0
+    elif isinstance(op, Scale):
+        w[:, idx] *= op.factor
+    elif isinstance(op, Set):
+        if lin.bias is None:
+            raise InputError(f"{op.site}: cannot bake 'set' (the layer has no bias)")
+        lin.bias += (w[:, idx] * op.value).sum(1)
+        w[:, idx] = 0.0
+    else:
+        raise InputError(f"{op.op} cannot be baked into a UNet")
+
+
+def _readme(model: DiffusionModel, r: ExportReport) -> str:
+    lines = ["# Exported by neurolens", "",
+             f"Source pipeline: `{model.name_or_path}` ({model.model_type}, fingerprint "
+             f"{model.fingerprint}).", ""]
+    if r.baked:
+        lines += ["## Baked into the UNet weights", "",
+                  "Plain `diffusers` (`DiffusionPipeline.from_pretrained`) applies these:", ""]
+        lines += [f"- {b}" for b in r.baked] + [""]
+    if r.sidecar:
+        lines += ["## Not baked: needs neurolens", "",
+                  f"Edits limited to a window of denoising steps cannot be written into the "
+                  f"weights. They are stored in `{SIDECAR_NAME}` and re-applied by "
+                  "`neurolens.load(\"<this folder>\")`:", ""] + [f"- {s}" for s in r.sidecar]
+        lines += [""]
+    if not r.baked and not r.sidecar:
+        lines += ["No edits: this pipeline equals the source.", ""]
+    return "\n".join(lines)
+
+
+def load_pipeline(path: str | os.PathLike, *, device: str = "cpu", dtype=None,
+                  apply_sidecar: bool = True) -> DiffusionModel:
+    """Load a diffusers pipeline folder (``model_index.json``)."""
+    import diffusers
+
+    from neurolens.engine.loading import _torch_dtype
+
+    path = Path(path)
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    import transformers
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    kw = {"use_safetensors": True}
+    td = _torch_dtype(dtype)
+    if td is not None and td != "auto":
+        kw["torch_dtype"] = td
+    try:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(str(path), **kw)
+    except Exception as e:  # noqa: BLE001 - diffusers raises many kinds on bad folders
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LoadError(f"could not load the diffusion pipeline {path}: {msg[:300]}") from None
+    if getattr(pipe, "unet", None) is None:
+        raise LoadError(f"{path}: {type(pipe).__name__} has no UNet; neurolens supports "
+                        "Stable Diffusion style pipelines (UNet2DConditionModel)")
+    for needed in ("encode_prompt", "prepare_latents", "prepare_extra_step_kwargs"):
+        if not hasattr(pipe, needed):
+            raise LoadError(f"{path}: {type(pipe).__name__} is not a Stable Diffusion style "
+                            "pipeline (text-to-image with a UNet)")
+    if device != "cpu":
+        try:
+            pipe = pipe.to(device)
+        except (RuntimeError, AssertionError) as e:
+            raise LoadError(f"device '{device}' is not usable: {str(e).splitlines()[0]}") from None
+    if hasattr(pipe, "safety_checker"):
+        pipe.safety_checker = None
+    pipe.set_progress_bar_config(disable=True)
+    base, notes = None, []
+    side = path / SIDECAR_NAME
+    if apply_sidecar and side.is_file():
+        base = EditSet.load(side)
+        notes.append(f"re-applying {len(base)} edit(s) from {SIDECAR_NAME}")
+    return DiffusionModel(pipe, name_or_path=str(path), device=device, base_edits=base,
+                          notes=notes)

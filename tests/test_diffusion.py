@@ -1,0 +1,198 @@
+"""Diffusion pipelines: a tiny config-built Stable Diffusion pipeline (random weights)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import neurolens as nl
+from neurolens.engine.diffusion import (DenoiseCancelled, DenoiseFinished, DiffusionModel,
+                                        StepDone)
+from neurolens.engine.hooks import CancelToken
+from neurolens.errors import InputError, SpecError
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def pipe_dir(tmp_path_factory):
+    from neurolens.demo.tiny_pipeline import build_pipeline
+    d = tmp_path_factory.mktemp("tiny-sd")
+    build_pipeline(seed=3).save_pretrained(d, safe_serialization=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def dm(pipe_dir):
+    return nl.load(pipe_dir)
+
+
+def _hooks(model: DiffusionModel) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.unet.modules())
+
+
+def _plain(pipe_or_dir, prompts, seeds, steps=STEPS, guidance=3.0):
+    from diffusers import DiffusionPipeline
+    pipe = (DiffusionPipeline.from_pretrained(str(pipe_or_dir))
+            if not hasattr(pipe_or_dir, "unet") else pipe_or_dir)
+    pipe.set_progress_bar_config(disable=True)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    return pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                output_type="np").images
+
+
+def test_load_recognises_pipeline_and_names_sites(dm):
+    assert isinstance(dm, DiffusionModel)
+    sites = dm.sites()
+    assert len(sites) == 4
+    assert all(s.startswith("unet.") and s.endswith(".ff.hook_post") for s in sites)
+    # width = in_features of ff.net.2 (GEGLU inner dim = 4 x block channels)
+    assert sites["unet.mid_block.attentions.0.transformer_blocks.0.ff.hook_post"] == 256
+    aliases = dm.aliases()
+    assert aliases["unet.down_blocks.0.attentions.0.transformer_blocks.0.ff.hook_post"] \
+        == "down0.a0.t0"
+    assert dm.canonical("mid.a0.t0").startswith("unet.mid_block")
+    with pytest.raises(InputError, match="unknown site"):
+        dm.canonical("blocks.0.mlp.hook_post.x")
+
+
+def test_denoising_loop_reproduces_the_plain_pipeline(dm):
+    prompts = ["a handwritten digit 3", "exhibit 7"]
+    ours = dm.generate(prompts, steps=STEPS, seed=[5, 9]).images
+    ref = _plain(dm.pipe, prompts, [5, 9])
+    assert ours.shape == ref.shape == (2, 16, 16, 1)
+    assert np.abs(ours - ref).max() == 0.0
+    # per-prompt seeds: an image does not depend on what else is in the batch
+    alone = dm.generate(prompts[1:], steps=STEPS, seed=[9]).images
+    assert np.abs(alone[0] - ours[1]).max() < 1e-5
+
+
+def test_capture_per_step_shapes_and_hooks_removed(dm):
+    cap = dm.capture(["a digit 1", "a digit 2"], sites="*", steps=STEPS, reduce="mean")
+    for site, w in dm.sites().items():
+        assert len(cap[site]) == 2
+        assert cap[site][0].shape == (STEPS, w)
+    # different steps see different activations (the timestep embedding changes)
+    a = cap["unet.mid_block.attentions.0.transformer_blocks.0.ff.hook_post"][0]
+    assert np.abs(a[0] - a[-1]).max() > 1e-4
+    tok = dm.capture("a digit 1", sites="mid.a0.t0", steps=2, reduce="tokens")
+    site = dm.canonical("mid.a0.t0")
+    assert tok[site][0].shape == (2, 8 * 8, 256)   # 16x16 latents, mid block at 8x8
+    # the mean reduction is the mean of the token rows
+    mean = dm.capture("a digit 1", sites="mid.a0.t0", steps=2, reduce="mean")
+    np.testing.assert_allclose(mean[site][0], tok[site][0].mean(1), atol=1e-5)
+    assert _hooks(dm) == 0
+
+
+def test_cancel_stops_within_one_step_and_removes_hooks(dm):
+    tok = CancelToken()
+    seen = []
+    from neurolens.store.capture_store import CaptureStore
+    from neurolens.engine.diffusion import StepCapture
+    store = CaptureStore()
+    caps = {s: StepCapture(s, store) for s in dm.sites()}
+    for ev in dm.denoise_events(["a digit 4"], steps=10, captures=caps, cancel=tok):
+        seen.append(ev)
+        if isinstance(ev, StepDone) and ev.step == 2:
+            tok.cancel()
+    assert isinstance(seen[-1], DenoiseCancelled) and seen[-1].step == 3
+    assert _hooks(dm) == 0
+
+
+def test_failed_run_removes_hooks(dm):
+    def boom(x, state):
+        raise RuntimeError("handler failed")
+    site = next(iter(dm.sites()))
+    with pytest.raises(RuntimeError, match="handler failed"):
+        for _ in dm.denoise_events(["a digit 4"], steps=2, captures={site: boom}):
+            pass
+    assert _hooks(dm) == 0
+
+
+def test_prune_changes_output_and_equals_zeroed_weights(dm):
+    site = dm.canonical("mid.a0.t0")
+    neurons = list(range(0, 256, 2))
+    edits = nl.EditSet([nl.Prune(site, neurons)])
+    cmp = dm.compare(["a digit 6"], edits, steps=STEPS, seed=1)
+    assert max(cmp.mean_abs_diff()) > 1e-5
+    # the same as zeroing those input columns of ff.net.2 by hand
+    lin = dm.resolve(site).module
+    saved = lin.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            lin.weight[:, neurons] = 0
+        manual = dm.generate(["a digit 6"], steps=STEPS, seed=1).images
+    finally:
+        with torch.no_grad():
+            lin.weight.copy_(saved)
+    np.testing.assert_allclose(cmp.after, manual, atol=1e-6)
+    assert np.abs(dm.generate(["a digit 6"], steps=STEPS, seed=1).images - cmp.before).max() == 0
+
+
+def test_step_window_only_acts_inside(dm):
+    site = dm.canonical("mid.a0.t0")
+    full = nl.EditSet([nl.Prune(site, list(range(256)))])
+    late = nl.EditSet([nl.Prune(site, list(range(256)), steps=(STEPS, STEPS + 5))])
+    base = dm.generate("a digit 2", steps=STEPS, seed=2).images
+    assert np.abs(dm.generate("a digit 2", edits=late, steps=STEPS, seed=2).images - base).max() \
+        == 0.0
+    assert np.abs(dm.generate("a digit 2", edits=full, steps=STEPS, seed=2).images - base).max() \
+        > 1e-5
+
+
+def test_language_model_ops_are_refused(dm):
+    site = next(iter(dm.sites()))
+    with pytest.raises(InputError, match="language models"):
+        dm.check_edits(nl.EditSet([nl.TopK(site, 0.1)]))
+    with pytest.raises(SpecError, match="out of range"):
+        dm.check_edits(nl.EditSet([nl.Prune(site, [100000])]))
+
+
+def test_weight_mask_export_reloads_in_plain_diffusers(dm, tmp_path):
+    rng = np.random.default_rng(0)
+    edits = []
+    for site in dm.sites():
+        w = dm.resolve(site).module.weight
+        edits.append(nl.MaskWeights(site, (rng.random(tuple(w.shape)) < 0.2).astype(np.uint8)))
+    edits.append(nl.Scale(dm.canonical("down0.a0.t0"), [1, 2, 3], factor=0.0))
+    es = nl.EditSet(edits)
+    # the spec round-trips through JSON + sidecar
+    es.save(tmp_path / "e.json")
+    es2 = nl.EditSet.load(tmp_path / "e.json")
+    assert json.loads((tmp_path / "e.json").read_text())["edits"][0]["op"] == "wmask"
+    edited = dm.generate(["exhibit 3", "a digit 5"], edits=es2, steps=STEPS, seed=4).images
+    base = dm.generate(["exhibit 3", "a digit 5"], steps=STEPS, seed=4).images
+    assert np.abs(edited - base).max() > 1e-4
+    report = dm.export(es2, tmp_path / "out")
+    assert len(report.baked) == 5 and not report.sidecar
+    assert "Baked" in (tmp_path / "out" / "NEUROLENS.md").read_text()
+    plain = _plain(tmp_path / "out", ["exhibit 3", "a digit 5"], [4, 5])
+    np.testing.assert_allclose(plain, edited, atol=1e-5)
+    # the loaded model's weights were never touched
+    assert np.abs(dm.generate(["exhibit 3", "a digit 5"], steps=STEPS, seed=4).images
+                  - base).max() == 0.0
+    with pytest.raises(InputError, match="not empty"):
+        dm.export(es2, tmp_path / "out")
+
+
+def test_step_window_edits_export_as_sidecar_and_reapply(dm, tmp_path):
+    site = dm.canonical("mid.a0.t0")
+    es = nl.EditSet([nl.Prune(site, list(range(64)), steps=(0, 2))])
+    edited = dm.generate("a digit 8", edits=es, steps=STEPS, seed=0).images
+    report = dm.export(es, tmp_path / "side")
+    assert report.sidecar and not report.baked
+    again = nl.load(tmp_path / "side")
+    np.testing.assert_allclose(again.generate("a digit 8", steps=STEPS, seed=0).images, edited,
+                               atol=1e-6)
+
+
+def test_events_stream_previews(dm):
+    evs = list(dm.denoise_events(["a digit 0"], steps=3, preview=True))
+    steps = [e for e in evs if isinstance(e, StepDone)]
+    assert [e.step for e in steps] == [0, 1, 2]
+    assert steps[0].preview.shape == (1, 16, 16, 1)
+    assert isinstance(evs[-1], DenoiseFinished)
+    assert 0.0 <= evs[-1].output.images.min() and evs[-1].output.images.max() <= 1.0
