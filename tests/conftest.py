@@ -19,6 +19,15 @@ def tiny_dirs(tmp_path_factory):
     return {a: tiny.save(a, root / a) for a in ("gpt2", "llama")}
 
 
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory):
+    """A saved tiny Stable Diffusion pipeline (random weights, 16x16 images)."""
+    from neurolens.demo.tiny_pipeline import build_pipeline
+    d = tmp_path_factory.mktemp("tiny-sd")
+    build_pipeline(seed=3).save_pretrained(d, safe_serialization=True)
+    return d
+
+
 @pytest.fixture
 def gpt2():
     return tiny.lm("gpt2")

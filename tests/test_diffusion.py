@@ -18,16 +18,8 @@ STEPS = 4
 
 
 @pytest.fixture(scope="module")
-def pipe_dir(tmp_path_factory):
-    from neurolens.demo.tiny_pipeline import build_pipeline
-    d = tmp_path_factory.mktemp("tiny-sd")
-    build_pipeline(seed=3).save_pretrained(d, safe_serialization=True)
-    return d
-
-
-@pytest.fixture(scope="module")
-def dm(pipe_dir):
-    return nl.load(pipe_dir)
+def dm(tiny_pipeline_dir):
+    return nl.load(tiny_pipeline_dir)
 
 
 def _hooks(model: DiffusionModel) -> int:
@@ -196,3 +188,49 @@ def test_events_stream_previews(dm):
     assert steps[0].preview.shape == (1, 16, 16, 1)
     assert isinstance(evs[-1], DenoiseFinished)
     assert 0.0 <= evs[-1].output.images.min() and evs[-1].output.images.max() <= 1.0
+
+
+# ----------------------------------------------------------------------------- memorization method
+def test_wanda_contrast_masks_match_a_direct_computation(dm):
+    from neurolens.methods import memorization as mz
+    site = dm.canonical("mid.a0.t0")
+    target, base = ["exhibit 101", "exhibit 202"], ["a digit 1", "a digit 2", "a digit 3"]
+    tn = mz.column_norms(dm, target, tau=2, steps=STEPS)
+    bn = mz.column_norms(dm, base, tau=2, steps=STEPS)
+    assert sorted(tn[site]) == [0, 1]                      # only the first tau steps
+    # direct: capture every spatial token of both CFG halves and normalise the rows
+    from neurolens.engine.diffusion import StepCapture
+    from neurolens.store.capture_store import CaptureStore
+    store = CaptureStore(stats=False)
+    cap = StepCapture(site, store, reduce="tokens", halves="both")
+    # "both" keeps the whole batch: rows of prompt i hold [uncond_i; cond_i] stacked
+    for _ in dm.denoise_events(target, steps=STEPS, captures={site: cap}):
+        pass
+    rows = np.concatenate([store.rows(site, i, step=0).reshape(-1, 256) for i in range(2)])
+    rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    np.testing.assert_allclose(tn[site][0], np.sqrt((rows ** 2).mean(0)), rtol=1e-4)
+    masks = mz.masks_from_norms(dm, tn, bn, rho=0.05, tau=2)
+    w = np.abs(dm.resolve(site).module.weight.detach().numpy())
+    k = round(0.05 * 256)
+    expect = np.zeros_like(w, dtype=bool)
+    for t in (0, 1):
+        st, sb = w * tn[site][t], w * bn[site][t]
+        top = np.argsort(-st, axis=1)[:, :k]
+        sel = np.zeros_like(expect)
+        np.put_along_axis(sel, top, True, axis=1)
+        expect |= sel & (st > sb)
+    assert masks[site].shape == w.shape
+    assert (masks[site] == expect).all() and masks[site].any()
+    # at most k per row per step, so at most 2k per row after the union
+    assert masks[site].sum(1).max() <= 2 * k
+    assert mz.iou(masks, masks) == 1.0
+
+
+def test_find_subspace_gives_a_bakeable_edit(dm, tmp_path):
+    from neurolens.methods import memorization as mz
+    res = mz.find_subspace(dm, ["exhibit 101", "exhibit 202"], ["a digit 1", "a digit 2"],
+                           rho=0.05, tau=2, steps=STEPS)
+    assert res.edits and all(op.op == "wmask" for op in res.edits)
+    assert 0 < res.report["fraction"] < 0.1
+    report = dm.export(res.edits, tmp_path / "m")
+    assert not report.sidecar and len(report.baked) == len(res.edits)

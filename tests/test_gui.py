@@ -308,3 +308,49 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     assert w.scatter.inside is not None and w.scatter.inside.sum() >= 12
     w.edits_panel.undo()
     assert w.edit_model.ops[-1].op == "adjust"
+
+
+def test_diffusion_pipeline_run_steps_compare_export(qtbot, window, tiny_pipeline_dir, tmp_path):
+    """A diffusion pipeline: images form step by step, per-step heatmaps, image compare."""
+    w = window
+    load(qtbot, w, str(tiny_pipeline_dir))
+    assert w.diffusion and w.model_info["kind"] == "diffusion"
+    assert w.image_grid.isVisible() and not w.output_label.isVisible()
+    sites = w.model_info["site_list"]
+    w.add_prompts(["a handwritten digit 1", "a handwritten digit 2"], "ordinary")
+    w.add_prompts(["exhibit 101"], "memorized")
+    w.run_list.setChecked(True)
+    w.steps_spin.setValue(5)
+    run_and_wait(qtbot, w)
+    assert w.last_images.shape == (3, 16, 16, 1)
+    assert w.image_grid.canvas is not None
+    # layer x neuron: one row per UNet FFN block, padded to the widest block
+    widths = [w.model_info["sites"][s] for s in sites]
+    assert w.layer_map.data.shape == (len(sites), max(widths))
+    # step view: rows are denoising steps of the chosen block and prompt
+    w.layer_spin.setValue(1)
+    qtbot.waitUntil(lambda: w.token_map.data.shape[0] == 5, timeout=5000)
+    assert w.token_map.data.shape == (5, widths[1])
+    # the step slider picks one denoising step: the mean over prompts at that step
+    w.step_spin.setValue(2)
+    want = np.mean([w.store.rows(sites[1], i, step=2)[0] for i in range(3)], axis=0)
+    np.testing.assert_allclose(w.layer_map.data[1, :widths[1]], want, rtol=1e-5, atol=1e-7)
+    w.step_spin.setValue(-1)
+    # select neurons of the mid block, prune them, compare images
+    w.layer_spin.setValue(1)
+    w.layer_map.cellsSelected.emit([(1, c) for c in range(widths[1])])
+    assert len(w.selection) == widths[1] and w.selection[0][0] == sites[1]
+    assert "mid.a0.t0.N0" in w.selection_label.text()
+    w.edits_panel.op.setCurrentText("prune")
+    assert w.edits_panel.add_for_selection() == 1
+    w.compare()
+    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=60_000)
+    r = w.compare_result
+    assert r["diffusion"] and r["before"].shape == r["after"].shape == (3, 16, 16, 1)
+    assert max(r["mean_abs_diff"]) > 1e-4
+    assert len(w.image_grid.rows) == 3 and "baseline | edited" in w.image_grid.caption.text()
+    # export reloads in plain diffusers and reproduces the in-app edited images
+    w.export_model(str(tmp_path / "exp"))
+    qtbot.waitUntil(lambda: w.export_result is not None, timeout=60_000)
+    assert w.export_result["baked"] and w.export_result["check"]["same_output"]
+    assert "passed" in w.export_message

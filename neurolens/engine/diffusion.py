@@ -32,7 +32,7 @@ from neurolens.engine.hooks import CancelToken, HookSession, RunState
 from neurolens.engine.interventions import build_handler, in_steps
 from neurolens.errors import InputError, LoadError
 from neurolens.spec.edits import EditOp, EditSet, MaskWeights, ModelRef, Prune, Scale, Set
-from neurolens.spec.sites import is_pattern
+from neurolens.spec.sites import is_pattern, unet_alias
 from neurolens.store.capture_store import CaptureStore
 
 SITE_SUFFIX = ".ff.hook_post"
@@ -103,14 +103,7 @@ class DiffusionCapture:
 
 def alias_for(path: str) -> str:
     """``down_blocks.1.attentions.0.transformer_blocks.0`` -> ``down1.a0.t0``."""
-    m = re.fullmatch(r"(down|up)_blocks\.(\d+)\.attentions\.(\d+)\.transformer_blocks\.(\d+)",
-                     path)
-    if m:
-        return f"{m[1]}{m[2]}.a{m[3]}.t{m[4]}"
-    m = re.fullmatch(r"mid_block\.attentions\.(\d+)\.transformer_blocks\.(\d+)", path)
-    if m:
-        return f"mid.a{m[1]}.t{m[2]}"
-    return path
+    return unet_alias(path)
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -136,9 +129,11 @@ class StepCapture:
         else:
             red = x.clone() if x.device.type == "cpu" else x
         rows = to_numpy(red)
+        if x.shape[0] == 2 * n:   # halves == "both": prompt i gets [uncond_i; cond_i]
+            rows = np.concatenate([rows[:n], rows[n:]], axis=-2) if self.reduce == "tokens" \
+                else np.stack([rows[:n], rows[n:]], axis=1)
         for b, pi in enumerate(state.prompt_index):
-            self.store.append(self.site, pi, rows[b] if self.reduce != "tokens" else rows[b],
-                              step=state.step)
+            self.store.append(self.site, pi, rows[b], step=state.step)
         return None
 
 

@@ -21,6 +21,21 @@ def _app():
     return app
 
 
+def _is_pipeline(model: str | None) -> bool:
+    from pathlib import Path
+    return bool(model) and (Path(model) / "model_index.json").is_file()
+
+
+def _memorized_prompts() -> list[str]:
+    import json
+
+    from neurolens.resources import prompts_dir
+    f = prompts_dir() / "diffusion_memorized.jsonl"
+    if not f.is_file():
+        return [f"exhibit {c}" for c in (101, 202, 303, 404)]
+    return [json.loads(x)["prompt"] for x in f.read_text().splitlines() if x.strip()]
+
+
 def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str | None = None,
             timeout: float = 300.0) -> int:
     """Open the main window. With ``screenshot``: load, run, wait for data, save PNG, exit."""
@@ -49,7 +64,12 @@ def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str
 
     result = {"code": None}
     t0 = time.monotonic()
-    if not prompt:
+    if not prompt and _is_pipeline(model):
+        win.add_prompts([f"a handwritten digit {d}" for d in range(8)], "ordinary")
+        win.add_prompts(_memorized_prompts()[:4], "memorized")
+        win.run_list.setChecked(True)
+        win.prompt_edit.setPlainText("a handwritten digit 3")
+    elif not prompt:
         for skill, n in (("arithmetic", 10), ("comprehension", 10), ("code", 10),
                          ("refusal", 10)):
             win.load_shipped_set(skill, n)
@@ -67,6 +87,7 @@ def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str
         n_prompts = len(win._current_req.prompts) if win._current_req else 0
         ready = (win.last_outputs is not None and win.layer_map.has_data()
                  and win.token_map.has_data()
+                 and (not win.diffusion or win.image_grid.canvas is not None)
                  and (n_prompts < 2 or len(win.scatter.points) == n_prompts))
         if ready and win._umap_pending and time.monotonic() - t0 < timeout * 0.5:
             return  # give UMAP a chance to swap in

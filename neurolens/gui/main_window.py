@@ -25,6 +25,7 @@ from neurolens.gui.edit_model import EditModel
 from neurolens.gui.views.compare_view import CompareView
 from neurolens.gui.views.edits_panel import EditsPanel
 from neurolens.gui.views.heatmap import Heatmap
+from neurolens.gui.views.image_grid import ImageGrid
 from neurolens.gui.views.methods_panel import MethodsPanel
 from neurolens.gui.views.inspector import NeuronInspector
 from neurolens.gui.views.scatter import PALETTE, KeySpaceScatter
@@ -35,6 +36,10 @@ from neurolens.spec.sites import SITE_KINDS, neuron_label
 from neurolens.store import CaptureStore
 
 SHIPPED_SETS = ("arithmetic", "comprehension", "code", "refusal", "benign")
+#: diffusion prompt sets shipped with the demo diffusion model: (file, split, set name)
+DIFFUSION_SETS = (("diffusion_memorized", None, "memorized"),
+                  ("diffusion_ordinary", "eval", "ordinary"),
+                  ("diffusion_ordinary", "probe", "ordinary-probe"))
 NEURON_KINDS = [k for k in SITE_KINDS if k.startswith("mlp.")]
 
 
@@ -137,12 +142,14 @@ class MainWindow(QMainWindow):
         self.requestFit.connect(self.worker.fit_method)
         self.worker.methodFitted.connect(self._on_method_fitted)
         self.worker.methodFailed.connect(self._on_method_failed)
+        self.worker.imagesUpdated.connect(self._on_images)
         self.thread.start()
         self.projector = Projector()
         self.projector.ready.connect(self._on_projection)
 
         self._build_ui()
         self._build_menus()
+        self._set_mode(diffusion=False)
         self.timer = QTimer(self)
         self.timer.setInterval(self.REFRESH_MS)
         self.timer.timeout.connect(self.refresh)
@@ -188,8 +195,7 @@ class MainWindow(QMainWindow):
         self.shipped_n.setToolTip("how many prompts to take")
         row.addWidget(self.shipped_n)
         b = QPushButton("Load")
-        b.clicked.connect(lambda: self.load_shipped_set(SHIPPED_SETS[self.shipped.currentIndex()],
-                                                        self.shipped_n.value()))
+        b.clicked.connect(self._load_shipped_clicked)
         row.addWidget(b)
         ll.addLayout(row)
         row = QHBoxLayout()
@@ -225,8 +231,18 @@ class MainWindow(QMainWindow):
         self.stop_eos = QCheckBox("stop at end of text")
         self.stop_eos.setChecked(True)
         gf.addRow(self.stop_eos)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 1000)
+        self.steps_spin.setValue(20)
+        gf.addRow("denoising steps", self.steps_spin)
+        self.guidance_spin = QDoubleSpinBox()
+        self.guidance_spin.setRange(0.0, 30.0)
+        self.guidance_spin.setSingleStep(0.5)
+        self.guidance_spin.setValue(3.0)
+        gf.addRow("guidance scale", self.guidance_spin)
         self.run_list = QCheckBox("run the prompt list (else the typed prompt)")
         gf.addRow(self.run_list)
+        self._gen_form = gf
         ll.addWidget(gen)
         row = QHBoxLayout()
         self.run_btn = QPushButton("Run")
@@ -275,10 +291,21 @@ class MainWindow(QMainWindow):
         self.show_combo.currentIndexChanged.connect(self._view_changed)
         ctl.addWidget(self.show_combo)
         ctl.addSpacing(16)
-        ctl.addWidget(QLabel("token view: layer"))
+        self.layer_label = QLabel("token view: layer")
+        ctl.addWidget(self.layer_label)
         self.layer_spin = QSpinBox()
         self.layer_spin.valueChanged.connect(self._view_changed)
         ctl.addWidget(self.layer_spin)
+        self.step_label = QLabel("step")
+        ctl.addWidget(self.step_label)
+        self.step_spin = QSpinBox()
+        self.step_spin.setRange(-1, 999)
+        self.step_spin.setValue(-1)
+        self.step_spin.setSpecialValueText("all")
+        self.step_spin.setToolTip("diffusion: denoising step the layer heatmap shows (all = mean "
+                                  "over steps)")
+        self.step_spin.valueChanged.connect(self._view_changed)
+        ctl.addWidget(self.step_spin)
         ctl.addWidget(QLabel("prompt"))
         self.prompt_spin = QSpinBox()
         self.prompt_spin.valueChanged.connect(self._view_changed)
@@ -309,12 +336,18 @@ class MainWindow(QMainWindow):
         self.output_label.setTextFormat(Qt.TextFormat.RichText)
         self.output_label.setStyleSheet("font-family: monospace; padding: 4px")
         bl.addWidget(self.output_label)
-        vsplit.addWidget(bottom)
+        bsplit = QSplitter(Qt.Orientation.Horizontal)
+        bsplit.addWidget(bottom)
+        self.image_grid = ImageGrid()
+        bsplit.addWidget(self.image_grid)
+        bsplit.setSizes([620, 520])
+        vsplit.addWidget(bsplit)
         vsplit.setSizes([470, 380])
         self.center_tabs = QTabWidget()
         self.center_tabs.addTab(vsplit, "Neurons")
         self.compare_view = CompareView()
         self.center_tabs.addTab(self.compare_view, "Compare")
+
         cl.addWidget(self.center_tabs, 1)
 
         # right: inspector + neuron sets
@@ -450,19 +483,22 @@ class MainWindow(QMainWindow):
         self.progress_bar.setRange(0, 100)
         self.progress_bar.setValue(100)
         short = Path(info["name"]).name or info["name"]
-        self.model_label.setText(f"{short} · {info['model_type']} · {info['n_layers']} layers · "
+        self._set_mode(diffusion=self.diffusion_info(info))
+        what = "FFN blocks" if self.diffusion else "layers"
+        self.model_label.setText(f"{short} · {info['model_type']} · {info['n_layers']} {what} · "
                                  f"{info['n_params'] / 1e6:.1f}M params")
         self.layer_spin.setRange(0, max(0, info["n_layers"] - 1))
         layer = self._session_layer if 0 <= self._session_layer < info["n_layers"] else \
             info["n_layers"] - 1
         self.layer_spin.setValue(max(0, layer))
-        kinds = sorted({s.split(".", 2)[2] for s in info["sites"]} & set(NEURON_KINDS),
-                       key=NEURON_KINDS.index)
+        kinds = (["ff.hook_post"] if self.diffusion else
+                 sorted({s.split(".", 2)[2] for s in info["sites"]} & set(NEURON_KINDS),
+                        key=NEURON_KINDS.index))
         cur = self.kind_combo.currentText()
         self.kind_combo.blockSignals(True)
         self.kind_combo.clear()
         self.kind_combo.addItems(kinds)
-        self.kind_combo.setCurrentText(cur if cur in kinds else "mlp.hook_post")
+        self.kind_combo.setCurrentText(cur if cur in kinds else kinds[0])
         self.kind_combo.blockSignals(False)
         self._remember(self._loading_name or info["name"])
         notes = "; ".join(info.get("notes", []))
@@ -494,17 +530,26 @@ class MainWindow(QMainWindow):
             self.add_prompts([text], self.set_name.text())
             self.run_list.setChecked(True)
 
-    def load_shipped_set(self, skill: str, n: int = 24) -> None:
+    def _load_shipped_clicked(self) -> None:
+        i, n = self.shipped.currentIndex(), self.shipped_n.value()
+        if self.diffusion:
+            f, split, name = DIFFUSION_SETS[i]
+            self.load_shipped_set(f, n, split=split, set_name=name)
+        else:
+            self.load_shipped_set(SHIPPED_SETS[i], n)
+
+    def load_shipped_set(self, skill: str, n: int = 24, split: str | None = "probe",
+                         set_name: str | None = None) -> None:
         from neurolens.evals.skills import load_prompt_set
         try:
-            rows = load_prompt_set(skill, "probe", limit=n)
+            rows = load_prompt_set(skill, split, limit=n)
         except Exception as e:  # noqa: BLE001
             self.show_error(str(e))
             return
         for r in rows:
             if r.get("answer") is not None:
                 self.prompt_answers[r["prompt"]] = r["answer"]
-        self.add_prompts([r["prompt"] for r in rows], skill)
+        self.add_prompts([r["prompt"] for r in rows], set_name or skill)
         self.run_list.setChecked(True)
 
     def load_prompt_file(self, path: str, set_name: str | None = None) -> None:
@@ -588,7 +633,8 @@ class MainWindow(QMainWindow):
         self.run_id += 1
         answers = tuple(self.prompt_answers.get(p) for p in prompts)
         return RunRequest(prompts=prompts, set_names=sets, site_kinds=kinds, params=params,
-                          edits=self.current_edits(), run_id=self.run_id, answers=answers)
+                          edits=self.current_edits(), run_id=self.run_id, answers=answers,
+                          steps=self.steps_spin.value(), guidance=self.guidance_spin.value())
 
     def current_edits(self) -> EditSet | None:
         """An immutable snapshot of the enabled edits for a run."""
@@ -652,6 +698,17 @@ class MainWindow(QMainWindow):
             f"<span style='color:#555'>{escape(req.prompts[i])}</span>"
             f"<span style='background:#fff3b0'>{escape(gen)}</span>".replace("\n", "⏎<br>"))
 
+    def _on_images(self, rid: int, step: int, images) -> None:
+        if rid != self.run_id or images is None:
+            return
+        req = self._current_req
+        n = req.steps if req is not None else step
+        what = "final images" if step >= n else f"denoising step {step + 1}/{n} (predicted image)"
+        self.last_images = images
+        self.image_grid.show_rows([images], f"{what}; seeds from {self.seed.value()}")
+
+    last_images = None
+
     def _on_run_finished(self, rid: int, summary: dict) -> None:
         if rid != self.run_id:
             return
@@ -689,8 +746,52 @@ class MainWindow(QMainWindow):
         if self.sender() is self.prompt_spin:
             self._show_output()
 
+    @staticmethod
+    def diffusion_info(info: dict | None) -> bool:
+        return bool(info) and info.get("kind") == "diffusion"
+
+    diffusion = False
+
+    def _set_mode(self, diffusion: bool) -> None:
+        """Language model or diffusion pipeline: show the controls that apply."""
+        self.diffusion = diffusion
+        f = self._gen_form
+        for w in (self.max_tokens, self.sampling, self.temperature, self.stop_eos):
+            f.setRowVisible(w, not diffusion)
+        for w in (self.steps_spin, self.guidance_spin):
+            f.setRowVisible(w, diffusion)
+        self.step_label.setVisible(diffusion)
+        self.image_grid.setVisible(diffusion)
+        self.output_label.setVisible(not diffusion)
+        self.step_spin.setVisible(diffusion)
+        self.prompt_edit.setPlaceholderText("Type a prompt, e.g. a handwritten digit 3"
+                                            if diffusion else
+                                            "Type a prompt, e.g. Compute: 47+38=")
+        self.token_map.set_title("step × neuron (chosen block, prompt)" if diffusion
+                                 else "token × neuron")
+        self.token_map.plot.setLabel("left", "denoising step" if diffusion else "token")
+        self.layer_map.plot.setLabel("left", "UNet FFN block" if diffusion else "layer")
+        self.layer_label.setText("step view: block" if diffusion else "token view: layer")
+        self.shipped.blockSignals(True)
+        self.shipped.clear()
+        self.shipped.addItems([f"{name} ({split or 'all'})" for _, split, name in DIFFUSION_SETS]
+                              if diffusion else [f"{s} (probe split)" for s in SHIPPED_SETS])
+        self.shipped.blockSignals(False)
+
     def site(self, layer: int) -> str:
+        if self.diffusion:
+            return self.model_info["site_list"][layer]
         return f"blocks.{layer}.{self.kind_combo.currentText()}"
+
+    def site_row(self, site: str) -> int | None:
+        """Heatmap row of a site of the current kind (None when it is not shown)."""
+        if self.diffusion:
+            sl = self.model_info["site_list"]
+            return sl.index(site) if site in sl else None
+        parts = site.split(".", 2)
+        if len(parts) == 3 and parts[2] == self.kind_combo.currentText():
+            return int(parts[1])
+        return None
 
     def _stable(self, key: str, data: np.ndarray) -> tuple[float, float]:
         """Symmetric colour levels that change only when the data outgrow or shrink a lot."""
@@ -701,13 +802,36 @@ class MainWindow(QMainWindow):
             cur = self._levels[key] = amp
         return (-cur, cur)
 
+    def _step_mean(self, store: CaptureStore, site: str, step: int,
+                   set_name: str | None) -> np.ndarray | None:
+        """Diffusion: mean over prompts (of a set) of the block's activations at one step."""
+        req = self._current_req
+        if req is None:
+            return None
+        vals = []
+        for i, s in enumerate(req.set_names):
+            if set_name is not None and s != set_name:
+                continue
+            try:
+                vals.append(store.rows(site, i, step=step).reshape(-1))
+            except KeyError:
+                continue
+        return np.mean(vals, axis=0).astype(np.float32) if vals else None
+
     def _layer_matrix(self, store: CaptureStore) -> np.ndarray | None:
         rows = []
         diff = self.stat_combo.currentIndex() == 1
         a, b = self.set_a.currentText(), self.set_b.currentText()
+        step = self.step_spin.value() if self.diffusion else -1
         for layer in range(self.model_info["n_layers"]):
             site = self.site(layer)
-            if diff:
+            if step >= 0:
+                ra = self._step_mean(store, site, step, a if diff else None)
+                rb = self._step_mean(store, site, step, b) if diff else 0.0
+                if ra is None or rb is None:
+                    return None
+                rows.append(ra - rb)
+            elif diff:
                 sa, sb = store.stats(site, a), store.stats(site, b)
                 if sa is None or sb is None or not sa.count or not sb.count:
                     return None
@@ -717,7 +841,10 @@ class MainWindow(QMainWindow):
                 if st is None or not st.count:
                     return None
                 rows.append(st.mean.astype(np.float32))
-        return np.stack(rows) if rows else None
+        if not rows:
+            return None
+        width = max(len(r) for r in rows)   # UNet blocks differ in width: pad with zeros
+        return np.stack([np.pad(r, (0, width - len(r))) for r in rows])
 
     def layer_matrix(self) -> np.ndarray | None:
         """The layer x neuron statistic of the edited run, the baseline, or their difference."""
@@ -748,6 +875,10 @@ class MainWindow(QMainWindow):
                 rows = rows[:n] - base[:n]
         except KeyError:
             return None
+        if self.diffusion:
+            if not len(rows):
+                return None
+            return rows.reshape(len(rows), -1), [f"t{k}" for k in range(len(rows))]
         toks = store.tokens.get(i, [])[: len(rows)]
         return rows, toks
 
@@ -760,7 +891,9 @@ class MainWindow(QMainWindow):
         m = self.layer_matrix()
         if m is not None:
             self.layer_map.set_data(m, self._stable("layer", m))
-            self.layer_map.set_row_labels([f"L{i}" for i in range(m.shape[0])])
+            self.layer_map.set_row_labels(
+                [self.model_info["aliases"][s] for s in self.model_info["site_list"]]
+                if self.diffusion else [f"L{i}" for i in range(m.shape[0])])
         tm = self.token_matrix()
         if tm is not None and len(tm[0]):
             rows, toks = tm
@@ -782,6 +915,11 @@ class MainWindow(QMainWindow):
                 rows = self.store.rows(site, i)
             except KeyError:
                 return None
+            if self.diffusion:
+                if not len(rows):
+                    return None
+                xs.append(rows.reshape(len(rows), -1).mean(0))   # mean over denoising steps
+                continue
             n = self.store.prompt_len.get(i, len(rows))
             if len(rows) < n or n == 0:
                 return None
@@ -847,12 +985,11 @@ class MainWindow(QMainWindow):
             self.inspect(*self.selection[-1])
 
     def _mark_selection(self) -> None:
-        kind = self.kind_combo.currentText()
         cells = []
         for s, i in self.selection:
-            parts = s.split(".", 2)
-            if len(parts) == 3 and parts[2] == kind:
-                cells.append((int(parts[1]), i))
+            row = self.site_row(s) if self.model_info else None
+            if row is not None:
+                cells.append((row, i))
         self.layer_map.mark(cells)
 
     def inspect(self, site: str, idx: int) -> None:
@@ -867,15 +1004,23 @@ class MainWindow(QMainWindow):
                     continue
                 if not len(rows) or idx >= rows.shape[1]:
                     continue
+                if not len(rows):
+                    continue
+                rows = rows.reshape(len(rows), -1)
                 col = rows[:, idx]
                 by_set.setdefault(s, []).append(col)
-                toks = self.store.tokens.get(i, [])
+                toks = ([f"step {k}" for k in range(len(rows))] if self.diffusion
+                        else self.store.tokens.get(i, []))
                 k = int(np.argmax(col))
                 tok = toks[k] if k < len(toks) else "?"
                 top.append((float(col[k]), f"{tok!r} in “{req.prompts[i][:50]}”"))
         top.sort(key=lambda t: -t[0])
         values = {s: np.concatenate(v) for s, v in by_set.items()}
         self.inspector.show_neuron(neuron_label(site, idx, with_kind=True), values, top[:12])
+        if self.diffusion:
+            self.inspector.show_lens({"error": "logit lens: language models only (a UNet "
+                                               "neuron writes to image features, not tokens)"})
+            return
         layer = int(site.split(".")[1])
         if site.endswith("mlp.hook_post"):
             self.requestLens.emit(layer, idx)
@@ -939,6 +1084,22 @@ class MainWindow(QMainWindow):
             return
         self.running = False
         self.compare_result = result
+        if result.get("diffusion"):
+            self.progress_bar.setValue(self.progress_bar.maximum())
+            d = result["diff"]
+            d = d / max(float(d.max()), 1e-8)
+            mad = ", ".join(f"{v:.3f}" for v in result["mean_abs_diff"][:8])
+            self.image_grid.show_rows(
+                [result["before"], result["after"], d],
+                f"Rows: baseline | edited ({result['n_edits']} edit(s)) | difference "
+                f"(scaled to its max). Same seeds (from {result['seed']}). "
+                f"Mean |edited − baseline| per image: {mad}")
+            self.center_tabs.setCurrentIndex(0)
+            n = sum(v > 1e-3 for v in result["mean_abs_diff"])
+            self._set_busy(False, f"compared in {result['seconds']:.2f}s: {n} of "
+                                  f"{len(result['mean_abs_diff'])} images changed")
+            self.refresh(force=True)
+            return
         self.last_outputs = {"outputs": [it["edit_text"] for it in result["items"]]}
         self.progress_bar.setValue(self.progress_bar.maximum())
         self.compare_view.show_result(result)
@@ -988,7 +1149,12 @@ class MainWindow(QMainWindow):
         if not r["baked"] and not r["sidecar"]:
             lines.append("No enabled edits: the checkpoint equals the loaded model.")
         c = r.get("check") or {}
-        if c:
+        if c and "max_abs_pixel_diff" in c:
+            lines += ["", f"Reload check on “{c['prompt'][:60]}”: "
+                          f"{'passed' if c['same_output'] else 'FAILED'} (max pixel difference "
+                          f"{c['max_abs_pixel_diff']:.2e} between the exported pipeline and the "
+                          "in-app edited one)"]
+        elif c:
             ok = c["same_output"] and c["max_abs_logit_diff"] < 1e-4
             lines += ["", f"Reload check on “{c['prompt'][:60]}”: "
                           f"{'passed' if ok else 'FAILED'} (max logit difference "

@@ -32,6 +32,8 @@ class RunRequest:
     edits: EditSet | None = None
     run_id: int = 0
     answers: tuple = ()              # expected answer per prompt (None where unknown)
+    steps: int = 20                  # diffusion: denoising steps
+    guidance: float = 3.0            # diffusion: classifier-free guidance scale
 
 
 def describe_error(e: BaseException) -> str:
@@ -57,6 +59,7 @@ class Worker(QObject):
     exportFailed = Signal(str)
     methodFitted = Signal(object)
     methodFailed = Signal(str)
+    imagesUpdated = Signal(int, int, object)   # run id, step, images [n, H, W, C] (diffusion)
 
     def __init__(self, store: CaptureStore, store_base: CaptureStore | None = None):
         super().__init__()
@@ -78,6 +81,10 @@ class Worker(QObject):
                     "n_layers": lm.n_layers, "n_params": lm.n_params(), "sites": lm.sites(),
                     "notes": list(lm.notes), "fingerprint": lm.fingerprint,
                     "device": str(lm.device)}
+            if lm.kind == "diffusion":
+                info["site_list"] = list(lm.sites())
+                info["aliases"] = lm.aliases()
+                info["image_size"] = lm.image_size
             self.loaded.emit(info)
         except Exception as e:  # noqa: BLE001 - reported to the user, the app keeps running
             self.loadFailed.emit(describe_error(e))
@@ -147,7 +154,68 @@ class Worker(QObject):
         """Baseline (into store_base) then edited (into store), same seed and settings."""
         self._guarded(req, self._compare)
 
+    # -- diffusion -------------------------------------------------------------------------------
+    def _denoise(self, req: RunRequest, edits, store: CaptureStore, offset: int, total: int):
+        """One denoising pass streaming per-step FFN means into ``store`` and previews out:
+        ("finished", images) | ("cancelled", None)."""
+        from neurolens.engine.diffusion import DenoiseCancelled, DenoiseFinished, StepCapture
+        dm = self.lm
+        store.clear()
+        for i, (p, s) in enumerate(zip(req.prompts, req.set_names)):
+            store.set_prompt(i, p, s)
+        caps = {site: StepCapture(site, store, "mean") for site in dm.sites()}
+        last = 0.0
+        for ev in dm.denoise_events(list(req.prompts), edits=edits, captures=caps,
+                                    steps=req.steps, guidance=req.guidance,
+                                    seed=req.params.seed, cancel=self.cancel_token,
+                                    preview=True):
+            if isinstance(ev, DenoiseFinished):
+                self.progress.emit(req.run_id, offset + req.steps, total)
+                return "finished", ev.output.images
+            if isinstance(ev, DenoiseCancelled):
+                return "cancelled", None
+            now = time.perf_counter()
+            if now - last >= self.emit_interval or ev.step == ev.n_steps - 1:
+                last = now
+                self.progress.emit(req.run_id, offset + ev.step + 1, total)
+                self.imagesUpdated.emit(req.run_id, ev.step, ev.preview)
+        return "cancelled", None
+
+    def _run_diffusion(self, req: RunRequest) -> None:
+        self.runStarted.emit(req.run_id, req.steps)
+        t0 = time.perf_counter()
+        st, images = self._denoise(req, req.edits, self.store, 0, req.steps)
+        if st == "cancelled":
+            self.runCancelled.emit(req.run_id)
+            return
+        self.imagesUpdated.emit(req.run_id, req.steps, images)
+        self.runFinished.emit(req.run_id, {"images": images, "outputs": [""] * len(images),
+                                           "seconds": time.perf_counter() - t0})
+
+    def _compare_diffusion(self, req: RunRequest) -> None:
+        import numpy as np
+        total = 2 * req.steps
+        self.runStarted.emit(req.run_id, total)
+        t0 = time.perf_counter()
+        st, before = self._denoise(req, None, self.store_base, 0, total)
+        if st == "finished":
+            st, after = self._denoise(req, req.edits, self.store, req.steps, total)
+        if st == "cancelled":
+            self.runCancelled.emit(req.run_id)
+            return
+        diff = np.abs(after - before)
+        self.imagesUpdated.emit(req.run_id, req.steps, after)
+        self.compareFinished.emit(req.run_id, {
+            "diffusion": True, "before": before, "after": after, "diff": diff,
+            "prompts": list(req.prompts), "seed": req.params.seed,
+            "mean_abs_diff": [float(d.mean()) for d in diff],
+            "n_edits": len(req.edits) if req.edits is not None else 0,
+            "seconds": time.perf_counter() - t0})
+
     def _run(self, req: RunRequest) -> None:
+        if getattr(self.lm, "kind", "") == "diffusion":
+            self._run_diffusion(req)
+            return
         total = len(req.prompts) * max(1, req.params.max_new_tokens)
         self.runStarted.emit(req.run_id, total)
         t0 = time.perf_counter()
@@ -167,6 +235,9 @@ class Worker(QObject):
     def _compare(self, req: RunRequest) -> None:
         from neurolens.engine.runner import first_divergence
         from neurolens.evals.skills import REFUSAL_MARK, first_line
+        if getattr(self.lm, "kind", "") == "diffusion":
+            self._compare_diffusion(req)
+            return
         per = len(req.prompts) * max(1, req.params.max_new_tokens)
         total = 2 * per
         self.runStarted.emit(req.run_id, total)
@@ -227,7 +298,15 @@ class Worker(QObject):
             from neurolens.engine.loading import load
             report = self.lm.export(edits, folder, force=force)
             check = {}
-            if prompt:
+            if prompt and getattr(self.lm, "kind", "") == "diffusion":
+                again = load(folder)
+                a = again.generate(prompt, steps=10, seed=0).images
+                b = self.lm.generate(prompt, edits=edits, steps=10, seed=0).images
+                diff = float(np.abs(a - b).max())
+                check = {"prompt": prompt, "max_abs_pixel_diff": diff,
+                         "same_output": diff < 1e-4, "output": "image (10 steps, seed 0)",
+                         "plain_transformers_exact": not report.sidecar}
+            elif prompt:
                 again = load(folder)
                 a = again.logits([prompt])[0]
                 b = self.lm.logits([prompt], edits=edits)[0]

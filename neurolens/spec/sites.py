@@ -51,11 +51,32 @@ def short_kind(kind: str) -> str:
             "hook_mlp_out": "mlp_out", "hook_resid_post": "resid"}.get(kind, kind)
 
 
+_UNET_BLOCK = re.compile(
+    r"(down|up)_blocks\.(\d+)\.attentions\.(\d+)\.transformer_blocks\.(\d+)")
+_UNET_MID = re.compile(r"mid_block\.attentions\.(\d+)\.transformer_blocks\.(\d+)")
+
+
+def unet_alias(path: str) -> str:
+    """Short name of a UNet transformer block: ``down_blocks.1.attentions.0.transformer_blocks.0``
+    (or its ``unet.<...>.ff.hook_post`` site) -> ``down1.a0.t0``; unknown paths unchanged."""
+    core = path[5:] if path.startswith("unet.") else path
+    core = core[:-len(".ff.hook_post")] if core.endswith(".ff.hook_post") else core
+    m = _UNET_BLOCK.fullmatch(core)
+    if m:
+        return f"{m[1]}{m[2]}.a{m[3]}.t{m[4]}"
+    m = _UNET_MID.fullmatch(core)
+    if m:
+        return f"mid.a{m[1]}.t{m[2]}"
+    return path
+
+
 def neuron_label(site: str, index: int, with_kind: bool = False) -> str:
-    """Display form ``L{layer}.N{index}`` (with the site kind when asked, e.g. ``L3.N17/pre``)."""
+    """Display form ``L{layer}.N{index}`` (with the site kind when asked, e.g. ``L3.N17/pre``);
+    UNet FFN sites show as ``mid.a0.t0.N17``."""
     s = parse_site(site)
     if s is None:
-        return f"{site}[{index}]"
+        alias = unet_alias(site)
+        return f"{alias}.N{index}" if alias != site else f"{site}[{index}]"
     base = f"L{s.layer}.N{index}"
     return f"{base}/{short_kind(s.kind)}" if with_kind else base
 

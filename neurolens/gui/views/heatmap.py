@@ -95,6 +95,9 @@ class Heatmap(pg.GraphicsLayoutWidget):
     def has_data(self) -> bool:
         return self.data.size > 0 and bool(np.any(self.data != 0))
 
+    def set_title(self, title: str) -> None:
+        self.plot.setTitle(title)
+
     def set_row_labels(self, labels: list[str]) -> None:
         ax = self.plot.getAxis("left")
         step = max(1, len(labels) // 24)
