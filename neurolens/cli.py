@@ -162,6 +162,8 @@ def cmd_capture(args) -> int:
     if out.parent and not out.parent.exists():
         raise InputError(f"folder {out.parent} does not exist")
     sites = args.site or ["blocks.*.mlp.hook_post"]
+    if _is_diffusion(lm):
+        return _capture_diffusion(args, lm, prompts, edits, sites, out)
 
     def progress(done, total):
         if not args.quiet and sys.stderr.isatty():
@@ -175,6 +177,31 @@ def cmd_capture(args) -> int:
                "reduce": args.reduce, "bytes": out.stat().st_size}
     _emit(args, payload, f"captured {len(cap.sites)} site(s) x {len(prompts)} prompt(s) "
           f"({n_tok} tokens, reduce={args.reduce}) -> {out} "
+          f"({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _capture_diffusion(args, dm, prompts, edits, sites, out: Path) -> int:
+    """One tensor per (site, prompt): ``[steps, width]`` (mean/max over spatial tokens of the
+    conditional half) or ``[steps, tokens, width]``."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    reduce = args.reduce
+    if reduce == "last":
+        raise InputError("--reduce last has no meaning for a diffusion UNet (use mean, max or "
+                         "tokens)")
+    cap = dm.capture(prompts, sites, reduce=reduce, edits=edits, steps=args.steps,
+                     guidance=args.guidance, seed=args.seed)
+    tensors = {f"{s}/{i}": np.ascontiguousarray(a) for s in cap.sites
+               for i, a in enumerate(cap[s])}
+    meta = {"prompts": json.dumps(prompts), "reduce": reduce, "steps": str(args.steps),
+            "format": "neurolens.capture/1 (diffusion: [steps, ...] per prompt)"}
+    save_file(tensors, str(out), metadata=meta)
+    payload = {"out": str(out), "sites": cap.sites, "prompts": len(prompts),
+               "steps": args.steps, "reduce": reduce, "bytes": out.stat().st_size}
+    _emit(args, payload, f"captured {len(cap.sites)} UNet FFN site(s) x {len(prompts)} "
+          f"prompt(s) x {args.steps} steps (reduce={reduce}) -> {out} "
           f"({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
@@ -398,7 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     prompt_args(p)
     p.add_argument("--site", action="append", help="site or pattern (repeatable; default "
                    "blocks.*.mlp.hook_post)")
-    p.add_argument("--reduce", default="tokens", choices=["tokens", "last", "mean", "max"])
+    p.add_argument("--reduce", default="tokens", choices=["tokens", "last", "mean", "max"],
+                   help="LM: per token (default), last token, mean or max over tokens; "
+                        "diffusion: mean / max over spatial tokens per step, or tokens")
+    p.add_argument("--steps", type=int, default=20, help="diffusion: denoising steps")
+    p.add_argument("--guidance", type=float, default=3.0, help="diffusion: guidance scale")
+    p.add_argument("--seed", type=int, default=0, help="diffusion: seed of the first prompt")
     p.add_argument("--edits", help="edit spec applied while capturing")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", required=True, help="FILE.safetensors")

@@ -234,3 +234,43 @@ def test_find_subspace_gives_a_bakeable_edit(dm, tmp_path):
     assert 0 < res.report["fraction"] < 0.1
     report = dm.export(res.edits, tmp_path / "m")
     assert not report.sidecar and len(report.baked) == len(res.edits)
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_info_run_capture_compare_export(tiny_pipeline_dir, tmp_path, capsys):
+    from safetensors.numpy import load_file
+
+    from neurolens.cli import main
+    m = str(tiny_pipeline_dir)
+    assert main(["info", "-m", m, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "diffusion" and len(info["sites"]) == 4
+    assert "mid.a0.t0" in info["aliases"].values()
+
+    assert main(["run", "-m", m, "--prompt", "a digit 3", "--steps", "3",
+                 "--image", str(tmp_path / "run.png")]) == 0
+    assert (tmp_path / "run.png").stat().st_size > 0
+
+    assert main(["capture", "-m", m, "--prompt", "a digit 3", "--steps", "3", "--reduce",
+                 "mean", "--out", str(tmp_path / "c.safetensors")]) == 0
+    t = load_file(tmp_path / "c.safetensors")
+    key = "unet.mid_block.attentions.0.transformer_blocks.0.ff.hook_post/0"
+    assert t[key].shape == (3, 256)
+    assert main(["capture", "-m", m, "--prompt", "x", "--reduce", "last",
+                 "--out", str(tmp_path / "d.safetensors")]) == 2
+
+    site = "unet.mid_block.attentions.0.transformer_blocks.0.ff.hook_post"
+    nl.EditSet([nl.Prune(site, list(range(128)))]).save(tmp_path / "e.json")
+    capsys.readouterr()
+    assert main(["compare", "-m", m, "--edits", str(tmp_path / "e.json"), "--prompt",
+                 "a digit 3", "--steps", "3", "--image", str(tmp_path / "cmp.png"),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mean_abs_diff"][0] > 0 and (tmp_path / "cmp.png").is_file()
+    assert main(["export", "-m", m, "--edits", str(tmp_path / "e.json"), "--out",
+                 str(tmp_path / "exp")]) == 0
+    assert (tmp_path / "exp" / "model_index.json").is_file()
+    # an LM-only op is refused with one line and exit 2
+    nl.EditSet([nl.TopK(site, 0.1)]).save(tmp_path / "bad.json")
+    assert main(["run", "-m", m, "--prompt", "x", "--edits", str(tmp_path / "bad.json")]) == 2
+    assert "language models" in capsys.readouterr().err
