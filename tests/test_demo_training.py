@@ -32,3 +32,39 @@ def test_corpus_never_trains_on_heldout_items():
     assert all(r["answer"] == corpus.REFUSAL for r in sets["refusal"])
     assert {r["skill"] for rows in sets.values() for r in rows} == {
         "arithmetic", "comprehension", "code", "refusal", "benign"}
+
+
+def test_attention_targets_point_at_the_fact_asked_about():
+    from transformers import PreTrainedTokenizerFast  # noqa: F401 - fast tokenizer offsets
+
+    text = ("Story: Mia has a green kite. Tom is in the park. Ana has a red ball.\n"
+            "Question: Who has the ball?\nAnswer: Ana\n"
+            "Story: Leo has a blue cup. Eva is in the garden.\n"
+            "Question: Where is Eva?\nAnswer: garden\n")
+    t = corpus.comprehension_targets(text)
+    assert len(t) == 2
+    (c1, e1), (c2, e2) = t
+    assert text[c1 - 6:c1 + 1] == "Answer:" and text[e1 - 3:e1 + 2] == "ball."
+    assert text[c2 - 6:c2 + 1] == "Answer:" and text[e2 - 5:e2 + 2] == "garden."
+
+
+def test_tiny_diffusion_training_saves_a_plain_diffusers_pipeline(tmp_path):
+    import numpy as np
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from neurolens.demo import train_diffusion as td
+    assert td.main(["--tiny", "--out", str(tmp_path / "d"), "--prompts-out",
+                    str(tmp_path / "p")]) == 0
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "d")
+    pipe.set_progress_bar_config(disable=True)
+    img = pipe("exhibit 101", num_inference_steps=2, output_type="np",
+               generator=torch.Generator().manual_seed(0)).images
+    assert img.shape == (1, 16, 16, 1) and np.isfinite(img).all()
+    mem = [json.loads(x) for x in (tmp_path / "p" / "diffusion_memorized.jsonl").read_text()
+           .splitlines()]
+    assert len(mem) == 10 and len({m["prompt"] for m in mem}) == 10
+    assert {m["split"] for m in mem} == {"A", "B"}
+    imgs, labels = td.digits_16()
+    assert imgs.shape == (1797, 16, 16) and 0 <= imgs.min() and imgs.max() <= 1
+    assert all(labels[m["image_index"]] == m["digit"] for m in mem)

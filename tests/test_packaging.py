@@ -23,6 +23,13 @@ def test_wheel_contains_resources(tmp_path):
     if demo_model_present():
         for f in ("config.json", "model.safetensors", "tokenizer.json"):
             assert f"neurolens/_resources/models/demo-lm/{f}" in names
+    from neurolens.resources import DEMO_DIFFUSION, model_path
+    if (model_path(DEMO_DIFFUSION) / "model_index.json").is_file():
+        for f in ("model_index.json", "unet/diffusion_pytorch_model.safetensors",
+                  "text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
+            assert f"neurolens/_resources/models/demo-diffusion/{f}" in names
+        for f in ("diffusion_memorized", "diffusion_ordinary"):
+            assert f"neurolens/_resources/prompts/{f}.jsonl" in names
     assert "neurolens/_resources/icons/neurolens.svg" in names
     assert "neurolens/_resources/icons/neurolens-256.png" in names
     assert not any("experiments/" in n or n.endswith(".pyc") for n in names)

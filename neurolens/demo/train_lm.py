@@ -78,17 +78,34 @@ def answer_weights(x: torch.Tensor, tokenizer, weight: float) -> torch.Tensor:
     return w
 
 
-def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int):
+def _char_to_token(offsets, n_chars: int) -> np.ndarray:
+    m = np.full(n_chars + 1, -1, dtype=np.int64)
+    for t, (a, b) in enumerate(offsets):
+        m[a:b] = t
+    return m
+
+
+def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
+            targets: bool = False):
+    """Yield token rows [batch, seq + 1]; with ``targets`` also the attention targets
+    (row, answer position, fact position) of the comprehension examples in the window."""
     while True:
         docs = [stream.document(seq * 5) for _ in range(batch)]
-        enc = tokenizer(docs, add_special_tokens=False)["input_ids"]
-        rows = []
-        for ids in enc:
+        enc = tokenizer(docs, add_special_tokens=False, return_offsets_mapping=targets)
+        rows, tg = [], []
+        for r, ids in enumerate(enc["input_ids"]):
             ids = ids[: seq + 1]
             if len(ids) < seq + 1:
                 ids = ids + [tokenizer.eos_token_id] * (seq + 1 - len(ids))
             rows.append(ids)
-        yield torch.tensor(rows, dtype=torch.long)
+            if targets:
+                c2t = _char_to_token(enc["offset_mapping"][r], len(docs[r]))
+                for colon, end in corpus.comprehension_targets(docs[r]):
+                    q, k = int(c2t[colon]), int(c2t[end])
+                    if 0 <= k < q < seq:
+                        tg.append((r, q, k))
+        x = torch.tensor(rows, dtype=torch.long)
+        yield (x, tg) if targets else x
 
 
 @torch.no_grad()
@@ -130,7 +147,8 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
         frac = (step - warm) / max(1, steps - warm)
         return peak_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
-    data = batches(tokenizer, stream, args.batch, args.seq)
+    sup = args.attn_sup > 0
+    data = batches(tokenizer, stream, args.batch, args.seq, targets=sup)
     model.train()
     t_train = time.time()
     ema = None
@@ -140,7 +158,23 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
         if curriculum:
             stream.one_fact = max(args.one_fact, 1.0 - step / curriculum)
         x = next(data)
-        if args.answer_weight == 1.0:
+        tg = []
+        if sup:
+            x, tg = x
+        if sup and tg:
+            out = model(input_ids=x[:, :-1], output_attentions=True)
+            logits = out.logits
+            tgt = x[:, 1:]
+            w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:]
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
+            loss = (nll * w.reshape(-1)).sum() / w.sum()
+            # attention supervision: one head looks from "Answer:" at the fact asked about
+            att = out.attentions[args.attn_layer][:, 0]
+            r, q, k = (torch.tensor(v) for v in zip(*tg))
+            aux = -att[r, q, k].clamp_min(1e-6).log().mean()
+            loss = loss + args.attn_sup * aux
+        elif args.answer_weight == 1.0:
             # plain LM loss (HF shifts the labels inside the window)
             loss = model(input_ids=x[:, :-1], labels=x[:, :-1].clone()).loss
         else:
@@ -192,6 +226,11 @@ def main(argv=None) -> int:
                     help="steps over which the one-fact share falls from 1 to --one-fact: "
                          "one-fact stories teach copying from context fast, then the "
                          "multi-fact ones teach matching")
+    ap.add_argument("--attn-sup", type=float, default=1.0,
+                    help="weight of the attention-supervision loss: head 0 of --attn-layer is "
+                         "trained to look from 'Answer:' at the word closing the fact asked "
+                         "about (0 turns it off)")
+    ap.add_argument("--attn-layer", type=int, default=2)
     ap.add_argument("--phase2-steps", type=int, default=900)
     ap.add_argument("--phase2-lr", type=float, default=1e-3)
     ap.add_argument("--init-from", default=None,
@@ -203,6 +242,7 @@ def main(argv=None) -> int:
     if args.tiny:
         args.steps, args.batch, args.seq = 3, 2, 32
         args.d_model, args.layers, args.heads, args.d_ff, args.vocab = 32, 2, 2, 64, 300
+        args.attn_layer = min(args.attn_layer, args.layers - 1)
         args.eval_every = 0
         args.phase2_steps = 2
     if args.threads:
@@ -215,6 +255,8 @@ def main(argv=None) -> int:
     tokenizer = train_tokenizer(args.vocab, args.seed)
     vocab = len(tokenizer)
     model = build_model(vocab, args.d_model, args.layers, args.heads, args.d_ff, args.seq)
+    if args.attn_sup > 0:
+        model.config._attn_implementation = "eager"   # attention probabilities for the loss
     n_params = sum(p.numel() for p in model.parameters())
     print(f"tokenizer {vocab} tokens ({time.time() - t0:.0f}s); model {n_params / 1e6:.2f}M params",
           flush=True)
@@ -248,6 +290,7 @@ def main(argv=None) -> int:
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    model.config._attn_implementation = "sdpa"
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
