@@ -354,3 +354,23 @@ def test_diffusion_pipeline_run_steps_compare_export(qtbot, window, tiny_pipelin
     qtbot.waitUntil(lambda: w.export_result is not None, timeout=60_000)
     assert w.export_result["baked"] and w.export_result["check"]["same_output"]
     assert "passed" in w.export_message
+
+
+def test_memorization_method_in_the_methods_panel(qtbot, window, tiny_pipeline_dir):
+    w = window
+    load(qtbot, w, str(tiny_pipeline_dir))
+    mp = w.methods_panel
+    assert mp.method.currentText() == "Memorization subspace"
+    assert not mp.method.model().item(0).isEnabled()          # LM methods greyed out
+    w.add_prompts(["exhibit 101", "exhibit 202"], "memorized")
+    w.add_prompts(["a handwritten digit 1", "a handwritten digit 2"], "ordinary")
+    mp.set_names(w.set_names())
+    mp.mz_target.setCurrentText("memorized")
+    mp.mz_base.setCurrentText("ordinary")
+    mp.mz_rho.setValue(5.0)
+    mp.mz_tau.setValue(2)
+    w.steps_spin.setValue(3)
+    mp.fit_btn.click()
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    assert "Memorization subspace" in w.method_result["text"]
+    assert w.edit_model.ops and all(op.op == "wmask" for op in w.edit_model.ops)

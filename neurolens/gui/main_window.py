@@ -760,6 +760,7 @@ class MainWindow(QMainWindow):
             f.setRowVisible(w, not diffusion)
         for w in (self.steps_spin, self.guidance_spin):
             f.setRowVisible(w, diffusion)
+        self.methods_panel.set_diffusion(diffusion)
         self.step_label.setVisible(diffusion)
         self.image_grid.setVisible(diffusion)
         self.output_label.setVisible(not diffusion)
@@ -1214,6 +1215,7 @@ class MainWindow(QMainWindow):
         params = dict(params)
         if self._current_req is not None:
             params["current"] = list(self._current_req.prompts)
+        params["steps"] = self.steps_spin.value()
         self.method_result = None
         self.methods_panel.fit_btn.setEnabled(False)
         self._set_busy(True, f"fitting {method}…")

@@ -340,7 +340,24 @@ class Worker(QObject):
             lm = self.lm
             neurons: list = []
             inside = None
-            if method == "Neuron Adjust":
+            diffusion = getattr(lm, "kind", "") == "diffusion"
+            if diffusion != (method == "Memorization subspace"):
+                raise NeurolensError(f"{method} applies to "
+                                     f"{'diffusion pipelines' if not diffusion else 'language models'}"
+                                     f"; the loaded model is a "
+                                     f"{'diffusion pipeline' if diffusion else 'language model'}")
+            if method == "Memorization subspace":
+                from neurolens.methods import memorization
+                if params["target"] == params["base"]:
+                    raise NeurolensError("the memorized and base sets must be different")
+                res = memorization.find_subspace(
+                    lm, need(params["target"]), need(params["base"]), rho=params["rho"],
+                    tau=params["tau"], steps=max(params.get("steps", 20), params["tau"]))
+                edits, r = res.edits, res.report
+                text = (f"Memorization subspace: {r['weights_deleted']} of {r['ffn_out_weights']}"
+                        f" FFN output weights ({r['fraction']:.2%}) in the mask (rho "
+                        f"{params['rho']:.1%}, first {params['tau']} steps)")
+            elif method == "Neuron Adjust":
                 if params["forget"] == params["retain"]:
                     raise NeurolensError("forget and retain must be different prompt sets")
                 edits, rep = neuron_adjust.fit(lm, need(params["forget"]),

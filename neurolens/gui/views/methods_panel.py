@@ -6,7 +6,8 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QPushButton,
                                QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
 
-METHODS = ["Neuron Adjust", "Key Space Detection", "NeuroStrike", "Statistical top-k"]
+METHODS = ["Neuron Adjust", "Key Space Detection", "NeuroStrike", "Statistical top-k",
+           "Memorization subspace"]
 
 
 class MethodsPanel(QWidget):
@@ -76,6 +77,22 @@ class MethodsPanel(QWidget):
         self.tk_variant.addItems(["soft", "hard"])
         f.addRow("variant", self.tk_variant)
 
+        f = form()   # memorization subspace (diffusion)
+        self.mz_target, self.mz_base = QComboBox(), QComboBox()
+        f.addRow("memorized set", self.mz_target)
+        f.addRow("base set", self.mz_base)
+        self.mz_rho = QDoubleSpinBox()
+        self.mz_rho.setRange(0.1, 50)
+        self.mz_rho.setValue(1.0)
+        self.mz_rho.setSuffix(" %")
+        self.mz_rho.setToolTip("top rho of each output row of the Wanda scores")
+        f.addRow("rho", self.mz_rho)
+        self.mz_tau = QSpinBox()
+        self.mz_tau.setRange(1, 1000)
+        self.mz_tau.setValue(10)
+        self.mz_tau.setToolTip("union of the masks of the first tau denoising steps")
+        f.addRow("tau (steps)", self.mz_tau)
+
         self.fit_btn = QPushButton("Fit and add edit")
         self.fit_btn.clicked.connect(self._fit)
         lay.addWidget(self.fit_btn)
@@ -85,9 +102,18 @@ class MethodsPanel(QWidget):
         lay.addWidget(self.report)
         lay.addStretch(1)
 
+    def set_diffusion(self, diffusion: bool) -> None:
+        """Offer the methods that apply to the loaded model."""
+        want = ["Memorization subspace"] if diffusion else METHODS[:4]
+        for i, name in enumerate(METHODS):
+            self.method.model().item(i).setEnabled(name in want)
+        if self.method.currentText() not in want:
+            self.method.setCurrentText(want[0])
+
     def set_names(self, names: list[str]) -> None:
         for combo, default in ((self.na_forget, 0), (self.na_retain, 1), (self.ks_forget, 0),
-                               (self.ns_harmful, 0), (self.ns_benign, 1)):
+                               (self.ns_harmful, 0), (self.ns_benign, 1), (self.mz_target, 0),
+                               (self.mz_base, 1)):
             cur = combo.currentText()
             combo.blockSignals(True)
             combo.clear()
@@ -97,7 +123,8 @@ class MethodsPanel(QWidget):
             elif len(names) > default:
                 combo.setCurrentIndex(default)
             combo.blockSignals(False)
-        for first, second in ((self.na_forget, self.na_retain), (self.ns_harmful, self.ns_benign)):
+        for first, second in ((self.na_forget, self.na_retain), (self.ns_harmful, self.ns_benign),
+                              (self.mz_target, self.mz_base)):
             if second.currentText() == first.currentText():
                 other = [n for n in names if n != first.currentText()]
                 if other:
@@ -116,6 +143,9 @@ class MethodsPanel(QWidget):
             return m, {"harmful": self.ns_harmful.currentText(),
                        "benign": self.ns_benign.currentText(),
                        "layers_fraction": [0.25, 0.5, 0.75, 1.0][self.ns_frac.currentIndex()]}
+        if m == "Memorization subspace":
+            return m, {"target": self.mz_target.currentText(), "base": self.mz_base.currentText(),
+                       "rho": self.mz_rho.value() / 100, "tau": self.mz_tau.value()}
         return m, {"keep_fraction": self.tk_keep.value() / 100,
                    "variant": self.tk_variant.currentText()}
 
