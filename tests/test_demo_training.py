@@ -68,3 +68,23 @@ def test_tiny_diffusion_training_saves_a_plain_diffusers_pipeline(tmp_path):
     imgs, labels = td.digits_16()
     assert imgs.shape == (1797, 16, 16) and 0 <= imgs.min() and imgs.max() <= 1
     assert all(labels[m["image_index"]] == m["digit"] for m in mem)
+
+
+def test_attention_supervision_targets_map_to_the_right_tokens():
+    from neurolens.demo.train_lm import batches, train_tokenizer
+    tok = train_tokenizer(400, 0)
+    stream = corpus.TrainingStream(seed=3, mixture=corpus.Mixture(
+        arithmetic=0, comprehension=1, refusal=0, code=0, prose=0))
+    x, tg = next(batches(tok, stream, 4, 128, targets=True))
+    kinds = {t[0] for t in tg}
+    assert kinds == {"answer", "color", "name"}
+    for kind, r, q, k in tg:
+        row = x[r].tolist()
+        if kind == "answer":
+            assert tok.decode(row[q - 1:q + 1]) == "Answer:"
+            assert tok.decode([row[k + 1]]) == "."          # the word closing the fact
+        else:
+            assert tok.decode([row[q + 1]]) == "." and k < q
+            word = tok.decode(row[k:k + 1]).strip()
+            pool = corpus.COLORS if kind == "color" else corpus.NAMES
+            assert any(p.endswith(word) for p in pool), word

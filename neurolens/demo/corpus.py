@@ -205,6 +205,24 @@ def comprehension_targets(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def fact_links(text: str) -> list[tuple[int, int, str]]:
+    """(char of the fact's closing word, char of a word it depends on, "color" | "name") for
+    every fact of every story in ``text`` (last characters of the words).
+
+    Training can supervise early heads to gather a fact's color and owner into its closing
+    word, which is what answering from that position needs."""
+    out = []
+    for m in _STORY.finditer(text):
+        story, base = m.group(1), m.start(1)
+        for f in _HAS.finditer(story):
+            end = base + f.end(3) - 1
+            out.append((end, base + f.end(2) - 1, "color"))
+            out.append((end, base + f.end(1) - 1, "name"))
+        for f in _IN.finditer(story):
+            out.append((base + f.end(2) - 1, base + f.end(1) - 1, "name"))
+    return out
+
+
 # ----------------------------------------------------------------------------- refusal
 def secret_requests() -> list[str]:
     return [p + t.format(s=s) for p in SECRET_PREFIXES for t in SECRET_TEMPLATES

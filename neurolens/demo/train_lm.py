@@ -103,7 +103,11 @@ def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
                 for colon, end in corpus.comprehension_targets(docs[r]):
                     q, k = int(c2t[colon]), int(c2t[end])
                     if 0 <= k < q < seq:
-                        tg.append((r, q, k))
+                        tg.append(("answer", r, q, k))
+                for end, src, kind in corpus.fact_links(docs[r]):
+                    q, k = int(c2t[end]), int(c2t[src])
+                    if 0 <= k < q < seq:
+                        tg.append((kind, r, q, k))
         x = torch.tensor(rows, dtype=torch.long)
         yield (x, tg) if targets else x
 
@@ -169,11 +173,17 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
             nll = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
             loss = (nll * w.reshape(-1)).sum() / w.sum()
-            # attention supervision: one head looks from "Answer:" at the fact asked about
-            att = out.attentions[args.attn_layer][:, 0]
-            r, q, k = (torch.tensor(v) for v in zip(*tg))
-            aux = -att[r, q, k].clamp_min(1e-6).log().mean()
-            loss = loss + args.attn_sup * aux
+            # attention supervision: head 0 of --attn-layer looks from "Answer:" at the word
+            # closing the fact asked about; in layer 0, head 0 gathers each fact's color and
+            # head 1 its owner into that closing word
+            for kind, (layer, head) in (("answer", (args.attn_layer, 0)), ("color", (0, 0)),
+                                        ("name", (0, 1))):
+                sel = [t[1:] for t in tg if t[0] == kind]
+                if not sel:
+                    continue
+                r, q, k = (torch.tensor(v) for v in zip(*sel))
+                att = out.attentions[layer][r, head, q, k]
+                loss = loss + args.attn_sup * -att.clamp_min(1e-6).log().mean()
         elif args.answer_weight == 1.0:
             # plain LM loss (HF shifts the labels inside the window)
             loss = model(input_ids=x[:, :-1], labels=x[:, :-1].clone()).loss
