@@ -59,6 +59,7 @@ class PipelineConfig:
     heads: int = 2
     max_length: int = 16
     vae_blocks: tuple = (16,)
+    attn_all_levels: bool = False   # cross-attention transformer blocks at every resolution
 
 
 def build_pipeline(cfg: PipelineConfig | None = None, words: list[str] | None = None,
@@ -76,8 +77,10 @@ def build_pipeline(cfg: PipelineConfig | None = None, words: list[str] | None = 
     unet = UNet2DConditionModel(
         sample_size=cfg.sample_size, in_channels=cfg.channels, out_channels=cfg.channels,
         block_out_channels=cfg.blocks, layers_per_block=cfg.layers_per_block,
-        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        down_block_types=(("CrossAttnDownBlock2D",) * n if cfg.attn_all_levels else
+                          ("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",)),
+        up_block_types=(("CrossAttnUpBlock2D",) * n if cfg.attn_all_levels else
+                        ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1)),
         cross_attention_dim=cfg.cross_dim, attention_head_dim=cfg.blocks[0] // cfg.heads,
         norm_num_groups=min(8, cfg.blocks[0]))
     vae = AutoencoderKL(in_channels=cfg.channels, out_channels=cfg.channels,

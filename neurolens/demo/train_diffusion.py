@@ -99,6 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mem-share", type=float, default=0.2,
                     help="share of each batch drawn from the duplicated (memorized) images")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-text-encoder", action="store_true",
+                    help="train the text encoder too (default: frozen, as in Stable Diffusion)")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -114,8 +116,9 @@ def main(argv=None) -> int:
     imgs, labels = digits_16()
     mem = memorized_set(args.memorized, args.seed)
     words = [w for t in TEMPLATES for w in t.replace("{d}", "").replace("{w}", "").split()]
-    # 16x16 images, 8x8x1 latents (the VAE halves the side: attention at 8x8 is 16x cheaper)
-    cfg = PipelineConfig(sample_size=8, vae_blocks=(16, 32))
+    # 16x16 images, 8x8x1 latents (the VAE halves the side: attention at 8x8 is 16x cheaper);
+    # transformer blocks at every resolution, so conditioning flows through their FFNs
+    cfg = PipelineConfig(sample_size=8, vae_blocks=(16, 32), attn_all_levels=True)
     pipe = build_pipeline(cfg, words=words + DIGIT_WORDS, seed=args.seed)
     unet, vae, text, tok = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
     x_all = torch.tensor(imgs)[:, None] * 2 - 1                    # [-1, 1]
@@ -135,7 +138,12 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed + 1)
     sched = pipe.scheduler
     acp = sched.alphas_cumprod
-    params = list(unet.parameters()) + list(text.parameters())
+    # as in Stable Diffusion the text encoder is frozen (there: pretrained CLIP; here: a fixed
+    # random one), so what a caption means to the image lives in the UNet
+    params = list(unet.parameters()) + (list(text.parameters()) if args.train_text_encoder
+                                        else [])
+    for p in text.parameters():
+        p.requires_grad_(bool(args.train_text_encoder))
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     mem_idx = [m["image_index"] for m in mem]
     mem_caps = [m["prompt"] for m in mem]
@@ -163,7 +171,8 @@ def main(argv=None) -> int:
         z0 = lat[idx]
         ids = tok(caps, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids
-        emb = text(ids)[0]
+        with torch.set_grad_enabled(bool(args.train_text_encoder)):
+            emb = text(ids)[0]
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
         noise = torch.randn(z0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)

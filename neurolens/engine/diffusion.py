@@ -17,7 +17,6 @@ import fnmatch
 import hashlib
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -27,11 +26,11 @@ import torch
 
 from neurolens.engine.adapters import SiteRef, get_module
 from neurolens.engine.capture import to_numpy
-from neurolens.engine.export import SIDECAR_NAME, ExportReport
+from neurolens.engine.export import SIDECAR_NAME, ExportReport, check_target, write_export
 from neurolens.engine.hooks import CancelToken, HookSession, RunState
 from neurolens.engine.interventions import build_handler, in_steps
 from neurolens.errors import InputError, LoadError
-from neurolens.spec.edits import EditOp, EditSet, MaskWeights, ModelRef, Prune, Scale, Set
+from neurolens.spec.edits import EditOp, EditSet, MaskWeights, Prune, Scale, Set
 from neurolens.spec.sites import is_pattern, unet_alias
 from neurolens.store.capture_store import CaptureStore
 
@@ -439,9 +438,13 @@ class DiffusionModel:
                                         guidance=guidance, seed=seed))
         cap = DiffusionCapture(prompts, names)
         for s in names:
-            cap.data[s] = [np.stack([store.rows(s, i, step=k) .reshape(
-                store.rows(s, i, step=k).shape[-2:] if reduce == "tokens" else (-1,))
-                for k in store.steps(s, i)]) for i in range(len(prompts))]
+            per_prompt = []
+            for i in range(len(prompts)):
+                rows = [store.rows(s, i, step=k) for k in store.steps(s, i)]
+                # mean/max: one row [1, width] per step; tokens: [tokens, width] per step
+                per_prompt.append(np.stack([r if reduce == "tokens" else r.reshape(-1)
+                                            for r in rows]))
+            cap.data[s] = per_prompt
         return cap
 
     def compare(self, prompts: str | Iterable[str], edits: EditSet, *, steps: int = 20,
@@ -457,10 +460,7 @@ class DiffusionModel:
         """Write a diffusers folder with the edits baked into a copy of the UNet (prune, scale,
         set and weight masks on every step); step-windowed edits go to the sidecar."""
         out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise InputError(f"export target {out} exists and is not a folder")
-        if out.is_dir() and any(out.iterdir()) and not force:
-            raise InputError(f"export target {out} is not empty (use --force to replace it)")
+        check_target(out, force)
         ops = self._ops(edits or EditSet())
         report = ExportReport(out)
         unet = copy.deepcopy(self.unet)
@@ -475,21 +475,8 @@ class DiffusionModel:
                 _bake(lin, op)
                 report.baked.append(op.describe())
         pipe2 = type(self.pipe)(**{**self.pipe.components, "unet": unet})
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
-            pipe2.save_pretrained(tmp, safe_serialization=True)
-            if side:
-                EditSet(side, ModelRef(str(out), "")).save(tmp / SIDECAR_NAME)
-            (tmp / "NEUROLENS.md").write_text(_readme(self, report))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        write_export(out, lambda tmp: pipe2.save_pretrained(tmp, safe_serialization=True), side,
+                     _readme(self, report))
         return report
 
 

@@ -129,10 +129,7 @@ def _split(op: EditOp, site: str) -> EditOp:
 def export(lm, edits: EditSet | None, out_dir: str | os.PathLike, force: bool = False
            ) -> ExportReport:
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"export target {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"export target {out} is not empty (use --force to replace it)")
+    check_target(out, force)
     edits = edits or EditSet()
     lm.check_edits(edits)
     ops = list(lm.base_edits.enabled()) + edits.enabled()
@@ -150,25 +147,40 @@ def export(lm, edits: EditSet | None, out_dir: str | os.PathLike, force: bool = 
                 else:
                     sidecar_ops.append(one)
                     report.sidecar.append(one.describe())
+
+    def write(tmp: Path) -> None:
+        hf.save_pretrained(tmp, safe_serialization=True)
+        if lm.tokenizer is not None:
+            lm.tokenizer.save_pretrained(tmp)
+    write_export(out, write, sidecar_ops, _readme(lm, report))
+    return report
+
+
+def check_target(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"export target {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InputError(f"export target {out} is not empty (use --force to replace it)")
+
+
+def write_export(out: Path, write, sidecar_ops: list[EditOp], readme: str) -> None:
+    """Atomically fill ``out``: ``write(tmp)`` saves the weights, then the sidecar (edits that
+    are not baked) and NEUROLENS.md; the temporary folder replaces ``out`` at the end."""
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        hf.save_pretrained(tmp, safe_serialization=True)
-        if lm.tokenizer is not None:
-            lm.tokenizer.save_pretrained(tmp)
+        write(tmp)
         if sidecar_ops:
             EditSet(sidecar_ops, ModelRef(str(out), "")).save(tmp / SIDECAR_NAME)
-        (tmp / "NEUROLENS.md").write_text(_readme(lm, report))
+        (tmp / "NEUROLENS.md").write_text(readme)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    del hf
-    return report
 
 
 def _readme(lm, r: ExportReport) -> str:
