@@ -308,10 +308,19 @@ def cmd_reproduce(args) -> int:
         result = mem.reproduce(dm, log=log)
         images = result.pop("_images")
         if args.image:
-            n = len(images["before"])
-            rows = [list(images["before"][i::8]) for i in range(min(n, 8))][:2]
-            rows += [list(images["after"][i::8]) for i in range(min(n, 8))][:2]
+            from neurolens.demo.train_diffusion import digits_16
+            from neurolens.evals.memorization import load_sets
+            train, _ = digits_16()
+            mem_rows, _ = load_sets()
+            n_seeds = 3   # memorized_similarity's seeds: take seed 0 of each prompt
+            rows = [[train[r["image_index"]][..., None] for r in mem_rows],
+                    list(images["memorized_before"][::n_seeds]),
+                    list(images["memorized_after"][::n_seeds]),
+                    list(images["before"][::8]), list(images["after"][::8])]
             result["image"] = _save_grid(rows, args.image)
+            result["image_rows"] = ["memorized training images", "memorized prompts before",
+                                    "memorized prompts after", "ordinary digits 0-9 before",
+                                    "ordinary digits 0-9 after"]
         if args.json:
             print(json.dumps(result, indent=2))
         else:

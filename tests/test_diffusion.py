@@ -274,3 +274,23 @@ def test_cli_info_run_capture_compare_export(tiny_pipeline_dir, tmp_path, capsys
     nl.EditSet([nl.TopK(site, 0.1)]).save(tmp_path / "bad.json")
     assert main(["run", "-m", m, "--prompt", "x", "--edits", str(tmp_path / "bad.json")]) == 2
     assert "language models" in capsys.readouterr().err
+
+
+def test_reproduce_memorization_protocol_runs_end_to_end(dm, monkeypatch):
+    """The protocol on the random tiny pipeline: structure and bookkeeping, not the effect."""
+    from neurolens.evals import memorization as ev
+    mem = [{"prompt": f"exhibit {100 + i}", "image_index": i, "digit": i % 10,
+            "split": "A" if i < 2 else "B"} for i in range(4)]
+    ordi = [{"prompt": f"a handwritten digit {d}", "digit": d, "split": "eval"}
+            for d in range(3)] + [{"prompt": f"a digit {d}", "digit": d, "split": "probe"}
+                                  for d in range(3)]
+    monkeypatch.setattr(ev, "load_sets", lambda folder=None: (mem, ordi))
+    r = ev.reproduce(dm, steps=3, tau=2, sweep=(0.01, 0.1), log=lambda m: None)
+    assert [w["rho"] for w in r["sweep"]] == [0.01, 0.1]
+    assert r["sweep"][1]["weights_deleted"] > r["sweep"][0]["weights_deleted"] > 0
+    assert len(r["memorized_similarity"]["per_prompt_before"]) == 4
+    assert 0 <= r["mask_iou_A_B"] <= 1
+    assert r["_images"]["after"].shape == (3 * 8, 16, 16, 1)
+    assert set(r["targets_met"]) == {"similarity_halved", "accuracy_within_10pct"}
+    text = ev.format_table({k: v for k, v in r.items() if k != "_images"})
+    assert "rho sweep" in text and "IoU" in text

@@ -61,12 +61,16 @@ class DigitClassifier:
 
 
 def memorized_similarity(dm, rows: list[dict], edits=None, seeds=(0, 1, 2), steps=20,
-                         guidance=3.0) -> list[float]:
+                         guidance=3.0, images: list | None = None) -> list[float]:
+    """Mean correlation of each prompt's generations (one per seed) with its training image;
+    ``images`` (a list) receives the generations."""
     from neurolens.demo.train_diffusion import digits_16
     imgs, _ = digits_16()
     prompts = [r["prompt"] for r in rows for _ in seeds]
     sd = [1000 * s + i for i, r in enumerate(rows) for s in seeds]
     out = dm.generate(prompts, edits=edits, steps=steps, guidance=guidance, seed=sd).images
+    if images is not None:
+        images.append(out)
     sims = []
     for i, r in enumerate(rows):
         g = out[i * len(seeds):(i + 1) * len(seeds), ..., 0]
@@ -89,8 +93,16 @@ def ordinary_quality(dm, rows: list[dict], clf: DigitClassifier, edits=None, n_s
     return {"accuracy": acc, "diversity": float(np.mean(div)), "images": out}
 
 
+RHO_SWEEP = (0.01, 0.02, 0.05, 0.1)
+
+
+def _masks_edit(dm, masks: dict) -> "object":
+    from neurolens.spec.edits import EditSet, MaskWeights
+    return EditSet([MaskWeights(s, m.astype(np.uint8)) for s, m in masks.items() if m.any()])
+
+
 def reproduce(dm, *, steps: int = 20, guidance: float = 3.0, rho: float = mz.RHO,
-              tau: int = mz.TAU, log=print) -> dict:
+              tau: int = mz.TAU, sweep=RHO_SWEEP, log=print) -> dict:
     t0 = time.perf_counter()
     mem, ordi = load_sets()
     ordinary = [r for r in ordi if r["split"] == "eval"]
@@ -98,50 +110,78 @@ def reproduce(dm, *, steps: int = 20, guidance: float = 3.0, rho: float = mz.RHO
     set_a = [r for r in mem if r["split"] == "A"]
     set_b = [r for r in mem if r["split"] == "B"]
     clf = DigitClassifier.fit()
+    kw = {"steps": steps, "guidance": guidance}
     log(f"baseline: {len(mem)} memorized prompts, {len(ordinary)} ordinary prompts")
-    sim0 = memorized_similarity(dm, mem, steps=steps, guidance=guidance)
-    q0 = ordinary_quality(dm, ordinary, clf, steps=steps, guidance=guidance)
-    log("fitting masks on memorized subset A, then subset B (same base set)")
-    res_a = mz.find_subspace(dm, [r["prompt"] for r in set_a], base_prompts, rho=rho, tau=tau,
-                             steps=steps, guidance=guidance)
-    res_b = mz.find_subspace(dm, [r["prompt"] for r in set_b], base_prompts, rho=rho, tau=tau,
-                             steps=steps, guidance=guidance, base_norms=res_a.base_norms)
-    res_all = mz.find_subspace(dm, [r["prompt"] for r in mem], base_prompts, rho=rho, tau=tau,
-                               steps=steps, guidance=guidance, base_norms=res_a.base_norms)
-    iou = mz.iou(res_a.masks, res_b.masks)
-    log(f"mask IoU(A, B) = {iou:.3f}; editing with the mask of all memorized prompts")
-    sim1 = memorized_similarity(dm, mem, edits=res_all.edits, steps=steps, guidance=guidance)
-    q1 = ordinary_quality(dm, ordinary, clf, edits=res_all.edits, steps=steps,
-                          guidance=guidance)
-    # transfer: the mask of A alone on the prompts of B (the shared-subspace claim)
-    sim_b_by_a = memorized_similarity(dm, set_b, edits=res_a.edits, steps=steps,
-                                      guidance=guidance)
+    mem_img0: list = []
+    sim0 = memorized_similarity(dm, mem, images=mem_img0, **kw)
+    q0 = ordinary_quality(dm, ordinary, clf, **kw)
+    log(f"column norms (first {tau} steps): base set, memorized subsets A and B, all memorized")
+    nb = mz.column_norms(dm, base_prompts, tau=tau, seed=10_000, **kw)
+    na = mz.column_norms(dm, [r["prompt"] for r in set_a], tau=tau, **kw)
+    nbb = mz.column_norms(dm, [r["prompt"] for r in set_b], tau=tau, **kw)
+    nall = mz.column_norms(dm, [r["prompt"] for r in mem], tau=tau, **kw)
+    m0, acc0 = float(np.mean(sim0)), q0["accuracy"]
+    rows = []
+    images_after = mem_after = None
+    for r_ in sorted(set(sweep) | {rho}):
+        masks = mz.masks_from_norms(dm, nall, nb, rho=r_, tau=tau)
+        edits = _masks_edit(dm, masks)
+        mem_img1: list = []
+        sim1 = memorized_similarity(dm, mem, edits=edits, images=mem_img1, **kw)
+        q1 = ordinary_quality(dm, ordinary, clf, edits=edits, **kw)
+        ma, mb = (mz.masks_from_norms(dm, n, nb, rho=r_, tau=tau) for n in (na, nbb))
+        sim_b = memorized_similarity(dm, set_b, edits=_masks_edit(dm, ma), **kw)
+        n_del = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.size for m in masks.values())
+        row = {"rho": r_, "weights_deleted": n_del, "fraction": round(n_del / total, 5),
+               "similarity_after": round(float(np.mean(sim1)), 4),
+               "similarity_ratio": round(float(np.mean(sim1)) / m0 if m0 else 0.0, 4),
+               "accuracy_after": round(q1["accuracy"], 4),
+               "accuracy_ratio": round(q1["accuracy"] / acc0 if acc0 else 0.0, 4),
+               "diversity_after": round(q1["diversity"], 4),
+               "iou_A_B": round(mz.iou(ma, mb), 4),
+               "transfer_A_to_B_after": round(float(np.mean(sim_b)), 4),
+               "per_prompt_after": [round(x, 3) for x in sim1],
+               "per_site": {dm.aliases()[s]: int(m.sum()) for s, m in masks.items()}}
+        row["meets_targets"] = (row["similarity_ratio"] <= TARGETS["similarity_ratio_max"]
+                                and row["accuracy_ratio"] >= TARGETS["accuracy_ratio_min"])
+        log(f"rho {r_:.0%}: {n_del} weights ({row['fraction']:.2%}); memorized similarity "
+            f"{m0:.3f} -> {row['similarity_after']:.3f}; accuracy {acc0:.2f} -> "
+            f"{row['accuracy_after']:.2f}; IoU(A, B) {row['iou_A_B']:.3f}")
+        rows.append(row)
+        if abs(r_ - rho) < 1e-12:
+            images_after = q1["images"]
+            mem_after = mem_img1[0]
+    head = next(r_ for r_ in rows if abs(r_["rho"] - rho) < 1e-12)
     sim_b0 = [s for s, r in zip(sim0, mem) if r["split"] == "B"]
-    m0, m1 = float(np.mean(sim0)), float(np.mean(sim1))
     result = {
         "experiment": "memorization", "model": dm.name_or_path, "steps": steps,
         "guidance": guidance, "rho": rho, "tau": tau,
-        "memorized_similarity": {"before": round(m0, 4), "after": round(m1, 4),
-                                 "ratio": round(m1 / m0 if m0 else 0.0, 4),
+        "memorized_similarity": {"before": round(m0, 4), "after": head["similarity_after"],
+                                 "ratio": head["similarity_ratio"],
                                  "per_prompt_before": [round(s, 3) for s in sim0],
-                                 "per_prompt_after": [round(s, 3) for s in sim1]},
-        "ordinary": {"accuracy_before": round(q0["accuracy"], 4),
-                     "accuracy_after": round(q1["accuracy"], 4),
-                     "accuracy_ratio": round(q1["accuracy"] / q0["accuracy"]
-                                             if q0["accuracy"] else 0.0, 4),
+                                 "per_prompt_after": head["per_prompt_after"]},
+        "ordinary": {"accuracy_before": round(acc0, 4),
+                     "accuracy_after": head["accuracy_after"],
+                     "accuracy_ratio": head["accuracy_ratio"],
                      "diversity_before": round(q0["diversity"], 4),
-                     "diversity_after": round(q1["diversity"], 4)},
-        "mask": res_all.report,
-        "mask_iou_A_B": round(iou, 4),
+                     "diversity_after": head["diversity_after"]},
+        "mask": {"weights_deleted": head["weights_deleted"], "fraction": head["fraction"],
+                 "ffn_out_weights": sum(dm.resolve(s).module.weight.numel()
+                                        for s in dm.sites()),
+                 "per_site": head["per_site"]},
+        "mask_iou_A_B": head["iou_A_B"],
         "transfer_A_to_B": {"before": round(float(np.mean(sim_b0)), 4),
-                            "after": round(float(np.mean(sim_b_by_a)), 4)},
+                            "after": head["transfer_A_to_B_after"]},
+        "sweep": rows,
         "paper": PAPER, "targets": TARGETS, "seconds": round(time.perf_counter() - t0, 1),
     }
     result["targets_met"] = {
-        "similarity_halved": result["memorized_similarity"]["ratio"] <= 0.5,
-        "accuracy_within_10pct": result["ordinary"]["accuracy_ratio"] >= 0.9,
+        "similarity_halved": head["similarity_ratio"] <= TARGETS["similarity_ratio_max"],
+        "accuracy_within_10pct": head["accuracy_ratio"] >= TARGETS["accuracy_ratio_min"],
     }
-    result["_images"] = {"before": q0["images"], "after": q1["images"]}
+    result["_images"] = {"before": q0["images"], "after": images_after,
+                         "memorized_before": mem_img0[0], "memorized_after": mem_after}
     return result
 
 
@@ -163,5 +203,13 @@ def format_table(r: dict) -> str:
              f"mask of A applied to B's prompts: similarity {r['transfer_A_to_B']['before']:.3f}"
              f" -> {r['transfer_A_to_B']['after']:.3f}",
              "targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}"
-                                     for k, v in r["targets_met"].items())]
+                                     for k, v in r["targets_met"].items()),
+             "", "rho sweep (same masks procedure, tau fixed):",
+             f"{'rho':>6s} {'deleted':>9s} {'mem. sim.':>10s} {'relative':>9s} "
+             f"{'accuracy':>9s} {'relative':>9s} {'IoU(A,B)':>9s} {'targets':>8s}"]
+    for w in r.get("sweep", []):
+        lines.append(f"{w['rho']:6.0%} {w['fraction']:9.2%} {w['similarity_after']:10.3f} "
+                     f"{w['similarity_ratio']:9.3f} {w['accuracy_after']:9.3f} "
+                     f"{w['accuracy_ratio']:9.3f} {w['iou_A_B']:9.3f} "
+                     f"{'met' if w['meets_targets'] else '-':>8s}")
     return "\n".join(lines)
