@@ -1,10 +1,14 @@
 """Make the README screenshots with the app itself (offscreen), driving it like a user.
 
     python packaging/readme_shots.py docs/ [MODEL]
+    python packaging/readme_shots.py --diffusion docs/diffusion.png [PIPELINE] [RHO_PERCENT]
 
 1. main.png     the demo model after running prompt sets: heatmaps, key space, inspector
 2. compare.png  a pruned neuron set, compared with the baseline on the same prompts
 3. methods.png  Key Space Detection fitted on the arithmetic set, cube members ringed
+4. diffusion    the demo diffusion pipeline: memorization subspace fitted in the Methods panel
+                (memorized vs the ordinary probe prompts), then Compare: the image grid shows
+                baseline | edited | difference rows for the same seeds
 """
 
 from __future__ import annotations
@@ -17,24 +21,20 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-def main(out_dir: str, model: str | None = None) -> int:
+def _window():
+    """A fresh window (scratch autosave) and a ``wait(condition)`` that pumps the event loop."""
     import tempfile
-
-    import numpy as np
-    from PySide6.QtWidgets import QApplication
 
     from neurolens.gui.app import _app
     from neurolens.gui.main_window import MainWindow
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    app: QApplication = _app()
+    app = _app()
     w = MainWindow(autosave_path=os.path.join(tempfile.mkdtemp(), "autosave.json"))
     w.setWindowIcon(app.windowIcon())
     w.resize(1600, 960)
     w.show()
 
-    def wait(cond, timeout=300.0):
+    def wait(cond, timeout=600.0):
         t0 = time.monotonic()
         while not cond():
             app.processEvents()
@@ -44,6 +44,44 @@ def main(out_dir: str, model: str | None = None) -> int:
         for _ in range(20):
             app.processEvents()
             time.sleep(0.01)
+    return w, wait
+
+
+def diffusion(out_png: str, model: str | None = None, rho_percent: float = 1.0) -> int:
+    from neurolens.resources import DEMO_DIFFUSION, model_path
+
+    w, wait = _window()
+    w.open_model(model or str(model_path(DEMO_DIFFUSION)))
+    wait(lambda: w.model_info is not None)
+    w.load_shipped_set("diffusion_memorized", 6, split=None, set_name="memorized")
+    w.load_shipped_set("diffusion_ordinary", 6, split="eval", set_name="ordinary")
+    w.load_shipped_set("diffusion_ordinary", 20, split="probe", set_name="base")
+    mp = w.methods_panel
+    mp.set_names(w.set_names())
+    mp.method.setCurrentText("Memorization subspace")
+    mp.mz_target.setCurrentText("memorized")
+    mp.mz_base.setCurrentText("base")
+    mp.mz_rho.setValue(rho_percent)
+    w.right_tabs.setCurrentWidget(mp)
+    mp.fit_btn.click()
+    wait(lambda: w.method_result is not None)
+    w.prompts = [p for p in w.prompts if p[0] != "base"]   # compare memorized + ordinary only
+    w._fill_prompt_table()
+    w.compare()
+    wait(lambda: w.compare_result is not None)
+    wait(lambda: len(w.scatter.points) == len(w.prompts) and not w._umap_pending)
+    ok = w.grab().save(out_png)
+    w.close()
+    print(f"{out_png}: {w.status.text()}")
+    return 0 if ok else 1
+
+
+def main(out_dir: str, model: str | None = None) -> int:
+    import numpy as np
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    w, wait = _window()
 
     w.open_model(model)
     wait(lambda: w.model_info is not None)
@@ -94,5 +132,10 @@ def main(out_dir: str, model: str | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--diffusion":
+        a = sys.argv[2:]
+        raise SystemExit(diffusion(a[0] if a else "docs/diffusion.png",
+                                   a[1] if len(a) > 1 else None,
+                                   float(a[2]) if len(a) > 2 else 1.0))
     raise SystemExit(main(sys.argv[1] if len(sys.argv) > 1 else "docs",
                           sys.argv[2] if len(sys.argv) > 2 else None))

@@ -1100,6 +1100,7 @@ class MainWindow(QMainWindow):
             self._set_busy(False, f"compared in {result['seconds']:.2f}s: {n} of "
                                   f"{len(result['mean_abs_diff'])} images changed")
             self.refresh(force=True)
+            self.update_scatter()
             return
         self.last_outputs = {"outputs": [it["edit_text"] for it in result["items"]]}
         self.progress_bar.setValue(self.progress_bar.maximum())

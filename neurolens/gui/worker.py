@@ -428,7 +428,10 @@ class _ProjectionTask(QRunnable):
             pts = pca_2d(self.x) if self.method == "pca" else umap_2d(self.x)
         except Exception as e:  # noqa: BLE001
             pts = e
-        self.sig.done.emit(self.rid, self.method, pts)
+        try:
+            self.sig.done.emit(self.rid, self.method, pts)
+        except RuntimeError:   # the window closed while UMAP was running: nobody to tell
+            pass
 
 
 class Projector(QObject):

@@ -60,6 +60,9 @@ class ImageGrid(QWidget):
         else:
             img = QImage(np.ascontiguousarray(g).data, w, h, 3 * w, QImage.Format.Format_RGB888)
         side = rows[0].shape[1]
+        n_cols = max(len(r) for r in rows)
+        avail = max(200, self.width() - 24)          # fit the row into the visible width
+        cell = max(24, min(cell, avail // max(1, n_cols)))
         scale = max(1, cell // max(1, side))
         pix = QPixmap.fromImage(img.copy()).scaled(
             w * scale, h * scale, Qt.AspectRatioMode.KeepAspectRatio,
