@@ -60,6 +60,7 @@ class PipelineConfig:
     max_length: int = 16
     vae_blocks: tuple = (16,)
     attn_all_levels: bool = False   # cross-attention transformer blocks at every resolution
+    transformer_layers: int = 1     # transformer layers (each with an FFN) per attention block
 
 
 def build_pipeline(cfg: PipelineConfig | None = None, words: list[str] | None = None,
@@ -82,6 +83,7 @@ def build_pipeline(cfg: PipelineConfig | None = None, words: list[str] | None = 
         up_block_types=(("CrossAttnUpBlock2D",) * n if cfg.attn_all_levels else
                         ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1)),
         cross_attention_dim=cfg.cross_dim, attention_head_dim=cfg.blocks[0] // cfg.heads,
+        transformer_layers_per_block=cfg.transformer_layers,
         norm_num_groups=min(8, cfg.blocks[0]))
     vae = AutoencoderKL(in_channels=cfg.channels, out_channels=cfg.channels,
                         down_block_types=("DownEncoderBlock2D",) * len(cfg.vae_blocks),

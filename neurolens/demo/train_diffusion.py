@@ -101,6 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-text-encoder", action="store_true",
                     help="train the text encoder too (default: frozen, as in Stable Diffusion)")
+    ap.add_argument("--transformer-layers", type=int, default=1,
+                    help="transformer layers (each with an FFN) per UNet attention block")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -118,7 +120,8 @@ def main(argv=None) -> int:
     words = [w for t in TEMPLATES for w in t.replace("{d}", "").replace("{w}", "").split()]
     # 16x16 images, 8x8x1 latents (the VAE halves the side: attention at 8x8 is 16x cheaper);
     # transformer blocks at every resolution, so conditioning flows through their FFNs
-    cfg = PipelineConfig(sample_size=8, vae_blocks=(16, 32), attn_all_levels=True)
+    cfg = PipelineConfig(sample_size=8, vae_blocks=(16, 32), attn_all_levels=True,
+                         transformer_layers=args.transformer_layers)
     pipe = build_pipeline(cfg, words=words + DIGIT_WORDS, seed=args.seed)
     unet, vae, text, tok = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
     x_all = torch.tensor(imgs)[:, None] * 2 - 1                    # [-1, 1]
