@@ -100,25 +100,19 @@ def _is_diffusion(model) -> bool:
 
 def _save_grid(rows: list, path: str) -> str:
     """Save image rows (each a list of [H, W, C] arrays in 0..1) as one PNG grid."""
-    import numpy as np
     from PIL import Image
+
+    from neurolens.engine.diffusion import image_grid
 
     p = Path(path)
     if p.suffix.lower() != ".png":
         raise InputError(f"--image must end in .png, got {path}")
     if p.parent and not p.parent.exists():
         raise InputError(f"folder {p.parent} does not exist")
-    pad = 2
     h, w = rows[0][0].shape[:2]
-    n_cols = max(len(r) for r in rows)
-    grid = np.ones(((h + pad) * len(rows) + pad, (w + pad) * n_cols + pad), dtype=np.float32)
-    for i, r in enumerate(rows):
-        for j, im in enumerate(r):
-            g = im[..., 0] if im.ndim == 3 and im.shape[-1] == 1 else im.mean(-1)
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            grid[y:y + h, x:x + w] = g
+    grid = image_grid(rows)
     scale = max(1, 256 // max(h, w))
-    img = Image.fromarray((grid * 255).clip(0, 255).astype("uint8"))
+    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     img.save(p)
     return str(p)

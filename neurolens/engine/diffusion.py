@@ -26,7 +26,8 @@ import torch
 
 from neurolens.engine.adapters import SiteRef, get_module
 from neurolens.engine.capture import to_numpy
-from neurolens.engine.export import SIDECAR_NAME, ExportReport, check_target, write_export
+from neurolens.engine.export import (SIDECAR_NAME, ExportReport, check_target, with_site,
+                                     write_export)
 from neurolens.engine.hooks import CancelToken, HookSession, RunState
 from neurolens.engine.interventions import build_handler, in_steps
 from neurolens.errors import InputError, LoadError
@@ -100,9 +101,19 @@ class DiffusionCapture:
         return list(self.data)
 
 
-def alias_for(path: str) -> str:
-    """``down_blocks.1.attentions.0.transformer_blocks.0`` -> ``down1.a0.t0``."""
-    return unet_alias(path)
+def image_grid(rows, pad: int = 2) -> np.ndarray:
+    """Rows of images (each a sequence of [H, W, C] arrays in 0..1) -> one uint8 canvas
+    [h, w, C] (C = 1 for grayscale, 3 when any image is RGB) on a white background."""
+    h, w = rows[0][0].shape[:2]
+    c = 3 if any(im.shape[-1] == 3 for r in rows for im in r) else 1
+    n = max(len(r) for r in rows)
+    out = np.full(((h + pad) * len(rows) + pad, (w + pad) * n + pad, c), 255, dtype=np.uint8)
+    for i, r in enumerate(rows):
+        for j, im in enumerate(r):
+            im = im if im.shape[-1] == c else np.repeat(im[..., :1], c, axis=-1)
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            out[y:y + h, x:x + w] = (np.clip(im, 0, 1) * 255).astype(np.uint8)
+    return out
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -190,7 +201,7 @@ class DiffusionModel:
             lin_i = max(i for i, m in enumerate(net) if isinstance(m, torch.nn.Linear))
             site = f"unet.{name}{SITE_SUFFIX}"
             self._sites[site] = (f"{name}.ff.net.{lin_i}", net[lin_i].in_features)
-            self._alias[alias_for(name)] = site
+            self._alias[unet_alias(name)] = site
         # data-flow order: down blocks, the mid block, then up blocks
         order = {"down": 0, "mid": 1, "up": 2}
         self._sites = dict(sorted(self._sites.items(), key=lambda kv: (
@@ -284,16 +295,7 @@ class DiffusionModel:
 
     # -- edits -----------------------------------------------------------------------------------
     def _expand(self, op: EditOp) -> list[EditOp]:
-        sites = self.resolve_sites(op.site)
-        out = []
-        for s in sites:
-            if s == op.site:
-                out.append(op)
-            else:
-                c = copy.copy(op)
-                c.site = s
-                out.append(c)
-        return out
+        return [with_site(op, s) for s in self.resolve_sites(op.site)]
 
     def check_edits(self, edits: EditSet | None) -> list[str]:
         if edits is None:
@@ -334,8 +336,13 @@ class DiffusionModel:
         return sess
 
     # -- the denoising loop ---------------------------------------------------------------------
+    @staticmethod
+    def _seed_list(n: int, seed: int | Iterable[int]) -> list[int]:
+        """One seed per prompt: ``seed, seed + 1, ...`` or the given list."""
+        return [seed + i for i in range(n)] if isinstance(seed, int) else list(seed)
+
     def _generators(self, n: int, seed: int | Iterable[int]) -> tuple[list, list[int]]:
-        seeds = [seed + i for i in range(n)] if isinstance(seed, int) else list(seed)
+        seeds = self._seed_list(n, seed)
         if len(seeds) != n:
             raise InputError(f"{len(seeds)} seeds for {n} prompts")
         dev = "cpu" if str(self.device).startswith("mps") else self.device
@@ -416,8 +423,7 @@ class DiffusionModel:
                  steps: int = 20, guidance: float = 3.0, seed: int | Iterable[int] = 0,
                  batch_size: int = 16) -> DiffusionOutput:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        seeds = ([seed + i for i in range(len(prompts))] if isinstance(seed, int)
-                 else list(seed))
+        seeds = self._seed_list(len(prompts), seed)
         outs = []
         for a in range(0, len(prompts), batch_size):
             outs.append(self._drain(self.denoise_events(

@@ -118,7 +118,9 @@ def _bake_one(lm, hf, op: EditOp, site: str) -> bool:
     return True
 
 
-def _split(op: EditOp, site: str) -> EditOp:
+def with_site(op: EditOp, site: str) -> EditOp:
+    """The op itself when it already names ``site``, else a copy acting on ``site`` (one
+    concrete site of a pattern)."""
     if op.site == site:
         return op
     c = copy.copy(op)
@@ -141,7 +143,7 @@ def export(lm, edits: EditSet | None, out_dir: str | os.PathLike, force: bool = 
         for op in ops:
             sites = match_sites(op.site, list(widths)) if is_pattern(op.site) else [op.site]
             for site in sites:
-                one = _split(op, site)
+                one = with_site(op, site)
                 if _bake_one(lm, hf, one, site):
                     report.baked.append(one.describe())
                 else:

@@ -8,19 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
 
-
-def grid_array(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
-    """rows: each [n, H, W, C] in 0..1 -> one uint8 grayscale/RGB canvas [h, w(, 3)]."""
-    h, w = rows[0].shape[1:3]
-    c = 3 if any(r.shape[-1] == 3 for r in rows) else 1
-    n = max(len(r) for r in rows)
-    out = np.full(((h + pad) * len(rows) + pad, (w + pad) * n + pad, c), 255, dtype=np.uint8)
-    for i, r in enumerate(rows):
-        for j, im in enumerate(r):
-            im = im if im.shape[-1] == c else np.repeat(im[..., :1], c, axis=-1)
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            out[y:y + h, x:x + w] = (np.clip(im, 0, 1) * 255).astype(np.uint8)
-    return out
+from neurolens.engine.diffusion import image_grid
 
 
 class ImageGrid(QWidget):
@@ -51,7 +39,7 @@ class ImageGrid(QWidget):
             rows = [r[i:i + wrap] for i in range(0, len(r), wrap)]
         self.rows = rows
         self.caption.setText(caption)
-        g = grid_array(rows)
+        g = image_grid(rows)
         self.canvas = g
         h, w = g.shape[:2]
         if g.shape[-1] == 1:
