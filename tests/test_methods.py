@@ -203,3 +203,25 @@ def test_sparse_decoding_equals_topk_edit():
     dense = _generate_ids(lm, prompt, 12)
     assert "forward" not in lm.hf.model.layers[0].mlp.__dict__   # restored
     assert len(dense) == 12
+
+
+@pytest.mark.parametrize("variant", ["soft", "hard"])
+def test_statistical_topk_kernel_equals_the_formula(variant):
+    """The fast kernel equals the textbook formula (Welford std), in place too; also for
+    non-centred rows (mean 20 x std)."""
+    from neurolens.engine.method_ops import stat_topk
+    g = torch.randn(300, 4096) * 2 + 0.5
+    g[:50] = torch.randn(50, 4096) + 20.0             # rows far from zero mean
+    z = 1.4
+    mean, std = g.mean(-1, keepdim=True), g.std(-1, keepdim=True, unbiased=False)
+    th = mean + std * z
+    torch.testing.assert_close(statistical_topk.threshold(g, 1 - 0.919243340766228), th,
+                               atol=1e-4, rtol=1e-5)
+    want = torch.clamp_min(g - th, 0.0) if variant == "soft" else g * (g > th)
+    clear = (g - th).abs() > 1e-3              # cells not within rounding of the threshold
+    got = statistical_topk.statistical_topk(g, 1 - 0.919243340766228, variant)
+    torch.testing.assert_close(got[clear], want[clear], atol=2e-4, rtol=1e-5)
+    inplace = g.clone()
+    stat_topk(inplace, z, variant, out=inplace)
+    torch.testing.assert_close(inplace[clear], want[clear], atol=2e-4, rtol=1e-5)
+    assert 0.05 < float((want > 0).float().mean()) < 0.12

@@ -175,3 +175,68 @@ def test_positions_in_padded_batch(llama):
     caps = llama.capture(["abcdef", "xy"], [site], edits=e, batch_size=2)[site]
     for c in caps:
         assert c[1, 4] == -3.0 and np.all(c[np.arange(len(c)) != 1, 4] != -3.0)
+
+
+def _reference_post(lm, prompt):
+    """hook_post rows of every layer from plain PyTorch forward-pre-hooks (copies)."""
+    rows, handles = {}, []
+    for layer in range(lm.n_layers):
+        ref = lm.resolve(f"blocks.{layer}.mlp.hook_post")
+
+        def pre(mod, args, layer=layer):
+            rows[layer] = args[0][0].detach().clone().numpy()
+        handles.append(ref.module.register_forward_pre_hook(pre))
+    try:
+        with torch.no_grad():
+            lm.hf(**lm.encode([prompt]))
+    finally:
+        for h in handles:
+            h.remove()
+    return rows
+
+
+@pytest.mark.parametrize("fixture", ["llama", "gpt2"])
+def test_capture_keeps_model_tensors_and_stops_after_last_site(fixture, request):
+    """Captures of linear inputs keep the model's own tensor (no copy) and the forward stops
+    after the last captured site: the rows are still exactly the model's, a later run never
+    changes an earlier capture, and the LM head does not run."""
+    lm = request.getfixturevalue(fixture)
+    lm.sites()                                       # site discovery runs one full forward
+    head_calls = []
+    h = lm.hf.get_output_embeddings().register_forward_hook(lambda *a: head_calls.append(1))
+    try:
+        first = lm.capture(["the cat sat on the mat"], "blocks.*.mlp.hook_post")
+        assert head_calls == []                      # stopped before the LM head
+        ref = _reference_post(lm, "the cat sat on the mat")
+        head_calls.clear()
+        snapshot = {s: first[s][0].copy() for s in first.keys()}
+        lm.capture(["a completely different prompt with more words in it"],
+                   "blocks.*.mlp.hook_post")
+        lm.generate("the dog", max_new_tokens=3)
+    finally:
+        h.remove()
+    for layer in range(lm.n_layers):
+        site = f"blocks.{layer}.mlp.hook_post"
+        np.testing.assert_array_equal(first[site][0], ref[layer])
+        np.testing.assert_array_equal(first[site][0], snapshot[site])
+
+
+def test_capture_of_an_early_site_with_a_later_edit_and_gate(llama):
+    """An edit after the captured site cannot change the capture (early stop is exact); a
+    gate edit keeps the full forward so its abstentions are still computed."""
+    from neurolens.spec.edits import EditSet, Gate, Prune
+    width = llama.sites()["blocks.1.mlp.hook_post"]
+    base = llama.capture(["hello world"], "blocks.0.mlp.hook_post")
+    pruned = llama.capture(["hello world"], "blocks.0.mlp.hook_post",
+                           edits=EditSet([Prune("blocks.1.mlp.hook_post", [0, 1])]))
+    np.testing.assert_array_equal(base["blocks.0.mlp.hook_post"][0],
+                                  pruned["blocks.0.mlp.hook_post"][0])
+    seen = []
+    h = llama.resolve("blocks.1.mlp.hook_post").module.register_forward_pre_hook(
+        lambda *a: seen.append(1))
+    try:
+        gate = Gate("blocks.1.mlp.hook_post", np.zeros(width), np.ones(width), k=1.0, alpha=1.0)
+        llama.capture(["hello world"], "blocks.0.mlp.hook_post", edits=EditSet([gate]))
+    finally:
+        h.remove()
+    assert seen, "a gate edit must run its site even after the last capture"

@@ -21,12 +21,26 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
+_READ_ONLY_CONSUMERS = ("Linear", "Conv1D", "NonDynamicallyQuantizableLinear")
+
+
+def borrowable(ref) -> bool:
+    """True when a site's tensor can be kept without a copy: the input of a (plain) linear
+    projection, whose forward only reads it, with no fused-part slicing."""
+    return (ref.io == "input" and ref.part is None
+            and type(ref.module).__name__ in _READ_ONLY_CONSUMERS)
+
+
 class CaptureHandler:
     def __init__(self, site: str, store: CaptureStore, reduce: str = "tokens",
                  decode: bool = True):
         if reduce not in REDUCTIONS:
             raise InputError(f"unknown reduction '{reduce}' (choose from {', '.join(REDUCTIONS)})")
         self.site, self.store, self.reduce, self.decode = site, store, reduce, decode
+        # borrow=True: the tensor is the input of a projection that only reads it and nothing
+        # writes to it afterwards, so the store may keep the model's own tensor (no copy).
+        # Set by the session planner (see ``borrowable``).
+        self.borrow = False
 
     def __call__(self, x: torch.Tensor, state: RunState):
         if state.phase == "decode":
@@ -43,8 +57,10 @@ class CaptureHandler:
         x = x.detach()
         if self.reduce == "tokens":
             if valid is None:
-                flat = to_numpy(x.reshape(-1, x.shape[-1]).clone() if x.device.type == "cpu"
-                                else x.reshape(-1, x.shape[-1]))
+                rows2d = x.reshape(-1, x.shape[-1])
+                own = self.borrow or rows2d.data_ptr() != x.data_ptr()   # reshape copied
+                flat = to_numpy(rows2d.clone() if x.device.type == "cpu" and not own
+                                else rows2d)
                 lens = [x.shape[1]] * x.shape[0]
             else:
                 flat = to_numpy(x[valid])  # boolean gather: the one copy

@@ -48,6 +48,9 @@ class RunState:
     step: int | None = None                       # diffusion denoising step
     phase: str = "prefill"                        # "prefill" | "decode"
     extra: dict = field(default_factory=dict)     # per-run scratch for stateful ops (gate)
+    # hooks with read handlers not yet run in this forward; when set and it empties, the
+    # forward stops (StopForward): nothing downstream of the last captured site is computed
+    pending_reads: set | None = None
     _valid_key: tuple | None = field(default=None, repr=False)
     _valid_val: torch.Tensor | None = field(default=None, repr=False)
 
@@ -74,6 +77,10 @@ class RunState:
 Handler = Callable[[torch.Tensor, RunState], torch.Tensor | None]
 
 
+class StopForward(Exception):
+    """Raised by a hook once every read handler of the forward has run (early stop)."""
+
+
 def _as3d(x: torch.Tensor, state: RunState) -> tuple[torch.Tensor, bool]:
     if x.ndim == 3:
         return x, False
@@ -90,9 +97,11 @@ class _ModuleHook:
     def __init__(self, state: RunState):
         self.state = state
         self.by_part: dict[tuple[int, int] | None, list[tuple[str, Handler]]] = {}
+        self.reads = False
 
     def add(self, part, handler: Handler, editing: bool) -> None:
         self.by_part.setdefault(part, []).append(("edit" if editing else "read", handler))
+        self.reads = self.reads or not editing
 
     def _apply(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -116,6 +125,11 @@ class _ModuleHook:
                         view = out
                     else:
                         view.copy_(out)
+        pending = self.state.pending_reads
+        if pending is not None and self.reads:
+            pending.discard(id(self))
+            if not pending:
+                raise StopForward
         if flat:
             return x3.reshape(x.shape)
         return x3
@@ -183,6 +197,10 @@ class HookSession:
             self.remove()
             raise
         return self
+
+    def read_hooks(self) -> set:
+        """Ids of the module hooks that carry read handlers (see RunState.pending_reads)."""
+        return {id(mh) for _, _, mh in self._order if mh.reads}
 
     def remove(self) -> None:
         while self._handles:

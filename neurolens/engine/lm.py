@@ -10,8 +10,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from neurolens.engine.adapters import Adapter, SiteRef, adapter_for
-from neurolens.engine.capture import CaptureHandler
+from neurolens.engine.adapters import Adapter, SiteRef, adapter_for, get_module
+from neurolens.engine.capture import CaptureHandler, borrowable
 from neurolens.engine.hooks import CancelToken, HookSession, RunState
 from neurolens.engine.interventions import build_handler
 from neurolens.engine.runner import (BatchDone, Cancelled, Failed, Finished, GenerationOutput,
@@ -270,6 +270,19 @@ class LanguageModel:
             ops += edits.enabled()
         return ops
 
+    def _modules_run_once(self) -> bool:
+        """True when every transformer block is its own module (no weight-shared layers that run
+        again later in the forward), so a forward may stop after its last captured site."""
+        cached = getattr(self, "_run_once", None)
+        if cached is None:
+            try:
+                layers = get_module(self.hf, self.adapter.layers_path)
+                cached = len({id(m) for m in layers}) == len(layers) > 0
+            except Exception:  # noqa: BLE001 - unknown layout: never stop early
+                cached = False
+            self._run_once = cached
+        return cached
+
     def session_factory(self, edits: EditSet | None = None, captures: dict | None = None,
                         ctx: dict | None = None):
         """Return ``state -> HookSession`` with edit handlers then capture handlers."""
@@ -284,7 +297,10 @@ class LanguageModel:
                 ref = self.resolve(s)
                 planned.append((ref, build_handler(op, ref, ctx), True))
         for s, handler in (captures or {}).items():
-            planned.append((self.resolve(s), handler, False))
+            ref = self.resolve(s)
+            if isinstance(handler, CaptureHandler):
+                handler.borrow = borrowable(ref)
+            planned.append((ref, handler, False))
 
         def factory(state: RunState) -> HookSession:
             sess = HookSession(state)
@@ -307,8 +323,12 @@ class LanguageModel:
 
         def on_prompt(i, ids):
             store.add_tokens(i, self.token_strings(ids), prompt=True)
+        # stop each forward after the last captured site, unless an edit reports per-run
+        # results (a gate's abstentions) that a later site would still have to compute
+        stop = self._modules_run_once() and not any(
+            getattr(op, "op", None) == "gate" for op in self._all_edits(edits))
         yield from forward_events(self, prompts, factory, batch_size, cancel, on_prompt,
-                                  encode=self._id_encoder(prompts))
+                                  encode=self._id_encoder(prompts), stop_early=stop)
 
     def capture(self, prompts: str | Iterable[str], sites=("blocks.*.mlp.hook_post",), *,
                 reduce: str = "tokens", edits: EditSet | None = None, batch_size: int = 8,
@@ -466,7 +486,7 @@ class LanguageModel:
         arch = self.adapter.arch
         if arch is None or not arch.unembed:
             raise InputError("the logit lens needs a known causal-LM architecture")
-        from neurolens.engine.adapters import get_module, try_module
+        from neurolens.engine.adapters import try_module
         down = get_module(self.hf, f"{self.adapter.layers_path}.{layer}.{arch.down}")
         w = down.weight.detach()
         col = (w[neuron, :] if arch.conv1d else w[:, neuron]).float()

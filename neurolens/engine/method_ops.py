@@ -11,6 +11,30 @@ from neurolens.engine.hooks import RunState
 from neurolens.engine.interventions import in_steps, position_mask, register_builder
 
 
+def stat_threshold(x: torch.Tensor, z: float) -> torch.Tensor:
+    """theta = mean + std * z over the last dimension (population std).
+
+    Two fast reductions (the mean and the L2 norm) instead of a Welford pass, which is about
+    ten times slower on CPU; var = E[x^2] - mean^2 in float32 is accurate while |mean| is not
+    orders of magnitude above std (activations are near-centred; a test bounds the error)."""
+    d = x.shape[-1]
+    mean = x.mean(-1, keepdim=True)
+    sq = torch.linalg.vector_norm(x, 2, -1, keepdim=True)
+    var = (sq * sq).div_(d).sub_(mean * mean).clamp_min_(0.0)
+    return mean.add_(var.sqrt_(), alpha=z)
+
+
+def stat_topk(x: torch.Tensor, z: float, variant: str = "soft",
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """Statistical top-k of ``x`` over its last dimension without sorting: soft (x - theta)+ or
+    hard x * [x > theta]; one pass to write the result (``out`` may be ``x``: in place)."""
+    th = stat_threshold(x, z)
+    if variant == "soft":
+        return torch.sub(x, th, out=out).clamp_min_(0.0) if out is not None else \
+            torch.sub(x, th).clamp_min_(0.0)
+    return torch.mul(x, x > th, out=out) if out is not None else x * (x > th)
+
+
 @register_builder("adjust")
 class AdjustHandler:
     def __init__(self, op, ref, ctx):
@@ -101,9 +125,7 @@ class TopKHandler:
         d = x.shape[-1]
         xf = x.float()
         if self.op.mode == "statistical":
-            mean = xf.mean(-1, keepdim=True)
-            std = xf.std(-1, keepdim=True, unbiased=False)
-            theta = mean + std * self.z
+            theta = stat_threshold(xf, self.z)
         else:  # exact: the k-th largest value per token
             k = max(1, int(round(self.op.keep_fraction * d)))
             theta = torch.topk(xf, k, dim=-1).values[..., -1:]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from neurolens.engine.hooks import CancelToken, HookSession, RunState
+from neurolens.engine.hooks import CancelToken, HookSession, RunState, StopForward
 
 
 @dataclass
@@ -272,8 +272,11 @@ def generate_events(lm, prompts: list[str], session_factory, params: GenerationP
 
 def forward_events(lm, prompts: list, session_factory, batch_size: int = 8,
                    cancel: CancelToken | None = None, on_prompt=None, logits_sink=None,
-                   encode=None, state_init=None):
+                   encode=None, state_init=None, stop_early: bool = False):
     """Plain forwards over prompts in batches (capture). Yields BatchDone, then Finished([]).
+
+    ``stop_early`` (no ``logits_sink``): each forward stops once every hook that reads has run;
+    only for models that run each module once per forward (``modules_run_once``).
 
     ``encode(batch) -> {"input_ids", "attention_mask"}`` defaults to the model's tokenizer;
     pass one to feed token-id lists."""
@@ -298,13 +301,20 @@ def forward_events(lm, prompts: list, session_factory, batch_size: int = 8,
             if on_prompt is not None:
                 for row, i in enumerate(idx):
                     on_prompt(i, enc["input_ids"][row][mask[row].bool().cpu()].tolist())
-            with session_factory(state), torch.inference_mode():
+            sess = session_factory(state)
+            with sess, torch.inference_mode():
                 kw = {"attention_mask": mask}
                 if lm.causal:
                     kw["use_cache"] = False
                 if use_pos and lm.causal:
                     kw["position_ids"] = (mask.long().cumsum(-1) - 1).clamp_min(0)
-                out = lm.hf(input_ids=ids, **kw)
+                reads = sess.read_hooks() if stop_early and logits_sink is None else set()
+                if reads:   # a capture needs no logits: run only up to the last captured site
+                    state.pending_reads = reads
+                try:
+                    out = lm.hf(input_ids=ids, **kw)
+                except StopForward:
+                    out = None
                 if logits_sink is not None:
                     lg = out.logits
                     for row, i in enumerate(idx):

@@ -14,16 +14,31 @@ from statistics import NormalDist
 
 import torch
 
+from neurolens.engine.method_ops import stat_threshold
+
+
+def _down_rows(mlp) -> torch.Tensor:
+    """The down projection's columns as contiguous rows, so gathering the active neurons reads
+    d contiguous floats per neuron instead of d strided ones. One copy per module, kept on the
+    module and remade only when the weight changes (its version counter moves)."""
+    w = mlp.down_proj.weight
+    key = (w.data_ptr(), w._version)
+    cached = mlp.__dict__.get("_neurolens_down_rows")
+    if cached is None or cached[0] != key:
+        cached = (key, w.detach().t().contiguous())
+        mlp.__dict__["_neurolens_down_rows"] = cached
+    return cached[1]
+
 
 def _sparse_forward(mlp, keep_fraction: float, stats: dict):
     z = NormalDist().inv_cdf(1.0 - keep_fraction)
     act = mlp.act_fn
-    w_up = mlp.up_proj.weight          # [d_ff, d]
-    w_down = mlp.down_proj.weight      # [d, d_ff]
+    w_up = mlp.up_proj.weight                          # [d_ff, d]
+    w_down_t = _down_rows(mlp)                         # [d_ff, d]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         g = mlp.gate_proj(x)
-        theta = g.mean(-1, keepdim=True) + g.std(-1, keepdim=True, unbiased=False) * z
+        theta = stat_threshold(g, z)
         if x.shape[:-1].numel() == 1:                     # one token: gather the active rows
             gv = g.reshape(-1)
             idx = torch.nonzero(gv > theta.reshape(()), as_tuple=True)[0]
@@ -31,7 +46,7 @@ def _sparse_forward(mlp, keep_fraction: float, stats: dict):
             stats["total"] = stats.get("total", 0) + gv.numel()
             xv = x.reshape(-1)
             a = act(gv[idx] - theta.reshape(())) * (w_up[idx] @ xv)
-            return (w_down[:, idx] @ a).reshape(x.shape[:-1] + (w_down.shape[0],))
+            return (a @ w_down_t[idx]).reshape(x.shape[:-1] + (w_down_t.shape[1],))
         gs = torch.clamp_min(g - theta, 0.0)
         return mlp.down_proj(act(gs) * mlp.up_proj(x))
     return forward
@@ -40,7 +55,10 @@ def _sparse_forward(mlp, keep_fraction: float, stats: dict):
 @contextlib.contextmanager
 def sparse_ffn(lm, keep_fraction: float = 0.08):
     """Patch the gated MLPs of ``lm`` for sparse decoding; restored on exit (also on error).
-    Yields a dict with the counts of active and total neurons seen in decode steps."""
+    Yields a dict with the counts of active and total neurons seen in decode steps.
+
+    Memory: the first use keeps one transposed copy of every down projection (a third of the
+    FFN weights) on its module, reused by later uses."""
     arch = lm.adapter.arch
     if arch is None or arch.up is None or arch.up == arch.pre:
         raise ValueError("sparse decoding needs a gated MLP with separate gate/up projections")

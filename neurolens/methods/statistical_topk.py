@@ -7,22 +7,21 @@ from statistics import NormalDist
 
 import torch
 
+from neurolens.engine.method_ops import stat_threshold, stat_topk
 from neurolens.spec.edits import EditSet, ModelRef, TopK
 
 
 def threshold(g: torch.Tensor, keep_fraction: float) -> torch.Tensor:
     """theta = mean(g) + std(g) * Phi^-1(1 - k/d) over the last dimension (population std)."""
-    z = NormalDist().inv_cdf(1.0 - keep_fraction)
-    return g.mean(-1, keepdim=True) + g.std(-1, keepdim=True, unbiased=False) * z
+    return stat_threshold(g, NormalDist().inv_cdf(1.0 - keep_fraction))
 
 
 def statistical_topk(g: torch.Tensor, keep_fraction: float, variant: str = "soft"
                      ) -> torch.Tensor:
     """O(d) top-k approximation: soft (g - theta)+ or hard g * [g > theta]. No sort."""
-    th = threshold(g, keep_fraction)
-    if variant == "soft":
-        return torch.clamp_min(g - th, 0.0)
-    return g * (g > th)
+    if variant not in ("soft", "hard"):
+        raise ValueError(f"variant must be 'soft' or 'hard', not {variant!r}")
+    return stat_topk(g, NormalDist().inv_cdf(1.0 - keep_fraction), variant)
 
 
 @dataclass
