@@ -77,12 +77,23 @@ def test_attention_supervision_targets_map_to_the_right_tokens():
         arithmetic=0, comprehension=1, refusal=0, code=0, prose=0))
     x, tg = next(batches(tok, stream, 4, 128, targets=True))
     kinds = {t[0] for t in tg}
-    assert kinds == {"answer", "color", "name"}
+    assert kinds == {"answer", "color", "name", "match", "fetch", "qlens"}
     for kind, r, q, k in tg:
         row = x[r].tolist()
         if kind == "answer":
             assert tok.decode(row[q - 1:q + 1]) == "Answer:"
             assert tok.decode([row[k + 1]]) == "."          # the word closing the fact
+        elif kind == "fetch":
+            assert tok.decode(row[q - 1:q + 1]) == "Answer:"
+            assert tok.decode([row[k + 1]]).startswith(("?", " ha"))   # the question key word
+        elif kind == "match":                          # key word -> the fact it names
+            assert tok.decode([row[q + 1]]).startswith(("?", " ha"))
+            assert tok.decode([row[k + 1]]) == "."
+            key = tok.decode([row[q]]).strip()
+            fact_start = max(i for i in range(k) if tok.decode([row[i]]) in (".", ":"))
+            assert any(w.endswith(key) for w in tok.decode(row[fact_start + 1:k + 1]).split())
+        elif kind == "qlens":                          # the key word's target: the answer
+            assert tok.decode(row[k - 2:k]) == "Answer:"
         else:
             assert tok.decode([row[q + 1]]) == "." and k < q
             word = tok.decode(row[k:k + 1]).strip()

@@ -205,6 +205,42 @@ def comprehension_targets(text: str) -> list[tuple[int, int]]:
     return out
 
 
+_KEYED_Q = (
+    (re.compile(r"What color is the (\w+)\?"), "obj"),
+    (re.compile(r"Who has the (\w+)\?"), "obj"),
+    (re.compile(r"What does (\w+) have\?"), "name"),
+    (re.compile(r"Where is (\w+)\?"), "name"),
+)
+
+
+def comprehension_chain(text: str) -> list[tuple[int, int, int]]:
+    """(char of the ':' after 'Answer', last char of the question's key word, last char of the
+    word closing the fact asked about) for every comprehension example in ``text``.
+
+    The three links of the retrieval chain a small model has to learn: the key word of the
+    question finds its fact (whose closing word holds the fact's color and owner), and the
+    answer position fetches what the key word found. The answer token follows the ':'."""
+    out = []
+    for m in _STORY.finditer(text):
+        story, q = m.group(1), m.group(2)
+        base, qbase = m.start(1), m.start(2)
+        ends = {}
+        for f in _HAS.finditer(story):
+            end = base + f.end(3) - 1
+            ends[("obj", f.group(3))] = end
+            ends[("name", f.group(1))] = end
+        for f in _IN.finditer(story):
+            ends[("name", f.group(1))] = base + f.end(2) - 1
+        for rx, kind in _KEYED_Q:
+            mq = rx.fullmatch(q)
+            if mq:
+                key = (kind, mq.group(1))
+                if key in ends:
+                    out.append((m.end() - 1, qbase + mq.end(1) - 1, ends[key]))
+                break
+    return out
+
+
 def fact_links(text: str) -> list[tuple[int, int, str]]:
     """(char of the fact's closing word, char of a word it depends on, "color" | "name") for
     every fact of every story in ``text`` (last characters of the words).

@@ -100,10 +100,13 @@ def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
             rows.append(ids)
             if targets:
                 c2t = _char_to_token(enc["offset_mapping"][r], len(docs[r]))
-                for colon, end in corpus.comprehension_targets(docs[r]):
-                    q, k = int(c2t[colon]), int(c2t[end])
-                    if 0 <= k < q < seq:
-                        tg.append(("answer", r, q, k))
+                for colon, key, end in corpus.comprehension_chain(docs[r]):
+                    q, kk, k = int(c2t[colon]), int(c2t[key]), int(c2t[end])
+                    if 0 <= k < kk < q < seq:
+                        tg.append(("answer", r, q, k))    # ':' -> the fact (one hop)
+                        tg.append(("match", r, kk, k))    # question key -> its fact
+                        tg.append(("fetch", r, q, kk))    # ':' -> question key
+                        tg.append(("qlens", r, kk, q + 1))  # key decodes to the answer
                 for end, src, kind in corpus.fact_links(docs[r]):
                     q, k = int(c2t[end]), int(c2t[src])
                     if 0 <= k < q < seq:
@@ -166,24 +169,41 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
         if sup:
             x, tg = x
         if sup and tg:
-            out = model(input_ids=x[:, :-1], output_attentions=True)
+            out = model(input_ids=x[:, :-1], output_attentions=True,
+                        output_hidden_states=args.lens_sup > 0)
             logits = out.logits
             tgt = x[:, 1:]
             w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:]
             nll = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
             loss = (nll * w.reshape(-1)).sum() / w.sum()
-            # attention supervision: head 0 of --attn-layer looks from "Answer:" at the word
-            # closing the fact asked about; in layer 0, head 0 gathers each fact's color and
-            # head 1 its owner into that closing word
-            for kind, (layer, head) in (("answer", (args.attn_layer, 0)), ("color", (0, 0)),
-                                        ("name", (0, 1))):
+            # attention supervision. "answer": head 0 of --attn-layer looks from "Answer:"
+            # straight at the word closing the fact asked about. "chain": layer 1 head 0
+            # matches the question's key word to its fact, layer 2 head 0 fetches from the key
+            # word at "Answer:". Both: in layer 0, head 0 gathers each fact's color and head 1
+            # its owner into the closing word.
+            links = [("color", (0, 0)), ("name", (0, 1))]
+            links += ([("match", (1, 0)), ("fetch", (2, 0))] if args.sup_scheme == "chain"
+                      else [("answer", (args.attn_layer, 0))])
+            for kind, (layer, head) in links:
                 sel = [t[1:] for t in tg if t[0] == kind]
-                if not sel:
+                if not sel or layer >= len(out.attentions):
                     continue
                 r, q, k = (torch.tensor(v) for v in zip(*sel))
                 att = out.attentions[layer][r, head, q, k]
                 loss = loss + args.attn_sup * -att.clamp_min(1e-6).log().mean()
+            if args.lens_sup > 0:
+                # logit-lens supervision: after layer 1 a fact's closing word decodes to its
+                # color and owner; after layer 2 the question's key word decodes to the answer
+                norm, head_w = model.model.norm, model.lm_head
+                for kinds, layer in ((("color", "name"), 1), (("qlens",), 2)):
+                    sel = [t[1:] for t in tg if t[0] in kinds]
+                    if not sel:
+                        continue
+                    r, q, k = (torch.tensor(v) for v in zip(*sel))
+                    h = norm(out.hidden_states[layer][r, q])
+                    loss = loss + args.lens_sup * torch.nn.functional.cross_entropy(
+                        head_w(h).float(), x[r, k])
         elif args.answer_weight == 1.0:
             # plain LM loss (HF shifts the labels inside the window)
             loss = model(input_ids=x[:, :-1], labels=x[:, :-1].clone()).loss
@@ -241,6 +261,12 @@ def main(argv=None) -> int:
                          "trained to look from 'Answer:' at the word closing the fact asked "
                          "about (0 turns it off)")
     ap.add_argument("--attn-layer", type=int, default=2)
+    ap.add_argument("--sup-scheme", choices=("chain", "answer"), default="chain",
+                    help="which retrieval links the attention supervision teaches (see "
+                         "train_phase)")
+    ap.add_argument("--lens-sup", type=float, default=1.0,
+                    help="weight of the logit-lens supervision of the intermediate steps "
+                         "(with --attn-sup > 0; 0 turns it off)")
     ap.add_argument("--phase2-steps", type=int, default=900)
     ap.add_argument("--phase2-lr", type=float, default=1e-3)
     ap.add_argument("--init-from", default=None,
