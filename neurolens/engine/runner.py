@@ -303,10 +303,14 @@ def forward_events(lm, prompts: list, session_factory, batch_size: int = 8,
                     on_prompt(i, enc["input_ids"][row][mask[row].bool().cpu()].tolist())
             sess = session_factory(state)
             with sess, torch.inference_mode():
-                kw = {"attention_mask": mask}
+                # without padding the model's defaults are the same mask and positions, and
+                # leaving them out keeps the causal-attention fast path (no mask built from
+                # explicit position ids)
+                padded = bool((mask == 0).any())
+                kw = {"attention_mask": mask} if padded or not lm.causal else {}
                 if lm.causal:
                     kw["use_cache"] = False
-                if use_pos and lm.causal:
+                if use_pos and lm.causal and padded:
                     kw["position_ids"] = (mask.long().cumsum(-1) - 1).clamp_min(0)
                 reads = sess.read_hooks() if stop_early and logits_sink is None else set()
                 if reads:   # a capture needs no logits: run only up to the last captured site
