@@ -373,6 +373,8 @@ def case_large_capture(n_tokens: int, tmpdir: str) -> Case:
 _GUI = r"""
 import os, sys, time, json
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from neurolens.gui.process import configure
+configure()          # as `neurolens gui` does, before torch loads
 from PySide6.QtWidgets import QApplication
 from PySide6.QtCore import QTimer, QElapsedTimer
 app = QApplication([])

@@ -344,6 +344,8 @@ def cmd_bench(args) -> int:
 
 
 def cmd_gui(args) -> int:
+    from neurolens.gui.process import configure
+    configure()   # before torch loads (see its docstring)
     try:
         from neurolens.gui.app import run_gui
     except ImportError as e:

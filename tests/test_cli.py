@@ -1,6 +1,7 @@
 """CLI: the contract of DESIGN.md section 5, and one clear line + exit 2 on bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -155,3 +156,15 @@ def test_python_m_entry_point_and_exit_code(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == f"neurolens: error: model folder not found: {tmp_path / 'none'}"
+
+
+def test_gui_process_settings_keep_a_user_value(monkeypatch):
+    """`neurolens gui` makes OpenMP threads wait passively (GUI stalls on few cores), unless the
+    user chose a policy."""
+    from neurolens.gui.process import configure
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    configure()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    configure()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
