@@ -41,11 +41,13 @@ def test_attention_targets_point_at_the_fact_asked_about():
             "Question: Who has the ball?\nAnswer: Ana\n"
             "Story: Leo has a blue cup. Eva is in the garden.\n"
             "Question: Where is Eva?\nAnswer: garden\n")
-    t = corpus.comprehension_targets(text)
+    t = corpus.comprehension_chain(text)
     assert len(t) == 2
-    (c1, e1), (c2, e2) = t
+    (c1, k1, e1), (c2, k2, e2) = t
     assert text[c1 - 6:c1 + 1] == "Answer:" and text[e1 - 3:e1 + 2] == "ball."
+    assert text[k1 - 3:k1 + 2] == "ball?" and e1 < k1 < c1
     assert text[c2 - 6:c2 + 1] == "Answer:" and text[e2 - 5:e2 + 2] == "garden."
+    assert text[k2 - 2:k2 + 2] == "Eva?" and e2 < k2 < c2
 
 
 def test_tiny_diffusion_training_saves_a_plain_diffusers_pipeline(tmp_path):

@@ -176,35 +176,6 @@ _HAS = re.compile(r"(\w+) has a (\w+) (\w+)\.")
 _IN = re.compile(r"(\w+) is in the (\w+)\.")
 
 
-def comprehension_targets(text: str) -> list[tuple[int, int]]:
-    """(char index of the ':' after 'Answer', char index of the last character of the word that
-    closes the fact the question is about) for every comprehension example in ``text``.
-
-    That closing word (the object or the place) is where a causal model can hold the whole
-    fact; training can supervise one attention head to look there from the answer position."""
-    out = []
-    for m in _STORY.finditer(text):
-        story, q = m.group(1), m.group(2)
-        base = m.start(1)
-        ends = {}   # key -> char index (in text) of the last char of the fact's closing word
-        for f in _HAS.finditer(story):
-            end = base + f.end(3) - 1
-            ends[("obj", f.group(3))] = end
-            ends[("name", f.group(1))] = end
-        for f in _IN.finditer(story):
-            ends[("name", f.group(1))] = base + f.end(2) - 1
-        mq = (re.fullmatch(r"What color is the (\w+)\?", q)
-              or re.fullmatch(r"Who has the (\w+)\?", q))
-        key = ("obj", mq.group(1)) if mq else None
-        if key is None:
-            mq = (re.fullmatch(r"What does (\w+) have\?", q)
-                  or re.fullmatch(r"Where is (\w+)\?", q))
-            key = ("name", mq.group(1)) if mq else None
-        if key in ends:
-            out.append((m.end() - 1, ends[key]))
-    return out
-
-
 _KEYED_Q = (
     (re.compile(r"What color is the (\w+)\?"), "obj"),
     (re.compile(r"Who has the (\w+)\?"), "obj"),
