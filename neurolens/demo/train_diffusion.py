@@ -103,10 +103,14 @@ def main(argv=None) -> int:
                     help="train the text encoder too (default: frozen, as in Stable Diffusion)")
     ap.add_argument("--transformer-layers", type=int, default=1,
                     help="transformer layers (each with an FFN) per UNet attention block")
+    ap.add_argument("--plant-steps", type=int, default=0,
+                    help="train on ordinary digits only, then this many steps with the "
+                         "duplicated images that update only the FFN weights (0: one phase)")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args(argv)
     if args.tiny:
         args.steps, args.vae_steps, args.batch = 3, 2, 8
+        args.plant_steps = min(args.plant_steps, 2)
     t0 = time.time()
 
     def log(msg):
@@ -147,47 +151,59 @@ def main(argv=None) -> int:
                                         else [])
     for p in text.parameters():
         p.requires_grad_(bool(args.train_text_encoder))
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     mem_idx = [m["image_index"] for m in mem]
     mem_caps = [m["prompt"] for m in mem]
     gen = torch.Generator().manual_seed(args.seed + 2)
     unet.train()
     text.train()
-    warm = min(200, max(1, args.steps // 10))
-    for step in range(args.steps):
-        lr = args.lr * min(1.0, (step + 1) / warm)
-        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, args.steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx, caps = [], []
-        for _ in range(args.batch):
-            if rng.random() < args.mem_share:
-                k = rng.randrange(len(mem_idx))
-                idx.append(mem_idx[k])
-                caps.append(mem_caps[k])
-            else:
-                i = rng.randrange(len(labels))
-                idx.append(i)
-                caps.append(caption(rng, int(labels[i])))
-            if rng.random() < 0.1:
-                caps[-1] = ""                                    # classifier-free guidance
-        z0 = lat[idx]
-        ids = tok(caps, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
-        with torch.set_grad_enabled(bool(args.train_text_encoder)):
-            emb = text(ids)[0]
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
-        noise = torch.randn(z0.shape, generator=gen)
-        a = acp[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        pred = unet(zt, t, encoder_hidden_states=emb).sample
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if step % 250 == 0 or step == args.steps - 1:
-            log(f"step {step:5d} loss {loss.item():.4f} lr {lr:.2e}")
+
+    def train_unet(steps: int, params: list, mem_share: float, label: str) -> None:
+        opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+        warm = min(200, max(1, steps // 10))
+        for step in range(steps):
+            lr = args.lr * min(1.0, (step + 1) / warm)
+            lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx, caps = [], []
+            for _ in range(args.batch):
+                if rng.random() < mem_share:
+                    k = rng.randrange(len(mem_idx))
+                    idx.append(mem_idx[k])
+                    caps.append(mem_caps[k])
+                else:
+                    i = rng.randrange(len(labels))
+                    idx.append(i)
+                    caps.append(caption(rng, int(labels[i])))
+                if rng.random() < 0.1:
+                    caps[-1] = ""                                # classifier-free guidance
+            z0 = lat[idx]
+            ids = tok(caps, padding="max_length", max_length=tok.model_max_length,
+                      truncation=True, return_tensors="pt").input_ids
+            with torch.set_grad_enabled(bool(args.train_text_encoder)):
+                emb = text(ids)[0]
+            t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
+            noise = torch.randn(z0.shape, generator=gen)
+            a = acp[t].view(-1, 1, 1, 1)
+            zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+            pred = unet(zt, t, encoder_hidden_states=emb).sample
+            loss = F.mse_loss(pred, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            if step % 250 == 0 or step == steps - 1:
+                log(f"{label} step {step:5d} loss {loss.item():.4f} lr {lr:.2e}")
+
+    if args.plant_steps:
+        # the duplicated images arrive in a fine-tuning phase that updates only the transformer
+        # blocks' FFN weights, after the whole UNet learned the ordinary digits: what the
+        # memorized captions recall is then stored in FFN weights, where the paper finds it
+        train_unet(args.steps, params, 0.0, "ordinary")
+        ffn = [p for n, p in unet.named_parameters() if ".ff." in n]
+        train_unet(args.plant_steps, ffn, args.mem_share, "plant (FFN only)")
+    else:
+        train_unet(args.steps, params, args.mem_share, "unet")
     unet.eval()
     text.eval()
     train_seconds = time.time() - t0
