@@ -48,8 +48,9 @@ class RunState:
     step: int | None = None                       # diffusion denoising step
     phase: str = "prefill"                        # "prefill" | "decode"
     extra: dict = field(default_factory=dict)     # per-run scratch for stateful ops (gate)
-    # hooks with read handlers not yet run in this forward; when set and it empties, the
-    # forward stops (StopForward): nothing downstream of the last captured site is computed
+    # hooks that must still run in this forward (read handlers, and edit handlers that report
+    # per-run results); when set and it empties, the forward stops (StopForward): nothing
+    # downstream of the last such site is computed
     pending_reads: set | None = None
     _valid_key: tuple | None = field(default=None, repr=False)
     _valid_val: torch.Tensor | None = field(default=None, repr=False)
@@ -101,7 +102,9 @@ class _ModuleHook:
 
     def add(self, part, handler: Handler, editing: bool) -> None:
         self.by_part.setdefault(part, []).append(("edit" if editing else "read", handler))
-        self.reads = self.reads or not editing
+        # a hook "reads" when a forward may not stop before it: it captures, or its edit reports
+        # per-run results (``handler.reports``: a gate's abstentions, top-k's active fractions)
+        self.reads = self.reads or not editing or getattr(handler, "reports", False)
 
     def _apply(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -199,7 +202,7 @@ class HookSession:
         return self
 
     def read_hooks(self) -> set:
-        """Ids of the module hooks that carry read handlers (see RunState.pending_reads)."""
+        """Ids of the module hooks a forward must reach (see RunState.pending_reads)."""
         return {id(mh) for _, _, mh in self._order if mh.reads}
 
     def remove(self) -> None:

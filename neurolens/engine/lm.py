@@ -323,12 +323,10 @@ class LanguageModel:
 
         def on_prompt(i, ids):
             store.add_tokens(i, self.token_strings(ids), prompt=True)
-        # stop each forward after the last captured site, unless an edit reports per-run
-        # results (a gate's abstentions) that a later site would still have to compute
-        stop = self._modules_run_once() and not any(
-            getattr(op, "op", None) == "gate" for op in self._all_edits(edits))
+        # stop each forward after the last site that captures or reports (see HookSession)
         yield from forward_events(self, prompts, factory, batch_size, cancel, on_prompt,
-                                  encode=self._id_encoder(prompts), stop_early=stop)
+                                  encode=self._id_encoder(prompts),
+                                  stop_early=self._modules_run_once())
 
     def capture(self, prompts: str | Iterable[str], sites=("blocks.*.mlp.hook_post",), *,
                 reduce: str = "tokens", edits: EditSet | None = None, batch_size: int = 8,

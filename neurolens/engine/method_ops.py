@@ -77,6 +77,8 @@ class AdjustHandler:
 class GateHandler:
     """Flags rows whose last-token vector lies inside the cube; the runner abstains for them."""
 
+    reports = True     # its flags are per-run results: a forward must not stop before it
+
     def __init__(self, op, ref, ctx):
         self.op = op
         self._t: dict = {}
@@ -113,6 +115,8 @@ class GateHandler:
 
 @register_builder("topk")
 class TopKHandler:
+    reports = True     # realised active fractions (ctx["topk_stats"])
+
     def __init__(self, op, ref, ctx):
         self.op = op
         self.site = ref.name

@@ -275,8 +275,9 @@ def forward_events(lm, prompts: list, session_factory, batch_size: int = 8,
                    encode=None, state_init=None, stop_early: bool = False):
     """Plain forwards over prompts in batches (capture). Yields BatchDone, then Finished([]).
 
-    ``stop_early`` (no ``logits_sink``): each forward stops once every hook that reads has run;
-    only for models that run each module once per forward (``modules_run_once``).
+    ``stop_early`` (no ``logits_sink``): each forward stops once every hook that captures or
+    reports has run; only for models that run each module once per forward
+    (``LanguageModel._modules_run_once``).
 
     ``encode(batch) -> {"input_ids", "attention_mask"}`` defaults to the model's tokenizer;
     pass one to feed token-id lists."""
@@ -313,7 +314,7 @@ def forward_events(lm, prompts: list, session_factory, batch_size: int = 8,
                 if use_pos and lm.causal and padded:
                     kw["position_ids"] = (mask.long().cumsum(-1) - 1).clamp_min(0)
                 reads = sess.read_hooks() if stop_early and logits_sink is None else set()
-                if reads:   # a capture needs no logits: run only up to the last captured site
+                if reads:   # no logits needed: run only up to the last site that reads
                     state.pending_reads = reads
                 try:
                     out = lm.hf(input_ids=ids, **kw)
