@@ -303,14 +303,15 @@ def cmd_reproduce(args) -> int:
         images = result.pop("_images")
         if args.image:
             from neurolens.demo.train_diffusion import digits_16
-            from neurolens.evals.memorization import load_sets
+            from neurolens.evals.memorization import (MEMORIZED_SEEDS, ORDINARY_SEEDS,
+                                                      load_sets)
             train, _ = digits_16()
             mem_rows, _ = load_sets()
-            n_seeds = 3   # memorized_similarity's seeds: take seed 0 of each prompt
+            k, n = len(MEMORIZED_SEEDS), ORDINARY_SEEDS   # the first seed of each prompt
             rows = [[train[r["image_index"]][..., None] for r in mem_rows],
-                    list(images["memorized_before"][::n_seeds]),
-                    list(images["memorized_after"][::n_seeds]),
-                    list(images["before"][::8]), list(images["after"][::8])]
+                    list(images["memorized_before"][::k]),
+                    list(images["memorized_after"][::k]),
+                    list(images["before"][::n]), list(images["after"][::n])]
             result["image"] = _save_grid(rows, args.image)
             result["image_rows"] = ["memorized training images", "memorized prompts before",
                                     "memorized prompts after", "ordinary digits 0-9 before",

@@ -60,7 +60,11 @@ class DigitClassifier:
         return self.model.predict(x.reshape(len(x), -1))
 
 
-def memorized_similarity(dm, rows: list[dict], edits=None, seeds=(0, 1, 2), steps=20,
+MEMORIZED_SEEDS = (0, 1, 2)   # generations per memorized prompt (similarity is their mean)
+ORDINARY_SEEDS = 8            # generations per ordinary prompt (accuracy, diversity)
+
+
+def memorized_similarity(dm, rows: list[dict], edits=None, seeds=MEMORIZED_SEEDS, steps=20,
                          guidance=3.0, images: list | None = None) -> list[float]:
     """Mean correlation of each prompt's generations (one per seed) with its training image;
     ``images`` (a list) receives the generations."""
@@ -78,8 +82,8 @@ def memorized_similarity(dm, rows: list[dict], edits=None, seeds=(0, 1, 2), step
     return sims
 
 
-def ordinary_quality(dm, rows: list[dict], clf: DigitClassifier, edits=None, n_seeds=8,
-                     steps=20, guidance=3.0) -> dict:
+def ordinary_quality(dm, rows: list[dict], clf: DigitClassifier, edits=None,
+                     n_seeds=ORDINARY_SEEDS, steps=20, guidance=3.0) -> dict:
     prompts = [r["prompt"] for r in rows for _ in range(n_seeds)]
     digits = np.array([r["digit"] for r in rows for _ in range(n_seeds)])
     sd = [5000 + 100 * i + s for i in range(len(rows)) for s in range(n_seeds)]
@@ -96,7 +100,7 @@ def ordinary_quality(dm, rows: list[dict], clf: DigitClassifier, edits=None, n_s
 RHO_SWEEP = (0.01, 0.02, 0.05, 0.1)
 
 
-def _masks_edit(dm, masks: dict) -> "object":
+def _masks_edit(masks: dict) -> "object":
     from neurolens.spec.edits import EditSet, MaskWeights
     return EditSet([MaskWeights(s, m.astype(np.uint8)) for s, m in masks.items() if m.any()])
 
@@ -125,12 +129,12 @@ def reproduce(dm, *, steps: int = 20, guidance: float = 3.0, rho: float = mz.RHO
     images_after = mem_after = None
     for r_ in sorted(set(sweep) | {rho}):
         masks = mz.masks_from_norms(dm, nall, nb, rho=r_, tau=tau)
-        edits = _masks_edit(dm, masks)
+        edits = _masks_edit(masks)
         mem_img1: list = []
         sim1 = memorized_similarity(dm, mem, edits=edits, images=mem_img1, **kw)
         q1 = ordinary_quality(dm, ordinary, clf, edits=edits, **kw)
         ma, mb = (mz.masks_from_norms(dm, n, nb, rho=r_, tau=tau) for n in (na, nbb))
-        sim_b = memorized_similarity(dm, set_b, edits=_masks_edit(dm, ma), **kw)
+        sim_b = memorized_similarity(dm, set_b, edits=_masks_edit(ma), **kw)
         n_del = sum(int(m.sum()) for m in masks.values())
         total = sum(m.size for m in masks.values())
         row = {"rho": r_, "weights_deleted": n_del, "fraction": round(n_del / total, 5),
