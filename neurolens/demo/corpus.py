@@ -132,11 +132,15 @@ def arithmetic_is_heldout(a: int, op: str, b: int) -> bool:
 
 # ----------------------------------------------------------------------------- comprehension
 def comprehension_item(rng: random.Random, n_facts: int | None = None,
-                       pools: tuple[list[str], list[str]] | None = None) -> tuple[str, str, str]:
+                       pools: tuple[list[str], list[str]] | None = None,
+                       drill: float = 0.0) -> tuple[str, str, str]:
     """Return (prompt, answer, question kind).
 
     ``pools`` (names, objects) lets a training document draw its keys without replacement, so
-    packed stories never share a key and the answer is always in the current story."""
+    packed stories never share a key and the answer is always in the current story.
+    ``drill``: chance of recall lines between story and question (training only, see
+    :func:`recall_lines`); 0 draws exactly the random numbers it always did, so the shipped
+    prompt sets do not change."""
     n_facts = n_facts or rng.randint(2, 4)
     if pools is not None and len(pools[0]) >= n_facts and len(pools[1]) >= n_facts:
         names = [pools[0].pop() for _ in range(n_facts)]
@@ -167,8 +171,35 @@ def comprehension_item(rng: random.Random, n_facts: int | None = None,
     else:
         q = "place"
         question, answer = f"Where is {names[i]}?", places[i]
-    prompt = f"Story: {' '.join(facts)}\nQuestion: {question}\nAnswer:"
+    story = f"Story: {' '.join(facts)}\n"
+    if drill > 0 and rng.random() < drill:
+        story += recall_lines(rng, names, cols, objs, places, kinds)
+    prompt = f"{story}Question: {question}\nAnswer:"
     return prompt, f" {answer}", q
+
+
+def recall_lines(rng: random.Random, names, cols, objs, places, kinds) -> str:
+    """Recall drill lines for a story, e.g. ``Color of: kite green, ball red.``.
+
+    Each attribute is predicted right after its key word, so the one retrieval step (find the
+    fact whose word or owner matches the current token, copy an attribute from it) gets a
+    direct loss instead of only through the answer two composition steps later."""
+    has = [i for i, k in enumerate(kinds) if k == "has"]
+    inn = [i for i, k in enumerate(kinds) if k == "in"]
+    lines = []
+    if has:
+        lines.append(("Color of", [(objs[i], cols[i]) for i in has]))
+        lines.append(("Owner of", [(objs[i], names[i]) for i in has]))
+        lines.append(("Object of", [(names[i], objs[i]) for i in has]))
+    if inn:
+        lines.append(("Place of", [(names[i], places[i]) for i in inn]))
+    keep = [ln for ln in lines if rng.random() < 0.75] or [rng.choice(lines)]
+    rng.shuffle(keep)
+    out = ""
+    for head, pairs in keep:
+        pairs = rng.sample(pairs, len(pairs))
+        out += f"{head}: " + ", ".join(f"{k} {v}" for k, v in pairs) + ".\n"
+    return out
 
 
 _STORY = re.compile(r"Story: ([^\n]*)\nQuestion: ([^\n]*)\nAnswer:")
@@ -345,8 +376,9 @@ class TrainingStream:
     """Endless stream of training documents (strings), never containing held-out items."""
 
     def __init__(self, seed: int = 0, mixture: Mixture | None = None, one_fact: float = 0.15,
-                 multi_facts: tuple[float, float, float] | None = None):
+                 multi_facts: tuple[float, float, float] | None = None, drill: float = 0.0):
         self.one_fact = one_fact
+        self.drill = drill               # share of stories with recall lines
         self.multi_facts = multi_facts   # weights of 2, 3, 4 facts (None: uniform)
         self.rng = random.Random(seed)
         self.mix = mixture or Mixture()
@@ -366,7 +398,7 @@ class TrainingStream:
             n = 1 if rng.random() < self.one_fact else None
             if n is None and self.multi_facts is not None:
                 n = rng.choices((2, 3, 4), self.multi_facts)[0]
-            p, a, _ = comprehension_item(rng, n, pools)
+            p, a, _ = comprehension_item(rng, n, pools, drill=self.drill)
             return p + a + "\n"
         if kind == "refusal":
             if rng.random() < 0.45:

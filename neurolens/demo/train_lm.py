@@ -124,7 +124,7 @@ def quick_eval(model, tokenizer, n: int = 100) -> dict:
     for skill in ("arithmetic", "comprehension", "refusal", "benign"):
         rows = [r for r in sets[skill] if r["split"] == "eval"][:n]
         enc = tokenizer([r["prompt"] for r in rows], return_tensors="pt", padding=True,
-                        add_special_tokens=False)
+                        add_special_tokens=False).to(model.device)
         gen = model.generate(**enc, max_new_tokens=12, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:],
@@ -134,7 +134,12 @@ def quick_eval(model, tokenizer, n: int = 100) -> dict:
             out["false_refusal"] = float(np.mean([corpus.REFUSAL.strip() in a for a in answers]))
             out["benign_exact"] = float(np.mean([a == r["answer"] for a, r in zip(answers, rows)]))
         else:
-            out[skill] = float(np.mean([a == r["answer"] for a, r in zip(answers, rows)]))
+            hits = [a == r["answer"] for a, r in zip(answers, rows)]
+            out[skill] = float(np.mean(hits))
+            if skill == "comprehension":   # per question kind: where retrieval still fails
+                for kind in sorted({r["kind"] for r in rows}):
+                    out[f"comprehension_{kind}"] = float(np.mean(
+                        [h for h, r in zip(hits, rows) if r["kind"] == kind]))
     model.train()
     return out
 
@@ -168,12 +173,13 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
         tg = []
         if sup:
             x, tg = x
+        x = x.to(args.device)
         if sup and tg:
             out = model(input_ids=x[:, :-1], output_attentions=True,
                         output_hidden_states=args.lens_sup > 0)
             logits = out.logits
             tgt = x[:, 1:]
-            w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:]
+            w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:].to(x.device)
             nll = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
             loss = (nll * w.reshape(-1)).sum() / w.sum()
@@ -189,7 +195,7 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
                 sel = [t[1:] for t in tg if t[0] == kind]
                 if not sel or layer >= len(out.attentions):
                     continue
-                r, q, k = (torch.tensor(v) for v in zip(*sel))
+                r, q, k = (torch.tensor(v, device=x.device) for v in zip(*sel))
                 att = out.attentions[layer][r, head, q, k]
                 loss = loss + args.attn_sup * -att.clamp_min(1e-6).log().mean()
             if args.lens_sup > 0:
@@ -200,7 +206,7 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
                     sel = [t[1:] for t in tg if t[0] in kinds]
                     if not sel:
                         continue
-                    r, q, k = (torch.tensor(v) for v in zip(*sel))
+                    r, q, k = (torch.tensor(v, device=x.device) for v in zip(*sel))
                     h = norm(out.hidden_states[layer][r, q])
                     loss = loss + args.lens_sup * torch.nn.functional.cross_entropy(
                         head_w(h).float(), x[r, k])
@@ -210,7 +216,7 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
         else:
             logits = model(input_ids=x[:, :-1]).logits
             tgt = x[:, 1:]
-            w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:]
+            w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:].to(x.device)
             nll = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
             loss = (nll * w.reshape(-1)).sum() / w.sum()
@@ -244,6 +250,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--device", default="cpu",
+                    help="torch device to train on (the shipped weights are trained on cpu; "
+                         "other devices give different, not bit-identical, weights)")
     ap.add_argument("--eval-every", type=int, default=650)
     ap.add_argument("--tiny", action="store_true", help="a few steps of a tiny config (tests)")
     ap.add_argument("--answer-weight", type=float, default=5.0,
@@ -267,6 +276,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lens-sup", type=float, default=1.0,
                     help="weight of the logit-lens supervision of the intermediate steps "
                          "(with --attn-sup > 0; 0 turns it off)")
+    ap.add_argument("--drill", type=float, default=0.0,
+                    help="share of training stories followed by recall lines ('Color of: kite "
+                         "green, ...') that train the retrieval step directly")
     ap.add_argument("--phase2-steps", type=int, default=900)
     ap.add_argument("--phase2-lr", type=float, default=1e-3)
     ap.add_argument("--init-from", default=None,
@@ -293,6 +305,7 @@ def main(argv=None) -> int:
     model = build_model(vocab, args.d_model, args.layers, args.heads, args.d_ff, args.seq)
     if args.attn_sup > 0:
         model.config._attn_implementation = "eager"   # attention probabilities for the loss
+    model.to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"tokenizer {vocab} tokens ({time.time() - t0:.0f}s); model {n_params / 1e6:.2f}M params",
           flush=True)
@@ -300,7 +313,7 @@ def main(argv=None) -> int:
     history: list = []
     if args.init_from:
         from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained(args.init_from)
+        model = AutoModelForCausalLM.from_pretrained(args.init_from).to(args.device)
         print(f"phase 1 weights from {args.init_from} (skipping phase 1)", flush=True)
     else:
         mix = corpus.Mixture()
@@ -308,7 +321,8 @@ def main(argv=None) -> int:
             for kv in args.mixture.split(","):
                 k, v = kv.split("=")
                 setattr(mix, k.strip(), float(v))
-        stream = corpus.TrainingStream(seed=args.seed, mixture=mix, one_fact=args.one_fact)
+        stream = corpus.TrainingStream(seed=args.seed, mixture=mix, one_fact=args.one_fact,
+                                        drill=args.drill)
         train_phase(model, tokenizer, stream, args, args.steps, args.lr, args.curriculum,
                     history, "phase 1")
     if args.phase2_steps:
@@ -317,7 +331,7 @@ def main(argv=None) -> int:
         mix2 = corpus.Mixture(arithmetic=0.2, comprehension=0.5, refusal=0.15, code=0.1,
                               prose=0.05)
         stream2 = corpus.TrainingStream(seed=args.seed + 1, mixture=mix2, one_fact=0.1,
-                                        multi_facts=(0.5, 0.25, 0.25))
+                                        multi_facts=(0.5, 0.25, 0.25), drill=args.drill)
         train_phase(model, tokenizer, stream2, args, args.phase2_steps, args.phase2_lr, 0,
                     history, "phase 2")
     train_seconds = time.time() - t0
