@@ -134,3 +134,14 @@ def test_recall_drill_lines_state_the_story_facts_and_leave_prompt_sets_alone():
     for skill in ("arithmetic", "comprehension", "refusal"):
         lines = (prompts_dir() / f"{skill}.jsonl").read_text().splitlines()
         assert [json.loads(ln) for ln in lines] == sets[skill]
+
+
+def test_recall_links_point_from_each_key_to_its_fact():
+    text = ("Story: Mia has a green kite. Tom is in the park.\n"
+            "Owner of: kite Mia.\nPlace of: Tom park.\n"
+            "Question: Who has the kite?\nAnswer: Mia\n")
+    links = corpus.recall_links(text)
+    assert [(text[k - 3:k + 1], text[e - 3:e + 2]) for k, e in links] == [
+        ("kite", "kite."), (" Tom", "park.")]
+    (colon, key, end), = corpus.comprehension_chain(text)   # the question still parses
+    assert text[colon - 6:colon + 1] == "Answer:" and text[end - 3:end + 2] == "kite."

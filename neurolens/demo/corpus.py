@@ -202,7 +202,10 @@ def recall_lines(rng: random.Random, names, cols, objs, places, kinds) -> str:
     return out
 
 
-_STORY = re.compile(r"Story: ([^\n]*)\nQuestion: ([^\n]*)\nAnswer:")
+_STORY = re.compile(r"Story: ([^\n]*)\n((?:(?:Color|Owner|Object|Place) of: [^\n]*\n)*)"
+                    r"Question: ([^\n]*)\nAnswer:")
+_RECALL = re.compile(r"(Color|Owner|Object|Place) of: ([^\n]*)\.\n")
+_RECALL_KEY = {"Color": "obj", "Owner": "obj", "Object": "name", "Place": "name"}
 _HAS = re.compile(r"(\w+) has a (\w+) (\w+)\.")
 _IN = re.compile(r"(\w+) is in the (\w+)\.")
 
@@ -215,6 +218,18 @@ _KEYED_Q = (
 )
 
 
+def _fact_ends(story: str, base: int) -> dict:
+    """(key kind, key word) -> char of the last letter of the word closing that fact."""
+    ends = {}
+    for f in _HAS.finditer(story):
+        end = base + f.end(3) - 1
+        ends[("obj", f.group(3))] = end
+        ends[("name", f.group(1))] = end
+    for f in _IN.finditer(story):
+        ends[("name", f.group(1))] = base + f.end(2) - 1
+    return ends
+
+
 def comprehension_chain(text: str) -> list[tuple[int, int, int]]:
     """(char of the ':' after 'Answer', last char of the question's key word, last char of the
     word closing the fact asked about) for every comprehension example in ``text``.
@@ -224,15 +239,8 @@ def comprehension_chain(text: str) -> list[tuple[int, int, int]]:
     answer position fetches what the key word found. The answer token follows the ':'."""
     out = []
     for m in _STORY.finditer(text):
-        story, q = m.group(1), m.group(2)
-        base, qbase = m.start(1), m.start(2)
-        ends = {}
-        for f in _HAS.finditer(story):
-            end = base + f.end(3) - 1
-            ends[("obj", f.group(3))] = end
-            ends[("name", f.group(1))] = end
-        for f in _IN.finditer(story):
-            ends[("name", f.group(1))] = base + f.end(2) - 1
+        ends = _fact_ends(m.group(1), m.start(1))
+        q, qbase = m.group(3), m.start(3)
         for rx, kind in _KEYED_Q:
             mq = rx.fullmatch(q)
             if mq:
@@ -240,6 +248,23 @@ def comprehension_chain(text: str) -> list[tuple[int, int, int]]:
                 if key in ends:
                     out.append((m.end() - 1, qbase + mq.end(1) - 1, ends[key]))
                 break
+    return out
+
+
+def recall_links(text: str) -> list[tuple[int, int]]:
+    """(last char of a recall line's key word, last char of the word closing its fact) for
+    every pair of every recall line (see :func:`recall_lines`): the same matching step as a
+    question's key word, many times per story."""
+    out = []
+    for m in _STORY.finditer(text):
+        ends = _fact_ends(m.group(1), m.start(1))
+        for ln in _RECALL.finditer(text, m.start(2), m.end(2)):
+            kind, pos = _RECALL_KEY[ln.group(1)], ln.start(2)
+            for pair in ln.group(2).split(", "):
+                key = pair.split(" ")[0]
+                if (kind, key) in ends:
+                    out.append((pos + len(key) - 1, ends[(kind, key)]))
+                pos += len(pair) + 2
     return out
 
 

@@ -106,6 +106,9 @@ def main(argv=None) -> int:
     ap.add_argument("--plant-steps", type=int, default=0,
                     help="train on ordinary digits only, then this many steps with the "
                          "duplicated images that update only the FFN weights (0: one phase)")
+    ap.add_argument("--plant-lr", type=float, default=0.0,
+                    help="peak learning rate of the planting phase (0: --lr); smaller keeps the "
+                         "ordinary digits the first phase learned")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -157,11 +160,12 @@ def main(argv=None) -> int:
     unet.train()
     text.train()
 
-    def train_unet(steps: int, params: list, mem_share: float, label: str) -> None:
-        opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    def train_unet(steps: int, params: list, mem_share: float, label: str,
+                   peak_lr: float) -> None:
+        opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.01)
         warm = min(200, max(1, steps // 10))
         for step in range(steps):
-            lr = args.lr * min(1.0, (step + 1) / warm)
+            lr = peak_lr * min(1.0, (step + 1) / warm)
             lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -199,11 +203,12 @@ def main(argv=None) -> int:
         # the duplicated images arrive in a fine-tuning phase that updates only the transformer
         # blocks' FFN weights, after the whole UNet learned the ordinary digits: what the
         # memorized captions recall is then stored in FFN weights, where the paper finds it
-        train_unet(args.steps, params, 0.0, "ordinary")
+        train_unet(args.steps, params, 0.0, "ordinary", args.lr)
         ffn = [p for n, p in unet.named_parameters() if ".ff." in n]
-        train_unet(args.plant_steps, ffn, args.mem_share, "plant (FFN only)")
+        train_unet(args.plant_steps, ffn, args.mem_share, "plant (FFN only)",
+                   args.plant_lr or args.lr)
     else:
-        train_unet(args.steps, params, args.mem_share, "unet")
+        train_unet(args.steps, params, args.mem_share, "unet", args.lr)
     unet.eval()
     text.eval()
     train_seconds = time.time() - t0

@@ -85,6 +85,17 @@ def _char_to_token(offsets, n_chars: int) -> np.ndarray:
     return m
 
 
+_NAMES = frozenset(corpus.NAMES)
+
+
+def _match_kind(text: str, last: int) -> str:
+    """"match_name" when the key word ending at char ``last`` is a person's name (its fact is
+    found through the owner gathered into the closing word), else "match_obj" (the key word
+    itself closes its fact)."""
+    start = text.rfind(" ", 0, last) + 1
+    return "match_name" if text[start:last + 1] in _NAMES else "match_obj"
+
+
 def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
             targets: bool = False):
     """Yield token rows [batch, seq + 1]; with ``targets`` also the attention targets
@@ -104,9 +115,13 @@ def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
                     q, kk, k = int(c2t[colon]), int(c2t[key]), int(c2t[end])
                     if 0 <= k < kk < q < seq:
                         tg.append(("answer", r, q, k))    # ':' -> the fact (one hop)
-                        tg.append(("match", r, kk, k))    # question key -> its fact
+                        tg.append((_match_kind(docs[r], key), r, kk, k))  # question key -> fact
                         tg.append(("fetch", r, q, kk))    # ':' -> question key
                         tg.append(("qlens", r, kk, q + 1))  # key decodes to the answer
+                for key, end in corpus.recall_links(docs[r]):
+                    kk, k = int(c2t[key]), int(c2t[end])
+                    if 0 <= k < kk < seq:
+                        tg.append((_match_kind(docs[r], key), r, kk, k))  # recall key -> fact
                 for end, src, kind in corpus.fact_links(docs[r]):
                     q, k = int(c2t[end]), int(c2t[src])
                     if 0 <= k < q < seq:
@@ -164,6 +179,7 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
     model.train()
     t_train = time.time()
     ema = None
+    link_mass: dict[str, float] = {}
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -174,52 +190,60 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
         if sup:
             x, tg = x
         x = x.to(args.device)
-        if sup and tg:
-            out = model(input_ids=x[:, :-1], output_attentions=True,
-                        output_hidden_states=args.lens_sup > 0)
-            logits = out.logits
-            tgt = x[:, 1:]
-            w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:].to(x.device)
-            nll = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
-            loss = (nll * w.reshape(-1)).sum() / w.sum()
-            # attention supervision. "answer": head 0 of --attn-layer looks from "Answer:"
-            # straight at the word closing the fact asked about. "chain": layer 1 head 0
-            # matches the question's key word to its fact, layer 2 head 0 fetches from the key
-            # word at "Answer:". Both: in layer 0, head 0 gathers each fact's color and head 1
-            # its owner into the closing word.
-            links = [("color", (0, 0)), ("name", (0, 1))]
-            links += ([("match", (1, 0)), ("fetch", (2, 0))] if args.sup_scheme == "chain"
-                      else [("answer", (args.attn_layer, 0))])
-            for kind, (layer, head) in links:
-                sel = [t[1:] for t in tg if t[0] == kind]
-                if not sel or layer >= len(out.attentions):
-                    continue
-                r, q, k = (torch.tensor(v, device=x.device) for v in zip(*sel))
-                att = out.attentions[layer][r, head, q, k]
-                loss = loss + args.attn_sup * -att.clamp_min(1e-6).log().mean()
-            if args.lens_sup > 0:
-                # logit-lens supervision: after layer 1 a fact's closing word decodes to its
-                # color and owner; after layer 2 the question's key word decodes to the answer
-                norm, head_w = model.model.norm, model.lm_head
-                for kinds, layer in ((("color", "name"), 1), (("qlens",), 2)):
-                    sel = [t[1:] for t in tg if t[0] in kinds]
-                    if not sel:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            if sup and tg:
+                out = model(input_ids=x[:, :-1], output_attentions=True,
+                            output_hidden_states=args.lens_sup > 0)
+                logits = out.logits
+                tgt = x[:, 1:]
+                w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:].to(x.device)
+                nll = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
+                loss = (nll * w.reshape(-1)).sum() / w.sum()
+                # attention supervision. "answer": head 0 of --attn-layer looks from "Answer:"
+                # straight at the word closing the fact asked about. "chain": layer 1 head 0
+                # matches the question's key word to its fact, layer 2 head 0 fetches from the key
+                # word at "Answer:". Both: in layer 0, head 0 gathers each fact's color and head 1
+                # its owner into the closing word.
+                links = [("color", (0, 0)), ("name", (0, 1))]
+                if args.sup_scheme == "chain":
+                    links += [("match_obj", (1, 0)), ("match_name", (1, 0)), ("fetch", (2, 0))]
+                elif args.sup_scheme == "chain2":   # one matching head per kind of key
+                    links += [("match_obj", (1, 0)), ("match_name", (1, 1)), ("fetch", (2, 0))]
+                else:
+                    links += [("answer", (args.attn_layer, 0))]
+                for kind, (layer, head) in links:
+                    sel = [t[1:] for t in tg if t[0] == kind]
+                    if not sel or layer >= len(out.attentions):
                         continue
                     r, q, k = (torch.tensor(v, device=x.device) for v in zip(*sel))
-                    h = norm(out.hidden_states[layer][r, q])
-                    loss = loss + args.lens_sup * torch.nn.functional.cross_entropy(
-                        head_w(h).float(), x[r, k])
-        elif args.answer_weight == 1.0:
-            # plain LM loss (HF shifts the labels inside the window)
-            loss = model(input_ids=x[:, :-1], labels=x[:, :-1].clone()).loss
-        else:
-            logits = model(input_ids=x[:, :-1]).logits
-            tgt = x[:, 1:]
-            w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:].to(x.device)
-            nll = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
-            loss = (nll * w.reshape(-1)).sum() / w.sum()
+                    att = out.attentions[layer][r, head, q, k]
+                    loss = loss + args.attn_sup * -att.clamp_min(1e-6).log().mean()
+                    mass = att.detach().float().mean().item()   # monitoring: weight on target
+                    link_mass[kind] = mass if kind not in link_mass else \
+                        0.9 * link_mass[kind] + 0.1 * mass
+                if args.lens_sup > 0:
+                    # logit-lens supervision: after layer 1 a fact's closing word decodes to its
+                    # color and owner; after layer 2 the question's key word decodes to the answer
+                    norm, head_w = model.model.norm, model.lm_head
+                    for kinds, layer in ((("color", "name"), 1), (("qlens",), 2)):
+                        sel = [t[1:] for t in tg if t[0] in kinds]
+                        if not sel:
+                            continue
+                        r, q, k = (torch.tensor(v, device=x.device) for v in zip(*sel))
+                        h = norm(out.hidden_states[layer][r, q])
+                        loss = loss + args.lens_sup * torch.nn.functional.cross_entropy(
+                            head_w(h).float(), x[r, k])
+            elif args.answer_weight == 1.0:
+                # plain LM loss (HF shifts the labels inside the window)
+                loss = model(input_ids=x[:, :-1], labels=x[:, :-1].clone()).loss
+            else:
+                logits = model(input_ids=x[:, :-1]).logits
+                tgt = x[:, 1:]
+                w = answer_weights(x, tokenizer, args.answer_weight)[:, 1:].to(x.device)
+                nll = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
+                loss = (nll * w.reshape(-1)).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -227,8 +251,10 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         if step % 50 == 0 or step == steps - 1:
             el = time.time() - t_train
+            links = " ".join(f"{k}={v:.2f}" for k, v in link_mass.items())
             print(f"{label} step {step:5d} loss {ema:.3f} lr {lr_at(step):.2e} "
-                  f"{el / (step + 1):.2f}s/step", flush=True)
+                  f"{el / (step + 1):.2f}s/step" + (f" attention on target: {links}" if links
+                                                      else ""), flush=True)
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < steps:
             ev = quick_eval(model, tokenizer, n=100)
             history.append({"phase": label, "step": step + 1, "loss": ema, **ev})
@@ -250,6 +276,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="bfloat16 autocast for the forward pass (about 1.45x faster on CPUs with "
+                         "avx512_bf16; weights and optimizer state stay float32)")
     ap.add_argument("--device", default="cpu",
                     help="torch device to train on (the shipped weights are trained on cpu; "
                          "other devices give different, not bit-identical, weights)")
@@ -270,7 +299,7 @@ def main(argv=None) -> int:
                          "trained to look from 'Answer:' at the word closing the fact asked "
                          "about (0 turns it off)")
     ap.add_argument("--attn-layer", type=int, default=2)
-    ap.add_argument("--sup-scheme", choices=("chain", "answer"), default="chain",
+    ap.add_argument("--sup-scheme", choices=("chain", "chain2", "answer"), default="chain",
                     help="which retrieval links the attention supervision teaches (see "
                          "train_phase)")
     ap.add_argument("--lens-sup", type=float, default=1.0,
