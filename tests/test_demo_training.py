@@ -79,7 +79,7 @@ def test_attention_supervision_targets_map_to_the_right_tokens():
         arithmetic=0, comprehension=1, refusal=0, code=0, prose=0))
     x, tg = next(batches(tok, stream, 4, 128, targets=True))
     kinds = {t[0] for t in tg}
-    assert kinds == {"answer", "color", "name", "match", "fetch", "qlens"}
+    assert kinds == {"answer", "color", "name", "match_obj", "match_name", "fetch", "qlens"}
     for kind, r, q, k in tg:
         row = x[r].tolist()
         if kind == "answer":
@@ -88,10 +88,12 @@ def test_attention_supervision_targets_map_to_the_right_tokens():
         elif kind == "fetch":
             assert tok.decode(row[q - 1:q + 1]) == "Answer:"
             assert tok.decode([row[k + 1]]).startswith(("?", " ha"))   # the question key word
-        elif kind == "match":                          # key word -> the fact it names
+        elif kind.startswith("match"):                 # key word -> the fact it names
             assert tok.decode([row[q + 1]]).startswith(("?", " ha"))
             assert tok.decode([row[k + 1]]) == "."
             key = tok.decode([row[q]]).strip()
+            pool = corpus.NAMES if kind == "match_name" else corpus.OBJECTS   # one head each
+            assert any(w.endswith(key) for w in pool), (kind, key)
             fact_start = max(i for i in range(k) if tok.decode([row[i]]) in (".", ":"))
             assert any(w.endswith(key) for w in tok.decode(row[fact_start + 1:k + 1]).split())
         elif kind == "qlens":                          # the key word's target: the answer
