@@ -5,6 +5,8 @@ import pytest
 from PySide6.QtCore import QPointF, QSettings
 from PySide6.QtGui import QPolygonF
 
+from conftest import needs_demo
+
 pytestmark = pytest.mark.gui
 
 
@@ -374,3 +376,29 @@ def test_memorization_method_in_the_methods_panel(qtbot, window, tiny_pipeline_d
     qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
     assert "Memorization subspace" in w.method_result["text"]
     assert w.edit_model.ops and all(op.op == "wmask" for op in w.edit_model.ops)
+
+
+@needs_demo
+def test_demo_model_prune_changes_the_answer_undo_and_export_restore(qtbot, window, tmp_path):
+    """The acceptance path on the shipped demo model: a pruned neuron set changes the answer of a
+    prompt the model gets right, undo gives the right answer back, the export reloads equal."""
+    from neurolens.resources import model_path
+    w = window
+    load(qtbot, w, str(model_path()))
+    w.prompt_edit.setPlainText("Compute: 47+38=")
+    w.max_tokens.setValue(4)
+    run_and_wait(qtbot, w)
+    baseline = w.last_outputs["outputs"][0]
+    assert baseline.startswith("85")
+    prune_layer(w, layer=3, n=768)            # the whole last FFN layer
+    w.compare()
+    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=60_000)
+    it = w.compare_result["items"][0]
+    assert it["base_text"] == baseline and it["changed"] and not it["edit_text"].startswith("85")
+    w.edits_panel.undo()
+    run_and_wait(qtbot, w)
+    assert w.last_outputs["outputs"][0] == baseline
+    w.edits_panel.redo()
+    w.export_model(str(tmp_path / "exported"))
+    qtbot.waitUntil(lambda: w.export_result is not None, timeout=60_000)
+    assert w.export_result["baked"] and w.export_result["check"]["same_output"]
