@@ -402,3 +402,31 @@ def test_demo_model_prune_changes_the_answer_undo_and_export_restore(qtbot, wind
     w.export_model(str(tmp_path / "exported"))
     qtbot.waitUntil(lambda: w.export_result is not None, timeout=60_000)
     assert w.export_result["baked"] and w.export_result["check"]["same_output"]
+
+
+@needs_demo
+def test_demo_model_session_reopens_to_the_same_edited_output(qtbot, window, tmp_path):
+    """Save a session on the demo model with a prune edit; a fresh window opens it, reloads the
+    model and gives the same edited answer."""
+    from neurolens.gui.main_window import MainWindow
+    from neurolens.resources import model_path
+    w = window
+    load(qtbot, w, str(model_path()))
+    w.prompt_edit.setPlainText("Compute: 47+38=")
+    w.max_tokens.setValue(4)
+    prune_layer(w, layer=3, n=768)
+    run_and_wait(qtbot, w)
+    edited = w.last_outputs["outputs"][0]
+    assert not edited.startswith("85")           # the edit is in effect (baseline answers 85)
+    path = tmp_path / "demo.neurolens.json"
+    w.save_session(str(path))
+    settings = QSettings(str(tmp_path / "settings2.ini"), QSettings.Format.IniFormat)
+    w2 = MainWindow(settings=settings, autosave_path=str(tmp_path / "other-autosave.json"))
+    qtbot.addWidget(w2)
+    w2.show()
+    assert w2.open_session(str(path))
+    qtbot.waitUntil(lambda: w2.model_info is not None, timeout=60_000)
+    assert w2.prompt_edit.toPlainText() == "Compute: 47+38=" and w2.max_tokens.value() == 4
+    run_and_wait(qtbot, w2)
+    assert w2.last_outputs["outputs"][0] == edited
+    w2.close()
