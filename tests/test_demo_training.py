@@ -43,7 +43,8 @@ def test_attention_targets_point_at_the_fact_asked_about():
             "Question: Where is Eva?\nAnswer: garden\n")
     t = corpus.comprehension_chain(text)
     assert len(t) == 2
-    (c1, k1, e1), (c2, k2, e2) = t
+    (c1, k1, e1, kind1), (c2, k2, e2, kind2) = t
+    assert (kind1, kind2) == ("obj", "name")
     assert text[c1 - 6:c1 + 1] == "Answer:" and text[e1 - 3:e1 + 2] == "ball."
     assert text[k1 - 3:k1 + 2] == "ball?" and e1 < k1 < c1
     assert text[c2 - 6:c2 + 1] == "Answer:" and text[e2 - 5:e2 + 2] == "garden."
@@ -143,7 +144,7 @@ def test_recall_links_point_from_each_key_to_its_fact():
             "Owner of: kite Mia.\nPlace of: Tom park.\n"
             "Question: Who has the kite?\nAnswer: Mia\n")
     links = corpus.recall_links(text)
-    assert [(text[k - 3:k + 1], text[e - 3:e + 2]) for k, e in links] == [
-        ("kite", "kite."), (" Tom", "park.")]
-    (colon, key, end), = corpus.comprehension_chain(text)   # the question still parses
+    assert [(text[k - 3:k + 1], text[e - 3:e + 2], kind) for k, e, kind in links] == [
+        ("kite", "kite.", "obj"), (" Tom", "park.", "name")]
+    (colon, key, end, kind), = corpus.comprehension_chain(text)   # the question still parses
     assert text[colon - 6:colon + 1] == "Answer:" and text[end - 3:end + 2] == "kite."

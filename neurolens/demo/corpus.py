@@ -206,6 +206,7 @@ _STORY = re.compile(r"Story: ([^\n]*)\n((?:(?:Color|Owner|Object|Place) of: [^\n
                     r"Question: ([^\n]*)\nAnswer:")
 _RECALL = re.compile(r"(Color|Owner|Object|Place) of: ([^\n]*)\.\n")
 _RECALL_KEY = {"Color": "obj", "Owner": "obj", "Object": "name", "Place": "name"}
+_PAIR = re.compile(r"(\w+) \w+")          # "key value" inside a recall line
 _HAS = re.compile(r"(\w+) has a (\w+) (\w+)\.")
 _IN = re.compile(r"(\w+) is in the (\w+)\.")
 
@@ -230,9 +231,11 @@ def _fact_ends(story: str, base: int) -> dict:
     return ends
 
 
-def comprehension_chain(text: str) -> list[tuple[int, int, int]]:
+def comprehension_chain(text: str) -> list[tuple[int, int, int, str]]:
     """(char of the ':' after 'Answer', last char of the question's key word, last char of the
-    word closing the fact asked about) for every comprehension example in ``text``.
+    word closing the fact asked about, the key's kind) for every comprehension example in
+    ``text``. The kind is "obj" (the key word, e.g. "kite", itself closes its fact) or "name"
+    (the fact is found through the owner gathered into its closing word).
 
     The three links of the retrieval chain a small model has to learn: the key word of the
     question finds its fact (whose closing word holds the fact's color and owner), and the
@@ -246,25 +249,24 @@ def comprehension_chain(text: str) -> list[tuple[int, int, int]]:
             if mq:
                 key = (kind, mq.group(1))
                 if key in ends:
-                    out.append((m.end() - 1, qbase + mq.end(1) - 1, ends[key]))
+                    out.append((m.end() - 1, qbase + mq.end(1) - 1, ends[key], kind))
                 break
     return out
 
 
-def recall_links(text: str) -> list[tuple[int, int]]:
-    """(last char of a recall line's key word, last char of the word closing its fact) for
-    every pair of every recall line (see :func:`recall_lines`): the same matching step as a
-    question's key word, many times per story."""
+def recall_links(text: str) -> list[tuple[int, int, str]]:
+    """(last char of a recall line's key word, last char of the word closing its fact, the key's
+    kind as in :func:`comprehension_chain`) for every pair of every recall line (see
+    :func:`recall_lines`): the same matching step as a question's key word, many times per
+    story."""
     out = []
     for m in _STORY.finditer(text):
         ends = _fact_ends(m.group(1), m.start(1))
         for ln in _RECALL.finditer(text, m.start(2), m.end(2)):
-            kind, pos = _RECALL_KEY[ln.group(1)], ln.start(2)
-            for pair in ln.group(2).split(", "):
-                key = pair.split(" ")[0]
-                if (kind, key) in ends:
-                    out.append((pos + len(key) - 1, ends[(kind, key)]))
-                pos += len(pair) + 2
+            kind = _RECALL_KEY[ln.group(1)]
+            for pair in _PAIR.finditer(text, ln.start(2), ln.end(2)):
+                if (kind, pair.group(1)) in ends:
+                    out.append((pair.end(1) - 1, ends[(kind, pair.group(1))], kind))
     return out
 
 

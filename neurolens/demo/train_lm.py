@@ -85,17 +85,6 @@ def _char_to_token(offsets, n_chars: int) -> np.ndarray:
     return m
 
 
-_NAMES = frozenset(corpus.NAMES)
-
-
-def _match_kind(text: str, last: int) -> str:
-    """"match_name" when the key word ending at char ``last`` is a person's name (its fact is
-    found through the owner gathered into the closing word), else "match_obj" (the key word
-    itself closes its fact)."""
-    start = text.rfind(" ", 0, last) + 1
-    return "match_name" if text[start:last + 1] in _NAMES else "match_obj"
-
-
 def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
             targets: bool = False):
     """Yield token rows [batch, seq + 1]; with ``targets`` also the attention targets
@@ -111,17 +100,17 @@ def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
             rows.append(ids)
             if targets:
                 c2t = _char_to_token(enc["offset_mapping"][r], len(docs[r]))
-                for colon, key, end in corpus.comprehension_chain(docs[r]):
+                for colon, key, end, kind in corpus.comprehension_chain(docs[r]):
                     q, kk, k = int(c2t[colon]), int(c2t[key]), int(c2t[end])
                     if 0 <= k < kk < q < seq:
                         tg.append(("answer", r, q, k))    # ':' -> the fact (one hop)
-                        tg.append((_match_kind(docs[r], key), r, kk, k))  # question key -> fact
+                        tg.append((f"match_{kind}", r, kk, k))    # question key -> fact
                         tg.append(("fetch", r, q, kk))    # ':' -> question key
                         tg.append(("qlens", r, kk, q + 1))  # key decodes to the answer
-                for key, end in corpus.recall_links(docs[r]):
+                for key, end, kind in corpus.recall_links(docs[r]):
                     kk, k = int(c2t[key]), int(c2t[end])
                     if 0 <= k < kk < seq:
-                        tg.append((_match_kind(docs[r], key), r, kk, k))  # recall key -> fact
+                        tg.append((f"match_{kind}", r, kk, k))    # recall key -> fact
                 for end, src, kind in corpus.fact_links(docs[r]):
                     q, k = int(c2t[end]), int(c2t[src])
                     if 0 <= k < q < seq:
