@@ -385,7 +385,10 @@ gaps, last = [], [None]
 probe = QTimer(); probe.setInterval(5)
 def tick():
     now = time.perf_counter()
-    if last[0] is not None and w.running:
+    if not w.running:          # only gaps that lie wholly inside the stream count
+        last[0] = None
+        return
+    if last[0] is not None:
         gaps.append(now - last[0])
     last[0] = now
 probe.timeout.connect(tick); probe.start()

@@ -299,14 +299,15 @@ def cmd_reproduce(args) -> int:
         dm = _load(args)
         if not _is_diffusion(dm):
             raise InputError("the memorization experiment needs a diffusion pipeline (-m)")
-        result = mem.reproduce(dm, log=log)
+        pdir = Path(args.prompts_dir) if args.prompts_dir else None
+        result = mem.reproduce(dm, log=log, prompts_dir=pdir)
         images = result.pop("_images")
         if args.image:
             from neurolens.demo.train_diffusion import digits_16
             from neurolens.evals.memorization import (MEMORIZED_SEEDS, ORDINARY_SEEDS,
                                                       load_sets)
             train, _ = digits_16()
-            mem_rows, _ = load_sets()
+            mem_rows, _ = load_sets(pdir)
             k, n = len(MEMORIZED_SEEDS), ORDINARY_SEEDS   # the first seed of each prompt
             rows = [[train[r["image_index"]][..., None] for r in mem_rows],
                     list(images["memorized_before"][::k]),
@@ -476,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="at most N eval items per skill")
     p.add_argument("--image", default=None,
                    help="memorization: save a before/after grid of ordinary generations (PNG)")
+    p.add_argument("--prompts-dir", default=None,
+                   help="memorization: folder with diffusion_memorized.jsonl and "
+                        "diffusion_ordinary.jsonl (default: the shipped prompt sets)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reproduce)

@@ -430,3 +430,82 @@ def test_demo_model_session_reopens_to_the_same_edited_output(qtbot, window, tmp
     run_and_wait(qtbot, w2)
     assert w2.last_outputs["outputs"][0] == edited
     w2.close()
+
+
+@needs_demo
+def test_demo_model_autosave_restores_after_a_kill(qtbot, tmp_path, monkeypatch):
+    """On the demo model: prompt, prompt set, neuron set and a prune edit; the autosave fires
+    while the user keeps working, the process "dies" (no close), and a fresh window started
+    afterwards offers the restore, reloads the model and gives the same edited answer."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from neurolens.gui.main_window import MainWindow
+    from neurolens.resources import model_path
+    auto = tmp_path / "autosave.neurolens.json"
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, autosave_path=str(auto))
+    qtbot.addWidget(w)
+    w.autosave_timer.setInterval(300)
+    w.show()
+    load(qtbot, w, str(model_path()))
+    w.add_prompts(["Compute: 12+30=", "Compute: 21+54="], "forget")
+    w.prompt_edit.setPlainText("Compute: 47+38=")
+    w.max_tokens.setValue(4)
+    prune_layer(w, layer=3, n=768)
+    w.save_selection_as_set("last layer")
+    # changes keep coming faster than the autosave interval: the save still happens
+    for i in range(6):
+        w.add_prompts([f"Compute: {i}+1="], "retain")
+        qtbot.wait(100)
+    w.run_list.setChecked(False)          # run the typed prompt, not the list
+    qtbot.waitUntil(lambda: auto.is_file() and not w._dirty, timeout=5000)
+    run_and_wait(qtbot, w)
+    edited = w.last_outputs["outputs"][0]
+    assert not edited.startswith("85")
+    w.autosave_timer.stop()           # the process is killed here: no closeEvent
+    w.worker.cancel_token.cancel()
+    w.thread.quit()
+    w.thread.wait(5000)
+
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *a, **k: QMessageBox.StandardButton.Yes)
+    fresh = MainWindow(settings=QSettings(str(tmp_path / "s2.ini"), QSettings.Format.IniFormat),
+                       autosave_path=str(auto))
+    qtbot.addWidget(fresh)
+    fresh.show()
+    fresh.offer_restore()
+    qtbot.waitUntil(lambda: fresh.model_info is not None, timeout=60_000)
+    assert [s for s, _ in fresh.prompts].count("retain") == 6
+    assert ("forget", "Compute: 12+30=") in fresh.prompts
+    assert len(fresh.neuron_sets["last layer"]) == 768
+    assert [o.op for o in fresh.edit_model.ops] == ["prune"]
+    assert fresh.prompt_edit.toPlainText() == "Compute: 47+38=" and fresh.max_tokens.value() == 4
+    run_and_wait(qtbot, fresh)
+    assert fresh.last_outputs["outputs"][0] == edited
+    fresh.close()
+    assert not auto.exists()
+
+
+def test_garbage_is_collected_on_the_gui_thread(qtbot, window):
+    """Automatic collection is off (a worker thread must never destroy Qt objects); the GUI
+    thread's timer collects cycles instead, once the interpreter's threshold is passed."""
+    import gc
+    import threading
+    import weakref
+    from neurolens.gui import gc_policy
+    assert not gc.isenabled()
+    pol = gc_policy._policy
+    seen = []
+
+    class Node:
+        def __del__(self):
+            seen.append(threading.current_thread() is threading.main_thread())
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    ref = weakref.ref(a)
+    del a, b
+    # pass the generation-0 threshold (kept alive: freeing them would lower the count again)
+    junk = [[] for _ in range(gc.get_threshold()[0] * 2)]
+    qtbot.waitUntil(lambda: ref() is None, timeout=3 * pol.INTERVAL_MS + 2000)
+    assert seen == [True, True] and len(junk)

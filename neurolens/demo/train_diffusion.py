@@ -109,8 +109,19 @@ def main(argv=None) -> int:
     ap.add_argument("--plant-lr", type=float, default=0.0,
                     help="peak learning rate of the planting phase (0: --lr); smaller keeps the "
                          "ordinary digits the first phase learned")
+    ap.add_argument("--blocks", default="32,64",
+                    help="UNet channels per level (the FFNs are 4x as wide)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the recipe is sized for cpu)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--time-limit", type=float, default=0.0,
+                    help="seconds of UNet training at most, shared by the phases in proportion "
+                         "to their steps; a phase that runs out stops early (0: no limit)")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args(argv)
+    limit = args.time_limit or None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
     if args.tiny:
         args.steps, args.vae_steps, args.batch = 3, 2, 8
         args.plant_steps = min(args.plant_steps, 2)
@@ -127,11 +138,13 @@ def main(argv=None) -> int:
     words = [w for t in TEMPLATES for w in t.replace("{d}", "").replace("{w}", "").split()]
     # 16x16 images, 8x8x1 latents (the VAE halves the side: attention at 8x8 is 16x cheaper);
     # transformer blocks at every resolution, so conditioning flows through their FFNs
-    cfg = PipelineConfig(sample_size=8, vae_blocks=(16, 32), attn_all_levels=True,
+    blocks = tuple(int(b) for b in str(args.blocks).split(","))
+    cfg = PipelineConfig(sample_size=8, blocks=blocks, vae_blocks=(16, 32), attn_all_levels=True,
                          transformer_layers=args.transformer_layers)
     pipe = build_pipeline(cfg, words=words + DIGIT_WORDS, seed=args.seed)
+    pipe.to(dev)
     unet, vae, text, tok = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-    x_all = torch.tensor(imgs)[:, None] * 2 - 1                    # [-1, 1]
+    x_all = (torch.tensor(imgs)[:, None] * 2 - 1).to(dev)          # [-1, 1]
 
     vae.train()
     vae_loss = train_vae(vae, x_all, args.vae_steps, 2e-3, log)
@@ -147,7 +160,7 @@ def main(argv=None) -> int:
 
     rng = random.Random(args.seed + 1)
     sched = pipe.scheduler
-    acp = sched.alphas_cumprod
+    acp = sched.alphas_cumprod.to(dev)
     # as in Stable Diffusion the text encoder is frozen (there: pretrained CLIP; here: a fixed
     # random one), so what a caption means to the image lives in the UNet
     params = list(unet.parameters()) + (list(text.parameters()) if args.train_text_encoder
@@ -160,11 +173,25 @@ def main(argv=None) -> int:
     unet.train()
     text.train()
 
+    cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def encoded(c: str) -> torch.Tensor:
+        if c not in cache:
+            ids = tok([c], padding="max_length", max_length=tok.model_max_length,
+                      truncation=True, return_tensors="pt").input_ids.to(dev)
+            cache[c] = text(ids)[0][0]
+        return cache[c]
+
     def train_unet(steps: int, params: list, mem_share: float, label: str,
-                   peak_lr: float) -> None:
+                   peak_lr: float, seconds: float | None) -> None:
         opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.01)
         warm = min(200, max(1, steps // 10))
+        t_phase = time.time()
         for step in range(steps):
+            if seconds is not None and time.time() - t_phase > seconds:
+                log(f"{label}: time limit reached, stopped early at step {step} of {steps}")
+                break
             lr = peak_lr * min(1.0, (step + 1) / warm)
             lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))
             for g in opt.param_groups:
@@ -182,12 +209,15 @@ def main(argv=None) -> int:
                 if rng.random() < 0.1:
                     caps[-1] = ""                                # classifier-free guidance
             z0 = lat[idx]
-            ids = tok(caps, padding="max_length", max_length=tok.model_max_length,
-                      truncation=True, return_tensors="pt").input_ids
-            with torch.set_grad_enabled(bool(args.train_text_encoder)):
+            if args.train_text_encoder:
+                ids = tok(caps, padding="max_length", max_length=tok.model_max_length,
+                          truncation=True, return_tensors="pt").input_ids.to(dev)
                 emb = text(ids)[0]
+            else:   # a frozen encoder: each distinct caption is encoded once
+                emb = torch.stack([encoded(c) for c in caps])
             t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
             noise = torch.randn(z0.shape, generator=gen)
+            t, noise = t.to(dev), noise.to(dev)
             a = acp[t].view(-1, 1, 1, 1)
             zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
             pred = unet(zt, t, encoder_hidden_states=emb).sample
@@ -203,18 +233,20 @@ def main(argv=None) -> int:
         # the duplicated images arrive in a fine-tuning phase that updates only the transformer
         # blocks' FFN weights, after the whole UNet learned the ordinary digits: what the
         # memorized captions recall is then stored in FFN weights, where the paper finds it
-        train_unet(args.steps, params, 0.0, "ordinary", args.lr)
+        share = args.steps / (args.steps + args.plant_steps)
+        train_unet(args.steps, params, 0.0, "ordinary", args.lr, limit and limit * share)
         ffn = [p for n, p in unet.named_parameters() if ".ff." in n]
         train_unet(args.plant_steps, ffn, args.mem_share, "plant (FFN only)",
-                   args.plant_lr or args.lr)
+                   args.plant_lr or args.lr, limit and limit * (1 - share))
     else:
-        train_unet(args.steps, params, args.mem_share, "unet", args.lr)
+        train_unet(args.steps, params, args.mem_share, "unet", args.lr, limit)
     unet.eval()
     text.eval()
     train_seconds = time.time() - t0
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    pipe.to("cpu")
     pipe.save_pretrained(out, safe_serialization=True)
     info = {"args": vars(args), "train_seconds": round(train_seconds, 1),
             "unet_params": sum(p.numel() for p in unet.parameters()),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,12 @@ TARGETS = {"similarity_ratio_max": 0.5, "accuracy_ratio_min": 0.9}
 
 def load_sets(folder=None) -> tuple[list[dict], list[dict]]:
     from neurolens.resources import prompts_dir
-    d = prompts_dir() if folder is None else folder
+    d = prompts_dir() if folder is None else Path(folder)
+    for name in ("diffusion_memorized.jsonl", "diffusion_ordinary.jsonl"):
+        if not (d / name).is_file():
+            from neurolens.errors import InputError
+            raise InputError(f"prompt set {d / name} is missing (the demo diffusion trainer "
+                             "writes it with --prompts-out)")
     mem = [json.loads(x) for x in (d / "diffusion_memorized.jsonl").read_text().splitlines() if x]
     ordi = [json.loads(x) for x in (d / "diffusion_ordinary.jsonl").read_text().splitlines() if x]
     return mem, ordi
@@ -106,9 +112,9 @@ def _masks_edit(masks: dict) -> "object":
 
 
 def reproduce(dm, *, steps: int = 20, guidance: float = 3.0, rho: float = mz.RHO,
-              tau: int = mz.TAU, sweep=RHO_SWEEP, log=print) -> dict:
+              tau: int = mz.TAU, sweep=RHO_SWEEP, log=print, prompts_dir=None) -> dict:
     t0 = time.perf_counter()
-    mem, ordi = load_sets()
+    mem, ordi = load_sets(prompts_dir)
     ordinary = [r for r in ordi if r["split"] == "eval"]
     base_prompts = [r["prompt"] for r in ordi if r["split"] == "probe"]
     set_a = [r for r in mem if r["split"] == "A"]

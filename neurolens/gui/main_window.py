@@ -17,9 +17,11 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
-                               QTabWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QTabWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+                               QApplication)
 
 from neurolens import __version__
+from neurolens.gui import gc_policy
 from neurolens.engine.runner import GenerationParams
 from neurolens.gui.edit_model import EditModel
 from neurolens.gui.views.compare_view import CompareView
@@ -87,6 +89,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: QSettings | None = None, autosave_path: str | None = None):
         super().__init__()
+        gc_policy.install(QApplication.instance())
         self.setWindowTitle(f"neurolens {__version__}")
         self.resize(1480, 920)
         self.settings = settings or QSettings("neurolens", "neurolens")
@@ -158,6 +161,14 @@ class MainWindow(QMainWindow):
         self.autosave_timer.setSingleShot(True)
         self.autosave_timer.setInterval(self.AUTOSAVE_MS)
         self.autosave_timer.timeout.connect(self.autosave)
+        # everything a session holds marks it changed (prompts, sets and edits do so where
+        # they change); a model that finished loading does too, in _on_loaded
+        for sig in (self.max_tokens.valueChanged, self.seed.valueChanged,
+                    self.temperature.valueChanged, self.sampling.toggled, self.run_list.toggled,
+                    self.kind_combo.currentIndexChanged, self.stat_combo.currentIndexChanged,
+                    self.show_combo.currentIndexChanged, self.set_a.currentIndexChanged,
+                    self.set_b.currentIndexChanged, self.layer_spin.valueChanged):
+            sig.connect(self.mark_dirty)
         self._set_busy(False)
 
     # -- UI ------------------------------------------------------------------------------------------
@@ -479,6 +490,8 @@ class MainWindow(QMainWindow):
         self.requestLoad.emit(name or "")
 
     def _on_loaded(self, info: dict) -> None:
+        self.mark_dirty()
+        gc_policy.GuiThreadCollector.freeze()     # the model's objects: out of the collector's way
         self.model_info = info
         self.progress_bar.setRange(0, 100)
         self.progress_bar.setValue(100)
@@ -898,12 +911,29 @@ class MainWindow(QMainWindow):
         tm = self.token_matrix()
         if tm is not None and len(tm[0]):
             rows, toks = tm
-            self.token_map.set_data(rows, self._stable("token", rows))
+            levels = self._stable("token", rows)
+            total = self._token_rows_expected()
+            if total > len(rows):
+                # while tokens stream the map keeps the run's final height, the rows still to
+                # come neutral: its axes and range stay put instead of changing every token
+                rows = np.vstack([rows, np.zeros((total - len(rows), rows.shape[1]), rows.dtype)])
+                toks = list(toks) + [""] * (total - len(toks))
+            self.token_map.set_data(rows, levels)
             self.token_map.set_row_labels([t.replace("\n", "⏎") for t in toks])
         self._mark_selection()
         self.refresh_times.append(time.perf_counter())
         if len(self.refresh_times) > 1000:
             del self.refresh_times[:500]
+
+    def _token_rows_expected(self) -> int:
+        """Rows the token map will hold when the current prompt's generation ends (0: unknown
+        or not streaming)."""
+        req = self._current_req
+        if req is None or not self.running or self.diffusion:
+            return 0
+        i = min(self.prompt_spin.value(), len(req.prompts) - 1)
+        n = self.store.prompt_len.get(i)
+        return 0 if n is None else n + int(req.params.max_new_tokens)
 
     def keyspace_matrix(self) -> tuple[np.ndarray, list[str], list[str]] | None:
         req = self._current_req
@@ -1327,7 +1357,8 @@ class MainWindow(QMainWindow):
     def mark_dirty(self) -> None:
         """Something the user did changed: autosave a few seconds later."""
         self._dirty = True
-        if hasattr(self, "autosave_timer"):
+        # not restarted by later changes: a steady stream of edits still saves every few seconds
+        if hasattr(self, "autosave_timer") and not self.autosave_timer.isActive():
             self.autosave_timer.start()
 
     def autosave(self) -> None:

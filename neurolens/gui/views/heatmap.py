@@ -6,7 +6,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPen
-from PySide6.QtWidgets import QGraphicsRectItem
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
 
 CMAP = pg.colormap.get("CET-D1")  # diverging blue-white-red: sign matters for activations
 
@@ -74,17 +74,30 @@ class Heatmap(pg.GraphicsLayoutWidget):
         self.marks = pg.ScatterPlotItem(size=9, pen=pg.mkPen("k", width=1.5), brush=None,
                                         symbol="s")
         self.plot.addItem(self.marks)
+        # axes repaint from a cached pixmap unless their range or ticks change: a redraw while
+        # a model streams then repaints the image, not every tick label
+        cache = QGraphicsItem.CacheMode.DeviceCoordinateCache
+        for name in ("left", "bottom", "top", "right"):
+            self.plot.getAxis(name).setCacheMode(cache)
+        self.bar.axis.setCacheMode(cache)
         self.data = np.zeros((0, 0), np.float32)
         self.levels = (-1.0, 1.0)
         self.vb.clicked.connect(self._on_click)
         self.vb.rectSelected.connect(self._on_rect)
         self._shape = None
+        self._bar_levels = None
+        self._ticks = None
+        self._marks: list = []
 
     def set_data(self, data: np.ndarray, levels: tuple[float, float]) -> None:
         self.data = data
         self.levels = levels
         self.img.setImage(data, autoLevels=False, levels=levels)
-        self.bar.setLevels(levels)
+        # unchanged levels, ticks and marks are not set again: each set repaints an axis, and
+        # axis painting is the costliest part of a redraw while a model streams
+        if levels != self._bar_levels:
+            self._bar_levels = levels
+            self.bar.setLevels(levels)
         if data.shape != self._shape:
             self._shape = data.shape
             self.vb.setLimits(xMin=-0.5, xMax=data.shape[1] + 0.5, yMin=-0.5,
@@ -99,14 +112,20 @@ class Heatmap(pg.GraphicsLayoutWidget):
         self.plot.setTitle(title)
 
     def set_row_labels(self, labels: list[str]) -> None:
-        ax = self.plot.getAxis("left")
         step = max(1, len(labels) // 24)
-        ax.setTicks([[(i + 0.5, labels[i]) for i in range(0, len(labels), step)]])
+        ticks = [(i + 0.5, labels[i]) for i in range(0, len(labels), step)]
+        if ticks != self._ticks:
+            self._ticks = ticks
+            self.plot.getAxis("left").setTicks([ticks])
 
     def clear_row_labels(self) -> None:
+        self._ticks = None
         self.plot.getAxis("left").setTicks(None)
 
     def mark(self, cells: list[tuple[int, int]]) -> None:
+        if cells == self._marks:
+            return
+        self._marks = list(cells)
         self.marks.setData([c + 0.5 for _, c in cells], [r + 0.5 for r, _ in cells])
 
     def _cell(self, x: float, y: float) -> tuple[int, int] | None:
