@@ -3,7 +3,6 @@ memorization-subspace edit removing it (the full protocol is `neurolens reproduc
 
 import json
 
-import numpy as np
 import pytest
 
 import neurolens as nl

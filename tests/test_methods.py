@@ -7,7 +7,7 @@ import torch
 import neurolens as nl
 import tiny
 from neurolens.engine.hooks import RunState
-from neurolens.engine.method_ops import AdjustHandler, TopKHandler
+from neurolens.engine.method_ops import AdjustHandler
 from neurolens.methods import key_space, neuron_adjust, neurostrike, statistical_topk
 
 PLANTED = [5, 17, 40]

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import neurolens as nl
-import tiny
 from neurolens.engine.hooks import CancelToken
 from neurolens.engine.interventions import BUILDERS
 from neurolens.engine.runner import (Cancelled, Failed, Finished, GenerationParams,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from neurolens.engine.hooks import CancelToken, HookSession, RunState, StopForward
+from neurolens.engine.hooks import CancelToken, RunState, StopForward
 
 
 @dataclass

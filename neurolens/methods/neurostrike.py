@@ -99,6 +99,6 @@ def fit(lm, harmful: list[str], benign: list[str], layers_fraction: float = 1.0,
         ops.append(Prune(site, neurons, note="NeuroStrike safety neurons"))
         per_module[site] = neurons
         unique.update((layer, j) for j in neurons)
-    width = lm.sites()[f"blocks.0.mlp.hook_post"]
+    width = lm.sites()["blocks.0.mlp.hook_post"]
     report = NeuroStrikeReport(layers_fraction, len(unique), n_layers * width, per_module, accs)
     return EditSet(ops, ModelRef(lm.name_or_path, lm.fingerprint)), report

@@ -11,7 +11,6 @@ next to the JSON file and are referenced by key.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field, fields
