@@ -31,7 +31,7 @@ from neurolens.gui.views.image_grid import ImageGrid
 from neurolens.gui.views.methods_panel import MethodsPanel
 from neurolens.gui.views.inspector import NeuronInspector
 from neurolens.gui.views.scatter import PALETTE, KeySpaceScatter
-from neurolens.gui.worker import Projector, RunRequest, Worker
+from neurolens.gui.worker import Projector, RunRequest, Worker, lower_thread_priority
 from neurolens.spec.edits import EditSet
 from neurolens.spec.session import Session
 from neurolens.spec.sites import SITE_KINDS, neuron_label
@@ -125,6 +125,8 @@ class MainWindow(QMainWindow):
         self.thread.setObjectName("neurolens-worker")
         self.worker = Worker(self.store, self.store_base)
         self.worker.moveToThread(self.thread)
+        # the worker computes at a lower priority than the event loop (Linux: per-thread nice)
+        self.thread.started.connect(lower_thread_priority, Qt.ConnectionType.DirectConnection)
         self.requestLoad.connect(self.worker.load_model)
         self.requestRun.connect(self.worker.run)
         self.requestLens.connect(self.worker.logit_lens)

@@ -7,6 +7,7 @@ Activations go into the shared, thread-safe CaptureStore; views pull from it on 
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -41,6 +42,22 @@ def describe_error(e: BaseException) -> str:
         return str(e)
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {first}"
+
+
+def lower_thread_priority(nice: int = 10) -> None:
+    """Give the calling thread (and the threads it starts later, such as torch's OpenMP team) a
+    lower scheduling priority than the GUI thread, so that on a machine with few cores the
+    event loop gets a core as soon as it has work. Linux only (per-thread nice); elsewhere a
+    no-op."""
+    import os
+    import threading
+    if not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
+    except OSError:
+        pass
 
 
 class Worker(QObject):
