@@ -402,6 +402,17 @@ def test_demo_model_prune_changes_the_answer_undo_and_export_restore(qtbot, wind
     w.export_model(str(tmp_path / "exported"))
     qtbot.waitUntil(lambda: w.export_result is not None, timeout=60_000)
     assert w.export_result["baked"] and w.export_result["check"]["same_output"]
+    assert not w.export_result["sidecar"]
+    # plain transformers, no neurolens: the exported checkpoint gives the edited answer
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = str(tmp_path / "exported")
+    hf, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    ids = tok("Compute: 47+38=", return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = hf.generate(ids, max_new_tokens=4, do_sample=False)
+    plain = tok.decode(out[0, ids.shape[1]:])
+    assert plain == it["edit_text"] and not plain.startswith("85")
 
 
 @needs_demo
