@@ -520,3 +520,40 @@ def test_garbage_is_collected_on_the_gui_thread(qtbot, window):
     junk = [[] for _ in range(gc.get_threshold()[0] * 2)]
     qtbot.waitUntil(lambda: ref() is None, timeout=3 * pol.INTERVAL_MS + 2000)
     assert seen == [True, True] and len(junk)
+
+
+@needs_demo
+def test_demo_model_default_load_run_click_and_cancel(qtbot, window):
+    """The start-up path on the shipped demo model: the default model loads in the background,
+    a prompt runs, both heatmaps hold data, a clicked neuron fills the inspector and its logit
+    lens, and a long run over a prompt list cancels and leaves the app usable."""
+    w = window
+    w.model_info = None
+    w.open_model(None)                       # what `neurolens` with no arguments does
+    qtbot.waitUntil(lambda: w.model_info is not None, timeout=60_000)
+    assert w.model_info["n_layers"] == 4 and "demo-lm" in w.model_info["name"]
+    w.prompt_edit.setPlainText("Compute: 47+38=")
+    w.max_tokens.setValue(4)
+    run_and_wait(qtbot, w)
+    assert w.last_outputs["outputs"][0].startswith("85")
+    assert w.layer_map.data.shape == (4, 768)
+    np.testing.assert_allclose(w.layer_map.data[3], w.store.stats("blocks.3.mlp.hook_post").mean,
+                               rtol=1e-5)
+    qtbot.waitUntil(lambda: w.token_map.has_data(), timeout=5000)
+    w.layer_map.click_cell(3, 654)
+    assert w.selection == [("blocks.3.mlp.hook_post", 654)]
+    assert "L3.N654" in w.inspector.title.text()
+    qtbot.waitUntil(lambda: w.inspector.lens.rowCount() == 10, timeout=5000)
+    w.add_prompts([f"Compute: {10 + i}+{20 + i}=" for i in range(16)], "long")
+    w.max_tokens.setValue(200)
+    w.stop_eos.setChecked(False)
+    w.run()
+    qtbot.waitUntil(lambda: w.progress_bar.maximum() > 0 and 3 < w.progress_bar.value()
+                    < w.progress_bar.maximum(), timeout=20_000)
+    w.cancel()
+    qtbot.waitUntil(lambda: not w.running, timeout=10_000)
+    assert w.status.text() == "cancelled" and w.last_outputs is None
+    w.run_list.setChecked(False)
+    w.max_tokens.setValue(4)
+    run_and_wait(qtbot, w)
+    assert w.last_outputs["outputs"][0].startswith("85")
