@@ -225,3 +225,34 @@ def test_statistical_topk_kernel_equals_the_formula(variant):
     stat_topk(inplace, z, variant, out=inplace)
     torch.testing.assert_close(inplace[clear], want[clear], atol=2e-4, rtol=1e-5)
     assert 0.05 < float((want > 0).float().mean()) < 0.12
+
+
+def test_key_space_layer_choice_on_probe_data(monkeypatch):
+    """The layer whose cube holds the held-back forget prompts and keeps the others out wins;
+    a layer where the others fall inside loses; a tie goes to the later layer."""
+    rng = np.random.default_rng(0)
+    forget = rng.normal(0, 1, (40, 6))
+    others_near = rng.normal(0, 1, (30, 6))          # same distribution: inside the cube
+    others_far = others_near + 50.0                   # far away: outside
+    feats = {
+        "forget": {"blocks.0.mlp.hook_post": forget, "blocks.1.mlp.hook_post": forget,
+                   "blocks.2.mlp.hook_post": forget},
+        "others": {"blocks.0.mlp.hook_post": others_near, "blocks.1.mlp.hook_post": others_far,
+                   "blocks.2.mlp.hook_post": others_far}}
+
+    def fake_probe(lm, prompts, sites, reduce, batch_size, progress=None):
+        assert reduce == "last"
+        return {s: feats[prompts[0]][s] for s in sites}
+
+    monkeypatch.setattr(key_space, "probe_reduced", fake_probe)
+
+    class LM:
+        n_layers = 3
+    layer, table = key_space.select_layer(LM(), ["forget"], ["others"], alpha=2.0)
+    assert [r["layer"] for r in table] == [0, 1, 2]
+    assert table[0]["others_inside"] > 0.5 and table[1]["others_inside"] == 0.0
+    for r in table:
+        assert r["margin"] == round(r["forget_inside"] - r["others_inside"], 4)
+    # the cube fitted on every other forget row holds the held-back half at alpha 2
+    assert table[1]["forget_inside"] >= 0.9 and table[1]["margin"] == table[2]["margin"]
+    assert layer == 2

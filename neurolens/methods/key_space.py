@@ -60,3 +60,26 @@ def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | None = None,
               note=f"Key Space Detection (k*={k:.3g})")
     return (EditSet([op], ModelRef(lm.name_or_path, lm.fingerprint)),
             KeySpaceReport(site, k, alpha, len(a), frac))
+
+
+def select_layer(lm, forget: list[str], others: list[str], alpha: float = 1.0,
+                 kind: str = "mlp.hook_post", batch_size: int = 16,
+                 progress=None) -> tuple[int, list[dict]]:
+    """Choose the probe layer on probe data: per layer, fit the cube on every other forget
+    prompt and measure how many of the remaining forget prompts fall inside (should be all) and
+    how many of the ``others`` (prompts of the skills to keep) do (should be none), both at the
+    prompt's last token. Returns the layer with the largest margin (ties: the later layer) and
+    the per-layer table."""
+    sites = [f"blocks.{i}.{kind}" for i in range(lm.n_layers)]
+    fa = probe_reduced(lm, forget, sites, "last", batch_size, progress=progress)
+    fo = probe_reduced(lm, others, sites, "last", batch_size)
+    table = []
+    for i, site in enumerate(sites):
+        a = fa[site]
+        mu, s, k = fit_cube(a[0::2])
+        held = float(inside(a[1::2], mu, s, k, alpha).mean()) if len(a) > 1 else 0.0
+        other = float(inside(fo[site], mu, s, k, alpha).mean()) if len(others) else 0.0
+        table.append({"layer": i, "k_star": round(k, 3), "forget_inside": round(held, 4),
+                      "others_inside": round(other, 4), "margin": round(held - other, 4)})
+    best = max(table, key=lambda r: (r["margin"], r["layer"]))
+    return best["layer"], table
