@@ -122,6 +122,8 @@ def main(out_dir: str, model: str | None = None) -> int:
     w.methods_panel.method.setCurrentText("Key Space Detection")
     w.methods_panel.ks_forget.setCurrentText("arithmetic")
     w.methods_panel.ks_alpha.setValue(2.0)
+    w.methods_panel.ks_keep.setCurrentText("comprehension")
+    w.methods_panel.ks_layer.setValue(w.methods_panel.KS_AUTO)
     w.method_result = None
     w.methods_panel.fit_btn.click()
     wait(lambda: w.method_result is not None)

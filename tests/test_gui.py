@@ -310,6 +310,16 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     assert w.scatter.inside is not None and w.scatter.inside.sum() >= 12
     w.edits_panel.undo()
     assert w.edit_model.ops[-1].op == "adjust"
+    # the layer chosen on the data: the forget set in, the keep set out
+    w.method_result = None
+    assert panel.ks_keep.currentText() == "retain"
+    panel.ks_layer.setValue(panel.KS_AUTO)
+    assert panel.ks_layer.text().startswith("auto")
+    panel.fit_btn.click()
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    assert "chosen:" in w.method_result["text"] and "'retain'" in w.method_result["text"]
+    assert w.edit_model.ops[-1].op == "gate"
+    assert w.method_result["inside"][12:] == [False] * 6     # no retain prompt inside
 
 
 def test_diffusion_pipeline_run_steps_compare_export(qtbot, window, tiny_pipeline_dir, tmp_path):

@@ -12,6 +12,7 @@ METHODS = ["Neuron Adjust", "Key Space Detection", "NeuroStrike", "Statistical t
 
 class MethodsPanel(QWidget):
     fitRequested = Signal(str, dict)     # method, params (set names resolved by the window)
+    KS_AUTO = -65                        # the layer spin box value that means "choose it"
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -53,10 +54,15 @@ class MethodsPanel(QWidget):
         self.ks_alpha.setValue(2.0)
         f.addRow("alpha", self.ks_alpha)
         self.ks_layer = QSpinBox()
-        self.ks_layer.setRange(-64, 64)
+        self.ks_layer.setRange(self.KS_AUTO, 64)
+        self.ks_layer.setSpecialValueText("auto (best margin on the keep set)")
         self.ks_layer.setValue(-1)
-        self.ks_layer.setToolTip("-1 = the last layer")
+        self.ks_layer.setToolTip("-1 = the last layer; the lowest value chooses the layer whose "
+                                 "cube holds the forget set and keeps the keep set out")
         f.addRow("layer", self.ks_layer)
+        self.ks_keep = QComboBox()
+        self.ks_keep.setToolTip("prompts of the skills to keep (used by the automatic layer)")
+        f.addRow("keep set", self.ks_keep)
 
         f = form()   # NeuroStrike
         self.ns_harmful, self.ns_benign = QComboBox(), QComboBox()
@@ -112,6 +118,7 @@ class MethodsPanel(QWidget):
 
     def set_names(self, names: list[str]) -> None:
         for combo, default in ((self.na_forget, 0), (self.na_retain, 1), (self.ks_forget, 0),
+                               (self.ks_keep, 1),
                                (self.ns_harmful, 0), (self.ns_benign, 1), (self.mz_target, 0),
                                (self.mz_base, 1)):
             cur = combo.currentText()
@@ -123,7 +130,8 @@ class MethodsPanel(QWidget):
             elif len(names) > default:
                 combo.setCurrentIndex(default)
             combo.blockSignals(False)
-        for first, second in ((self.na_forget, self.na_retain), (self.ns_harmful, self.ns_benign),
+        for first, second in ((self.na_forget, self.na_retain), (self.ks_forget, self.ks_keep),
+                              (self.ns_harmful, self.ns_benign),
                               (self.mz_target, self.mz_base)):
             if second.currentText() == first.currentText():
                 other = [n for n in names if n != first.currentText()]
@@ -137,8 +145,10 @@ class MethodsPanel(QWidget):
                        "retain": self.na_retain.currentText(),
                        "p": self.na_p.value() / 100, "seed": self.na_seed.value()}
         if m == "Key Space Detection":
+            auto = self.ks_layer.value() == self.KS_AUTO
             return m, {"forget": self.ks_forget.currentText(), "alpha": self.ks_alpha.value(),
-                       "layer": self.ks_layer.value()}
+                       "layer": "auto" if auto else self.ks_layer.value(),
+                       "keep": self.ks_keep.currentText()}
         if m == "NeuroStrike":
             return m, {"harmful": self.ns_harmful.currentText(),
                        "benign": self.ns_benign.currentText(),
