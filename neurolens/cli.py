@@ -332,6 +332,55 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def cmd_fit(args) -> int:
+    """Fit a paper method on prompt files and write its edits (``neurolens.edits/1``)."""
+    from neurolens.methods import key_space, neuron_adjust, neurostrike, statistical_topk
+
+    def need(flag: str) -> list[str]:
+        path = getattr(args, flag.replace("-", "_"))
+        if not path:
+            raise InputError(f"{args.method} needs --{flag} FILE")
+        return read_prompts(path)
+
+    if not 0 < args.p < 1 or not 0 < args.keep_fraction < 1:
+        raise InputError("--p and --keep-fraction must lie between 0 and 1")
+    if args.layers_fraction not in (0.25, 0.5, 0.75, 1.0):
+        raise InputError("--layers-fraction must be 0.25, 0.5, 0.75 or 1")
+    if args.layer not in (None, "auto"):
+        try:
+            int(args.layer)
+        except ValueError:
+            raise InputError(f"--layer takes a layer index or 'auto', not {args.layer!r}") from None
+    lm = _load(args)
+    if _is_diffusion(lm):
+        raise InputError(f"{args.method} works on language models; for a diffusion pipeline use "
+                         "`neurolens reproduce memorization` or the GUI's Methods panel")
+    report: dict
+    if args.method == "neuron-adjust":
+        edits, rep = neuron_adjust.fit(lm, need("forget"), need("retain"), p=args.p,
+                                       seed=args.seed)
+        report = rep.to_json()
+    elif args.method == "key-space":
+        forget, layer, table = need("forget"), args.layer, None
+        if layer == "auto":
+            layer, table = key_space.select_layer(lm, forget, need("keep"), args.alpha)
+        edits, rep = key_space.fit(lm, forget, alpha=args.alpha,
+                                   layer=None if layer is None else int(layer))
+        report = {**rep.to_json(), **({"layer_choice": table} if table else {})}
+    elif args.method == "neurostrike":
+        edits, rep = neurostrike.fit(lm, need("harmful"), need("benign"),
+                                     layers_fraction=args.layers_fraction, z=args.z)
+        report = rep.to_json()
+    else:
+        edits = statistical_topk.edits(lm, args.keep_fraction, args.variant)
+        report = {"keep_fraction": args.keep_fraction, "variant": args.variant}
+    path = edits.save(args.out)
+    payload = {"method": args.method, "edits": str(path), "n_ops": len(edits), "report": report}
+    _emit(args, payload, f"{args.method}: {len(edits)} edit(s) -> {path}\n"
+          + json.dumps({k: v for k, v in report.items() if k not in ("top", "layer_choice")}))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from neurolens import bench
     log = (lambda m: print(m, file=sys.stderr)) if not args.quiet else (lambda m: None)
@@ -483,6 +532,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("fit", help="fit a paper method on prompt files, write its edits")
+    model_args(p)
+    p.add_argument("method", choices=["neuron-adjust", "key-space", "neurostrike", "topk"])
+    p.add_argument("--out", required=True, help="edits file to write (neurolens.edits/1 JSON)")
+    p.add_argument("--forget", help="neuron-adjust, key-space: prompts of the skill to forget")
+    p.add_argument("--retain", help="neuron-adjust: prompts of the skills to keep")
+    p.add_argument("--keep", help="key-space --layer auto: prompts of the skills to keep")
+    p.add_argument("--harmful", help="neurostrike: requests the model refuses")
+    p.add_argument("--benign", help="neurostrike: requests it answers")
+    p.add_argument("--p", type=float, default=0.03, help="neuron-adjust: top fraction (0.03)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--alpha", type=float, default=1.0, help="key-space: cube scale (1.0)")
+    p.add_argument("--layer", default=None,
+                   help="key-space: layer index (default: the last) or 'auto'")
+    p.add_argument("--layers-fraction", type=float, default=1.0,
+                   help="neurostrike: prune in the first 0.25/0.5/0.75/1 of the layers")
+    p.add_argument("--z", type=float, default=3.0, help="neurostrike: z-score threshold (3)")
+    p.add_argument("--keep-fraction", type=float, default=0.08, help="topk: kept share (0.08)")
+    p.add_argument("--variant", choices=["soft", "hard"], default="soft", help="topk variant")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("bench", help="performance benchmarks (ratios measured side by side)")
     p.add_argument("--json", action="store_true")

@@ -167,3 +167,44 @@ def test_gui_process_settings_keep_a_user_value(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     configure()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_fit_writes_edits_the_other_commands_take(capsys, tiny_dirs, tmp_path):
+    """`neurolens fit` for each LM method writes a neurolens.edits/1 file; `run --edits` takes it
+    and a key-space gate abstains on its forget prompts."""
+    m = tiny_dirs["llama"]
+    forget = tmp_path / "forget.txt"
+    forget.write_text("\n".join(f"Compute: {a}+{a}=" for a in range(10, 30)) + "\n")
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text("".join(json.dumps({"prompt": f"Story: Mia has a {c} kite."}) + "\n"
+                            for c in ("red", "blue", "green", "gold", "pink", "gray")))
+    cases = {"neuron-adjust": ["--forget", forget, "--retain", keep, "--p", "0.05"],
+             "key-space": ["--forget", forget, "--keep", keep, "--layer", "auto", "--alpha",
+                           "1.5"],
+             "neurostrike": ["--harmful", forget, "--benign", keep],
+             "topk": ["--keep-fraction", "0.1"]}
+    ops = {"neuron-adjust": "adjust", "key-space": "gate", "neurostrike": "prune",
+           "topk": "topk"}
+    for method, extra in cases.items():
+        out_file = tmp_path / f"{method}.json"
+        code, out, err = run(capsys, "fit", method, "-m", m, "--out", out_file, "--json", *extra)
+        assert code == 0, err
+        d = json.loads(out)
+        spec = json.loads(out_file.read_text())
+        assert spec["format"] == "neurolens.edits/1" and d["n_ops"] == len(spec["edits"])
+        assert {e["op"] for e in spec["edits"]} <= {ops[method]}
+        if method == "neuron-adjust":
+            assert d["report"]["n_selected"] == round(0.05 * 2 * 64)
+        if method == "key-space":
+            table = d["report"]["layer_choice"]
+            best = max(table, key=lambda r: (r["margin"], r["layer"]))
+            assert d["report"]["site"] == f"blocks.{best['layer']}.mlp.hook_post"
+            code, out, err = run(capsys, "run", "-m", m, "--edits", out_file, "--prompt",
+                                 "Compute: 11+11=", "--json", "--max-new-tokens", "3")
+            assert code == 0, err
+            assert json.loads(out)["output"] == " I can't help with that."
+    code, out, err = run(capsys, "fit", "key-space", "-m", m, "--out", tmp_path / "x.json")
+    assert code == 2 and err.count("\n") == 1 and "--forget" in err
+    code, out, err = run(capsys, "fit", "neuron-adjust", "-m", m, "--out", tmp_path / "x.json",
+                         "--forget", forget, "--retain", keep, "--p", "3")
+    assert code == 2 and "between 0 and 1" in err
