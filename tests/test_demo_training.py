@@ -73,6 +73,23 @@ def test_tiny_diffusion_training_saves_a_plain_diffusers_pipeline(tmp_path):
     assert all(labels[m["image_index"]] == m["digit"] for m in mem)
 
 
+def test_diffusion_trainer_width_and_time_limit(tmp_path, capsys):
+    """--blocks sets the UNet's channels; a time limit ends each phase early and still saves."""
+    import json as js
+
+    from diffusers import UNet2DConditionModel
+
+    from neurolens.demo import train_diffusion as td
+    assert td.main(["--tiny", "--blocks", "16,32", "--plant-steps", "2", "--time-limit", "1e-9",
+                    "--out", str(tmp_path / "d")]) == 0
+    log = capsys.readouterr().out
+    assert log.count("time limit reached, stopped early at step 0") == 2   # both phases
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "d" / "unet")
+    assert list(unet.config.block_out_channels) == [16, 32]
+    info = js.loads((tmp_path / "d" / "training.json").read_text())
+    assert info["args"]["blocks"] == "16,32" and info["args"]["device"] == "cpu"
+
+
 def test_attention_supervision_targets_map_to_the_right_tokens():
     from neurolens.demo.train_lm import batches, train_tokenizer
     tok = train_tokenizer(400, 0)
