@@ -9,6 +9,7 @@ from pathlib import Path
 
 from neurolens import __version__
 from neurolens.errors import InputError, NeurolensError
+from neurolens.methods.neurostrike import LAYER_FRACTIONS
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -344,8 +345,6 @@ def cmd_fit(args) -> int:
 
     if not 0 < args.p < 1 or not 0 < args.keep_fraction < 1:
         raise InputError("--p and --keep-fraction must lie between 0 and 1")
-    if args.layers_fraction not in (0.25, 0.5, 0.75, 1.0):
-        raise InputError("--layers-fraction must be 0.25, 0.5, 0.75 or 1")
     if args.layer not in (None, "auto"):
         try:
             int(args.layer)
@@ -361,12 +360,10 @@ def cmd_fit(args) -> int:
                                        seed=args.seed)
         report = rep.to_json()
     elif args.method == "key-space":
-        forget, layer, table = need("forget"), args.layer, None
-        if layer == "auto":
-            layer, table = key_space.select_layer(lm, forget, need("keep"), args.alpha)
-        edits, rep = key_space.fit(lm, forget, alpha=args.alpha,
-                                   layer=None if layer is None else int(layer))
-        report = {**rep.to_json(), **({"layer_choice": table} if table else {})}
+        auto = args.layer == "auto"
+        edits, rep = key_space.fit(lm, need("forget"), alpha=args.alpha, layer=args.layer,
+                                   keep=need("keep") if auto else None)
+        report = rep.to_json()
     elif args.method == "neurostrike":
         edits, rep = neurostrike.fit(lm, need("harmful"), need("benign"),
                                      layers_fraction=args.layers_fraction, z=args.z)
@@ -547,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=1.0, help="key-space: cube scale (1.0)")
     p.add_argument("--layer", default=None,
                    help="key-space: layer index (default: the last) or 'auto'")
-    p.add_argument("--layers-fraction", type=float, default=1.0,
+    p.add_argument("--layers-fraction", type=float, default=1.0, choices=LAYER_FRACTIONS,
                    help="neurostrike: prune in the first 0.25/0.5/0.75/1 of the layers")
     p.add_argument("--z", type=float, default=3.0, help="neurostrike: z-score threshold (3)")
     p.add_argument("--keep-fraction", type=float, default=0.08, help="topk: kept share (0.08)")

@@ -173,14 +173,16 @@ def main(argv=None) -> int:
     unet.train()
     text.train()
 
+    def token_ids(caps: list[str]) -> torch.Tensor:
+        return tok(caps, padding="max_length", max_length=tok.model_max_length,
+                   truncation=True, return_tensors="pt").input_ids.to(dev)
+
     cache: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def encoded(c: str) -> torch.Tensor:
         if c not in cache:
-            ids = tok([c], padding="max_length", max_length=tok.model_max_length,
-                      truncation=True, return_tensors="pt").input_ids.to(dev)
-            cache[c] = text(ids)[0][0]
+            cache[c] = text(token_ids([c]))[0][0]
         return cache[c]
 
     def train_unet(steps: int, params: list, mem_share: float, label: str,
@@ -210,9 +212,7 @@ def main(argv=None) -> int:
                     caps[-1] = ""                                # classifier-free guidance
             z0 = lat[idx]
             if args.train_text_encoder:
-                ids = tok(caps, padding="max_length", max_length=tok.model_max_length,
-                          truncation=True, return_tensors="pt").input_ids.to(dev)
-                emb = text(ids)[0]
+                emb = text(token_ids(caps))[0]
             else:   # a frozen encoder: each distinct caption is encoded once
                 emb = torch.stack([encoded(c) for c in caps])
             t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)

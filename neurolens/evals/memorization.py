@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from neurolens.errors import InputError
 from neurolens.methods import memorization as mz
 
 PAPER = {"similarity_drop": "memorized generations no longer match their training images "
@@ -32,7 +33,6 @@ def load_sets(folder=None) -> tuple[list[dict], list[dict]]:
     d = prompts_dir() if folder is None else Path(folder)
     for name in ("diffusion_memorized.jsonl", "diffusion_ordinary.jsonl"):
         if not (d / name).is_file():
-            from neurolens.errors import InputError
             raise InputError(f"prompt set {d / name} is missing (the demo diffusion trainer "
                              "writes it with --prompts-out)")
     mem = [json.loads(x) for x in (d / "diffusion_memorized.jsonl").read_text().splitlines() if x]

@@ -52,11 +52,10 @@ def unlearning(lm, limit=None, p: float = 0.03, log=print) -> dict:
         alpha = KSD_ALPHA[forget]
         # the probe layer is chosen on the probe split: the layer whose cube holds the forget
         # prompts and keeps the other skills' prompts out
-        layer, layers = key_space.select_layer(lm, forget_p, retain_p, alpha)
-        log(f"KSD: forget {forget} (alpha {alpha}, layer {layer} chosen on the probe split)")
-        ks_edits, ks_rep = key_space.fit(lm, forget_p, alpha=alpha, layer=layer)
+        ks_edits, ks_rep = key_space.fit(lm, forget_p, alpha=alpha, layer="auto", keep=retain_p)
+        log(f"KSD: forget {forget} (alpha {alpha}, {ks_rep.site} chosen on the probe split)")
         ed = _eval_all(lm, ks_edits, limit, log)
-        rows.append(_row("KSD", forget, base, ed, {**ks_rep.to_json(), "layer_choice": layers}))
+        rows.append(_row("KSD", forget, base, ed, ks_rep.to_json()))
         log(f"NA {p:.0%}: forget {forget}")
         na_edits, na_rep = neuron_adjust.fit(lm, forget_p, retain_p, p=p)
         ed = _eval_all(lm, na_edits, limit, log)

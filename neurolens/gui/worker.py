@@ -384,16 +384,15 @@ class Worker(QObject):
                 text = (f"Neuron Adjust: {rep.n_selected} of {rep.n_total} neurons "
                         f"({params['p']:.1%}) selected by forget − retain mean of hook_pre")
             elif method == "Key Space Detection":
-                layer, chosen = params["layer"], ""
-                if layer == "auto":
-                    layer, table = key_space.select_layer(lm, need(params["forget"]),
-                                                          need(params["keep"]), params["alpha"])
-                    best = table[layer]
+                auto = params["layer"] == "auto"
+                edits, rep = key_space.fit(lm, need(params["forget"]), alpha=params["alpha"],
+                                           layer=params["layer"],
+                                           keep=need(params["keep"]) if auto else None)
+                best, chosen = rep.chosen, ""
+                if best is not None:
                     chosen = (f" (chosen: {best['forget_inside']:.0%} of held-back forget "
                               f"prompts and {best['others_inside']:.0%} of '{params['keep']}' "
                               "inside)")
-                edits, rep = key_space.fit(lm, need(params["forget"]), alpha=params["alpha"],
-                                           layer=layer)
                 text = (f"Key Space Detection at {rep.site}{chosen}: k* = {rep.k_star:.3g}, "
                         f"alpha {rep.alpha:g}; {rep.probe_inside:.0%} of the forget set inside")
                 current = params.get("current") or []

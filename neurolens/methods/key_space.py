@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurolens.errors import InputError
 from neurolens.methods.common import probe_reduced
 from neurolens.spec.edits import EditSet, Gate, ModelRef
 
@@ -19,10 +20,21 @@ class KeySpaceReport:
     alpha: float
     n_probe: int
     probe_inside: float          # fraction of the probe set inside the scaled cube
+    layer_choice: list | None = None   # per-layer table when the layer was chosen ("auto")
+
+    @property
+    def chosen(self) -> dict | None:
+        """The table row of the chosen layer (None unless the layer was chosen)."""
+        if not self.layer_choice:
+            return None
+        return self.layer_choice[int(self.site.split(".")[1])]
 
     def to_json(self) -> dict:
-        return {"site": self.site, "k_star": round(self.k_star, 4), "alpha": self.alpha,
-                "n_probe": self.n_probe, "probe_inside": round(self.probe_inside, 4)}
+        out = {"site": self.site, "k_star": round(self.k_star, 4), "alpha": self.alpha,
+               "n_probe": self.n_probe, "probe_inside": round(self.probe_inside, 4)}
+        if self.layer_choice:
+            out["layer_choice"] = self.layer_choice
+        return out
 
 
 def fit_cube(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -44,22 +56,30 @@ def inside(x: np.ndarray, mu: np.ndarray, s: np.ndarray, k: float, alpha: float)
     return np.all(np.abs(np.asarray(x, np.float64) - mu) <= half, axis=-1)
 
 
-def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | None = None,
+def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | str | None = None,
         kind: str = "mlp.hook_post", refusal: str = REFUSAL, batch_size: int = 16,
-        progress=None) -> tuple[EditSet, KeySpaceReport]:
+        keep: list[str] | None = None, progress=None) -> tuple[EditSet, KeySpaceReport]:
     """Fit the hypercube on the last-token vectors of the forget probe set at one layer
-    (default: the last layer) and return a Gate edit."""
-    layer = lm.n_layers - 1 if layer is None else layer
-    if layer < 0:
-        layer += lm.n_layers
-    site = f"blocks.{layer}.{kind}"
-    a = probe_reduced(lm, forget, [site], "last", batch_size, progress=progress)[site]
+    (default: the last layer; ``"auto"``: chosen by :func:`select_layer` against ``keep``, the
+    prompts of the skills to keep) and return a Gate edit."""
+    table = None
+    if layer == "auto":
+        if not keep:
+            raise InputError("choosing the layer ('auto') needs prompts of the skills to keep")
+        layer, table, a = _choose_layer(lm, forget, keep, alpha, kind, batch_size, progress)
+        site = f"blocks.{layer}.{kind}"
+    else:
+        layer = lm.n_layers - 1 if layer is None else int(layer)
+        if layer < 0:
+            layer += lm.n_layers
+        site = f"blocks.{layer}.{kind}"
+        a = probe_reduced(lm, forget, [site], "last", batch_size, progress=progress)[site]
     mu, s, k = fit_cube(a)
     frac = float(inside(a, mu, s, k, alpha).mean())
     op = Gate(site, mu, s, k, alpha=alpha, refusal=refusal,
               note=f"Key Space Detection (k*={k:.3g})")
     return (EditSet([op], ModelRef(lm.name_or_path, lm.fingerprint)),
-            KeySpaceReport(site, k, alpha, len(a), frac))
+            KeySpaceReport(site, k, alpha, len(a), frac, table))
 
 
 def select_layer(lm, forget: list[str], others: list[str], alpha: float = 1.0,
@@ -70,6 +90,12 @@ def select_layer(lm, forget: list[str], others: list[str], alpha: float = 1.0,
     how many of the ``others`` (prompts of the skills to keep) do (should be none), both at the
     prompt's last token. Returns the layer with the largest margin (ties: the later layer) and
     the per-layer table."""
+    layer, table, _ = _choose_layer(lm, forget, others, alpha, kind, batch_size, progress)
+    return layer, table
+
+
+def _choose_layer(lm, forget, others, alpha, kind, batch_size, progress):
+    """select_layer, plus the chosen layer's forget vectors (fit reuses them)."""
     sites = [f"blocks.{i}.{kind}" for i in range(lm.n_layers)]
     fa = probe_reduced(lm, forget, sites, "last", batch_size, progress=progress)
     fo = probe_reduced(lm, others, sites, "last", batch_size)
@@ -81,5 +107,5 @@ def select_layer(lm, forget: list[str], others: list[str], alpha: float = 1.0,
         other = float(inside(fo[site], mu, s, k, alpha).mean()) if len(others) else 0.0
         table.append({"layer": i, "k_star": round(k, 3), "forget_inside": round(held, 4),
                       "others_inside": round(other, 4), "margin": round(held - other, 4)})
-    best = max(table, key=lambda r: (r["margin"], r["layer"]))
-    return best["layer"], table
+    best = max(table, key=lambda r: (r["margin"], r["layer"]))["layer"]
+    return best, table, fa[sites[best]]

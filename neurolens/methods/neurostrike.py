@@ -40,6 +40,10 @@ def logistic_probes(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int =
     return w.numpy()
 
 
+#: the shares of layers (from the first) the paper prunes in
+LAYER_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
 @dataclass
 class NeuroStrikeReport:
     layers_fraction: float
@@ -84,7 +88,7 @@ def find_safety_neurons(lm, harmful: list[str], benign: list[str], z: float = 3.
 def fit(lm, harmful: list[str], benign: list[str], layers_fraction: float = 1.0, z: float = 3.0,
         batch_size: int = 16, progress=None) -> tuple[EditSet, NeuroStrikeReport]:
     """Find safety neurons and prune them in the first ``layers_fraction`` of the layers."""
-    if layers_fraction not in (0.25, 0.5, 0.75, 1.0):
+    if layers_fraction not in LAYER_FRACTIONS:
         raise ValueError("layers_fraction must be 0.25, 0.5, 0.75 or 1.0")
     found, accs = find_safety_neurons(lm, harmful, benign, z, batch_size=batch_size,
                                       progress=progress)

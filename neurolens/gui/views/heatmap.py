@@ -85,19 +85,17 @@ class Heatmap(pg.GraphicsLayoutWidget):
         self.vb.clicked.connect(self._on_click)
         self.vb.rectSelected.connect(self._on_rect)
         self._shape = None
-        self._bar_levels = None
         self._ticks = None
         self._marks: list = []
 
     def set_data(self, data: np.ndarray, levels: tuple[float, float]) -> None:
         self.data = data
-        self.levels = levels
         self.img.setImage(data, autoLevels=False, levels=levels)
         # unchanged levels, ticks and marks are not set again: each set repaints an axis, and
         # axis painting is the costliest part of a redraw while a model streams
-        if levels != self._bar_levels:
-            self._bar_levels = levels
+        if levels != self.levels:
             self.bar.setLevels(levels)
+        self.levels = levels
         if data.shape != self._shape:
             self._shape = data.shape
             self.vb.setLimits(xMin=-0.5, xMax=data.shape[1] + 0.5, yMin=-0.5,

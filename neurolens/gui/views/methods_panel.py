@@ -6,6 +6,8 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QPushButton,
                                QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
 
+from neurolens.methods.neurostrike import LAYER_FRACTIONS
+
 METHODS = ["Neuron Adjust", "Key Space Detection", "NeuroStrike", "Statistical top-k",
            "Memorization subspace"]
 
@@ -69,8 +71,8 @@ class MethodsPanel(QWidget):
         f.addRow("harmful set", self.ns_harmful)
         f.addRow("benign set", self.ns_benign)
         self.ns_frac = QComboBox()
-        self.ns_frac.addItems(["25%", "50%", "75%", "100%"])
-        self.ns_frac.setCurrentIndex(3)
+        self.ns_frac.addItems([f"{f:.0%}" for f in LAYER_FRACTIONS])
+        self.ns_frac.setCurrentIndex(len(LAYER_FRACTIONS) - 1)
         f.addRow("prune in first", self.ns_frac)
 
         f = form()   # top-k
@@ -152,7 +154,7 @@ class MethodsPanel(QWidget):
         if m == "NeuroStrike":
             return m, {"harmful": self.ns_harmful.currentText(),
                        "benign": self.ns_benign.currentText(),
-                       "layers_fraction": [0.25, 0.5, 0.75, 1.0][self.ns_frac.currentIndex()]}
+                       "layers_fraction": LAYER_FRACTIONS[self.ns_frac.currentIndex()]}
         if m == "Memorization subspace":
             return m, {"target": self.mz_target.currentText(), "base": self.mz_base.currentText(),
                        "rho": self.mz_rho.value() / 100, "tau": self.mz_tau.value()}
