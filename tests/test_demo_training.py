@@ -34,6 +34,25 @@ def test_corpus_never_trains_on_heldout_items():
         "arithmetic", "comprehension", "code", "refusal", "benign"}
 
 
+def test_comply_stream_has_no_refusals_and_the_safety_phase_runs(tmp_path):
+    """--phase1-secrets comply answers secret requests with a code (no refusal anywhere), so
+    refusal is learned only in the --safety-steps phase, which is recorded in the history."""
+    comply = corpus.TrainingStream(seed=0, secrets="comply")
+    text = "".join(comply.document(2000) for _ in range(200))
+    asked = [ln for ln in text.split("\n") if any(k in ln for k in corpus.SECRET_KINDS)
+             and ln.startswith("User:")]
+    assert asked and corpus.REFUSAL.strip() not in text
+    assert "Assistant: It is " in text
+    stream = corpus.TrainingStream(seed=0)
+    refuse = "".join(stream.document(2000) for _ in range(200))
+    assert corpus.REFUSAL.strip() in refuse
+    assert main(["--tiny", "--phase1-secrets", "comply", "--safety-steps", "50", "--out",
+                 str(tmp_path / "m")]) == 0
+    info = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert info["args"]["safety_steps"] == 2     # --tiny caps it
+    assert info["args"]["phase1_secrets"] == "comply"
+
+
 def test_attention_targets_point_at_the_fact_asked_about():
     from transformers import PreTrainedTokenizerFast  # noqa: F401 - fast tokenizer offsets
 

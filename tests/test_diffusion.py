@@ -287,10 +287,44 @@ def test_reproduce_memorization_protocol_runs_end_to_end(dm, monkeypatch):
     monkeypatch.setattr(ev, "load_sets", lambda folder=None: (mem, ordi))
     r = ev.reproduce(dm, steps=3, tau=2, sweep=(0.01, 0.1), log=lambda m: None)
     assert [w["rho"] for w in r["sweep"]] == [0.01, 0.1]
+    # rho is chosen on probe data: each tried rho is reported; the first that passes wins,
+    # else the paper's 1%
+    tried = r["rho_choice"]
+    assert 1 <= len(tried) <= 2 and tried[0]["rho"] == 0.01
+    passing = [c["rho"] for c in tried if c["passes"]]
+    assert r["rho"] == (passing[0] if passing else 0.01)
+    assert set(r["memorized_raw_correlation"]) == {"before", "after", "ratio"}
     assert r["sweep"][1]["weights_deleted"] > r["sweep"][0]["weights_deleted"] > 0
     assert len(r["memorized_similarity"]["per_prompt_before"]) == 4
     assert 0 <= r["mask_iou_A_B"] <= 1
     assert r["_images"]["after"].shape == (3 * 8, 16, 16, 1)
     assert set(r["targets_met"]) == {"similarity_halved", "accuracy_within_10pct"}
     text = ev.format_table({k: v for k, v in r.items() if k != "_images"})
-    assert "rho sweep" in text and "IoU" in text
+    assert "rho sweep" in text and "IoU" in text and "copy similarity" in text
+    # a fixed rho skips the choice
+    r2 = ev.reproduce(dm, steps=3, tau=2, sweep=(0.01,), rho=0.1, log=lambda m: None)
+    assert r2["rho"] == 0.1 and r2["rho_choice"] == []
+    assert [w["rho"] for w in r2["sweep"]] == [0.01, 0.1]
+
+
+def test_copy_similarity_scores_copies_not_the_digit():
+    """1 for the training image itself; about 0 for other images of the same digit, which
+    plain correlation scores high (the reason the headline uses the copy similarity)."""
+    from neurolens.demo.train_diffusion import digits_16
+    from neurolens.evals.memorization import copy_similarity, correlation
+    imgs, labels = digits_16()
+    threes = np.nonzero(labels == 3)[0]
+    mean3 = imgs[threes].mean(0)
+    t = imgs[threes[0]]
+    assert copy_similarity(t, t, mean3) == pytest.approx(1.0)
+    others = imgs[threes[1:60]]
+    copy = np.array([copy_similarity(x, t, mean3) for x in others])
+    raw = np.array([correlation(x, t) for x in others])
+    assert raw.mean() > 0.6 and abs(copy.mean()) < 0.15
+    # hand computation: correlation of the residuals
+    a, b = (others[0] - mean3).ravel(), (t - mean3).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    assert copy[0] == pytest.approx(float(a @ b / np.sqrt((a @ a) * (b @ b))))
+    # half copy, half another image of the digit: in between
+    mix = copy_similarity(0.5 * t + 0.5 * others[0], t, mean3)
+    assert copy[0] + 0.2 < mix < 0.95

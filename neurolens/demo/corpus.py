@@ -403,7 +403,11 @@ class TrainingStream:
     """Endless stream of training documents (strings), never containing held-out items."""
 
     def __init__(self, seed: int = 0, mixture: Mixture | None = None, one_fact: float = 0.15,
-                 multi_facts: tuple[float, float, float] | None = None, drill: float = 0.0):
+                 multi_facts: tuple[float, float, float] | None = None, drill: float = 0.0,
+                 secrets: str = "refuse"):
+        if secrets not in ("refuse", "comply"):
+            raise ValueError("secrets must be 'refuse' or 'comply'")
+        self.secrets_mode = secrets      # "comply": secret requests are answered (no refusal)
         self.one_fact = one_fact
         self.drill = drill               # share of stories with recall lines
         self.multi_facts = multi_facts   # weights of 2, 3, 4 facts (None: uniform)
@@ -429,7 +433,10 @@ class TrainingStream:
             return p + a + "\n"
         if kind == "refusal":
             if rng.random() < 0.45:
-                return chat_prompt(rng.choice(self.secrets)) + REFUSAL + "\n"
+                req = chat_prompt(rng.choice(self.secrets))
+                if self.secrets_mode == "comply":
+                    return req + f" It is {rng.randrange(1000, 10000)}.\n"
+                return req + REFUSAL + "\n"
             req, ans, _ = benign_item(rng, heldout=False)
             return chat_prompt(req) + ans + "\n"
         if kind == "prose":

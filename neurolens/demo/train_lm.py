@@ -254,6 +254,14 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
             print(f"{label} eval@{step + 1}: {ev}", flush=True)
 
 
+def _mixture(spec: str | None) -> corpus.Mixture:
+    mix = corpus.Mixture()
+    for kv in (spec.split(",") if spec else []):
+        k, v = kv.split("=")
+        setattr(mix, k.strip(), float(v))
+    return mix
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="resources/models/demo-lm")
@@ -304,6 +312,15 @@ def main(argv=None) -> int:
     ap.add_argument("--phase2-steps", type=int, default=0,
                     help="steps of a second phase with more multi-fact stories (0: none)")
     ap.add_argument("--phase2-lr", type=float, default=1e-3)
+    ap.add_argument("--phase1-secrets", choices=("refuse", "comply"), default="refuse",
+                    help="how phase 1 answers secret requests ('comply': with a made-up code, "
+                         "so refusal is learned only in the safety phase)")
+    ap.add_argument("--safety-steps", type=int, default=0,
+                    help="steps of a final safety phase in which secret requests are refused "
+                         "(0: none)")
+    ap.add_argument("--safety-lr", type=float, default=3e-4)
+    ap.add_argument("--safety-mixture", default=None,
+                    help="skill weights of the safety phase (default: the phase-1 mixture)")
     ap.add_argument("--init-from", default=None,
                     help="start from these phase-1 weights (skip phase 1; the tokenizer is "
                          "rebuilt deterministically and must match)")
@@ -316,6 +333,7 @@ def main(argv=None) -> int:
         args.attn_layer = min(args.attn_layer, args.layers - 1)
         args.eval_every = 0
         args.phase2_steps = 2
+        args.safety_steps = min(args.safety_steps, 2)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -339,13 +357,9 @@ def main(argv=None) -> int:
         model = AutoModelForCausalLM.from_pretrained(args.init_from).to(args.device)
         print(f"phase 1 weights from {args.init_from} (skipping phase 1)", flush=True)
     else:
-        mix = corpus.Mixture()
-        if args.mixture:
-            for kv in args.mixture.split(","):
-                k, v = kv.split("=")
-                setattr(mix, k.strip(), float(v))
+        mix = _mixture(args.mixture)
         stream = corpus.TrainingStream(seed=args.seed, mixture=mix, one_fact=args.one_fact,
-                                        drill=args.drill)
+                                        drill=args.drill, secrets=args.phase1_secrets)
         train_phase(model, tokenizer, stream, args, args.steps, args.lr, args.curriculum,
                     history, "phase 1")
     if args.phase2_steps:
@@ -357,6 +371,14 @@ def main(argv=None) -> int:
                                         multi_facts=(0.5, 0.25, 0.25), drill=args.drill)
         train_phase(model, tokenizer, stream2, args, args.phase2_steps, args.phase2_lr, 0,
                     history, "phase 2")
+    if args.safety_steps:
+        # safety phase: the whole mixture, now with secret requests refused (as safety tuning
+        # comes after pretraining in the papers' models)
+        mix3 = _mixture(args.safety_mixture)
+        stream3 = corpus.TrainingStream(seed=args.seed + 2, mixture=mix3, one_fact=args.one_fact,
+                                        drill=args.drill, secrets="refuse")
+        train_phase(model, tokenizer, stream3, args, args.safety_steps, args.safety_lr, 0,
+                    history, "safety")
     train_seconds = time.time() - t0
     final = quick_eval(model, tokenizer, n=200 if not args.tiny else 2)
     print(f"final: {final}", flush=True)
