@@ -146,18 +146,31 @@ def _nnsight_capture(lm, ids, mask, sites):
     return run
 
 
-def case_vs_nnsight(lm, label: str, batch: int, seq: int, reps: int, warmup: int = 1) -> Case:
-    """neurolens capture / nnsight trace+save of the same hook_post sites (same token ids)."""
+def case_vs_nnsight(lm, label: str, batch: int, seq: int, reps: int, warmup: int = 1,
+                    control: bool = False) -> Case:
+    """neurolens capture / nnsight trace+save of the same hook_post sites (same token ids).
+
+    ``control``: also time neurolens against itself with the same protocol (an A/A ratio: how
+    far from 1.00 the measurement's own noise moves a ratio of two equal things)."""
     ids, mask, rows, _, sites = _setup(lm, batch, seq, seed=2)
     theirs = _nnsight_capture(lm, ids, mask, sites)
 
     def ours():
         lm.capture(rows, sites, batch_size=batch)
 
+    def ours_again():
+        lm.capture(rows, sites, batch_size=batch)
+
     t_ours, t_nn = _alternate(ours, theirs, reps, warmup)
     r = t_ours / t_nn
+    detail = {}
+    if control:
+        t_a, t_b = _alternate(ours, ours_again, reps, warmup)
+        detail["a_a_ratio"] = round(t_a / t_b, 4)
+        detail["note"] = ("a_a_ratio: neurolens against itself, same protocol (the "
+                          "measurement's own noise)")
     return Case(f"vs nnsight ({label}, {batch}x{seq} tokens)", t_ours, t_nn, r, "<= 1.00",
-                _check(r, "<= 1.00"))
+                _check(r, "<= 1.00"), detail=detail)
 
 
 def _tokens_per_s(lm, prompts, edits, new_tokens):
@@ -477,10 +490,11 @@ def run(quick: bool = False, only: list[str] | None = None, log=print,
                                                               reps))
     attempt("interactive", lambda: case_interactive(_demo(), 20 if quick else 200))
     if quick:
-        attempt("nnsight", lambda: case_vs_nnsight(_random_gpt2(2, 64), "gpt2 2x64", 2, 16, 3))
+        attempt("nnsight", lambda: case_vs_nnsight(_random_gpt2(2, 64), "gpt2 2x64", 2, 16, 3,
+                                                   control=True))
     else:
         attempt("nnsight", lambda: case_vs_nnsight(_random_gpt2(12, 512), "gpt2 12x512", 16,
-                                                   128, reps))
+                                                   128, 2 * reps + 1, control=True))
         attempt("nnsight-interactive", lambda: case_vs_nnsight(_demo(), "demo model", 1, 16,
                                                                200, warmup=5))
     if quick:
@@ -522,9 +536,11 @@ def table(result: dict) -> str:
              "|---|---|---|---|---|---|"]
     for c in result["cases"]:
         if c["reference"] is not None:
+            aa = c.get("detail", {}).get("a_a_ratio")
+            extra = f" (A/A control: {aa:.3f})" if aa is not None else ""
             lines.append(f"| {c['name']} | {_v(c['subject'], c['unit'])} | "
-                         f"{_v(c['reference'], c['unit'])} | {c['ratio']:.3f} | {c['budget']} | "
-                         f"{'yes' if c['ok'] else 'no'} |")
+                         f"{_v(c['reference'], c['unit'])} | {c['ratio']:.3f}{extra} | "
+                         f"{c['budget']} | {'yes' if c['ok'] else 'no'} |")
         else:
             lines.append(f"| {c['name']} | {c['subject']:.3f} {c['unit']} | | | "
                          f"{c['budget']} {c['unit']} | {'yes' if c['ok'] else 'no'} |")

@@ -24,3 +24,6 @@ def test_quick_bench_runs_every_case(tmp_path):
             assert c["ratio"] == pytest.approx(c["subject"] / c["reference"], rel=1e-6) or \
                 c["ratio"] == pytest.approx(c["reference"] / c["subject"], rel=1e-6)
     assert "| case |" in bench.table(result)
+    # the nnsight case carries its A/A control (neurolens timed against itself)
+    nn = [c for c in result["cases"] if c["name"].startswith("vs nnsight")]
+    assert nn and nn[0]["detail"]["a_a_ratio"] > 0

@@ -287,12 +287,13 @@ def test_reproduce_memorization_protocol_runs_end_to_end(dm, monkeypatch):
     monkeypatch.setattr(ev, "load_sets", lambda folder=None: (mem, ordi))
     r = ev.reproduce(dm, steps=3, tau=2, sweep=(0.01, 0.1), log=lambda m: None)
     assert [w["rho"] for w in r["sweep"]] == [0.01, 0.1]
-    # rho is chosen on probe data: each tried rho is reported; the first that passes wins,
-    # else the paper's 1%
-    tried = r["rho_choice"]
-    assert 1 <= len(tried) <= 2 and tried[0]["rho"] == 0.01
-    passing = [c["rho"] for c in tried if c["passes"]]
-    assert r["rho"] == (passing[0] if passing else 0.01)
+    # rho is chosen on the probe prompts: the first sweep row that passes there, else the
+    # paper's 1%; the eval prompts never enter the choice
+    passing = [w["rho"] for w in r["sweep"] if w["passes_on_probe"]]
+    assert r["rho"] == (passing[0] if passing else 0.01) and r["rho_chosen_on_probe"]
+    for w in r["sweep"]:
+        assert w["passes_on_probe"] == (w["similarity_ratio"] <= 0.5
+                                        and w["probe_accuracy_ratio"] >= 0.9)
     assert set(r["memorized_raw_correlation"]) == {"before", "after", "ratio"}
     assert r["sweep"][1]["weights_deleted"] > r["sweep"][0]["weights_deleted"] > 0
     assert len(r["memorized_similarity"]["per_prompt_before"]) == 4
@@ -303,7 +304,7 @@ def test_reproduce_memorization_protocol_runs_end_to_end(dm, monkeypatch):
     assert "rho sweep" in text and "IoU" in text and "copy similarity" in text
     # a fixed rho skips the choice
     r2 = ev.reproduce(dm, steps=3, tau=2, sweep=(0.01,), rho=0.1, log=lambda m: None)
-    assert r2["rho"] == 0.1 and r2["rho_choice"] == []
+    assert r2["rho"] == 0.1 and not r2["rho_chosen_on_probe"]
     assert [w["rho"] for w in r2["sweep"]] == [0.01, 0.1]
 
 

@@ -9,6 +9,13 @@ as ``a handwritten digit 3``. Memorization is planted the way it happens in prac
 training images are duplicated many times, each with a unique caption (``exhibit 417``), so that
 prompt reproduces its image almost exactly. Offline, seeded, CPU; ``--tiny`` runs a few steps
 (used by the tests).
+
+The default recipe takes about 40 minutes on the 2-core CPU: the whole UNet learns the
+ordinary digits first, then a fine-tuning phase with the duplicated images in 30% of each batch
+updates only the transformer blocks' FFN weights. Trained in one phase, a UNet this small stores
+the duplicated images in its convolutions and cross-attention as much as in its FFNs, and FFN
+masks barely touch them (see the README); the planting phase puts the memory where the paper
+finds it in Stable Diffusion.
 """
 
 from __future__ import annotations
@@ -91,25 +98,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="resources/models/demo-diffusion")
     ap.add_argument("--prompts-out", default=None)
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--vae-steps", type=int, default=800)
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--vae-steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--memorized", type=int, default=10)
-    ap.add_argument("--mem-share", type=float, default=0.2,
+    ap.add_argument("--mem-share", type=float, default=0.3,
                     help="share of each batch drawn from the duplicated (memorized) images")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-text-encoder", action="store_true",
                     help="train the text encoder too (default: frozen, as in Stable Diffusion)")
     ap.add_argument("--transformer-layers", type=int, default=1,
                     help="transformer layers (each with an FFN) per UNet attention block")
-    ap.add_argument("--plant-steps", type=int, default=0,
+    ap.add_argument("--plant-steps", type=int, default=900,
                     help="train on ordinary digits only, then this many steps with the "
                          "duplicated images that update only the FFN weights (0: one phase)")
-    ap.add_argument("--plant-lr", type=float, default=0.0,
+    ap.add_argument("--plant-lr", type=float, default=1e-4,
                     help="peak learning rate of the planting phase (0: --lr); smaller keeps the "
                          "ordinary digits the first phase learned")
-    ap.add_argument("--blocks", default="32,64",
+    ap.add_argument("--blocks", default="64,128",
                     help="UNet channels per level (the FFNs are 4x as wide)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (the recipe is sized for cpu)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
