@@ -290,7 +290,9 @@ def test_reproduce_memorization_protocol_runs_end_to_end(dm, monkeypatch):
     # rho is chosen on the probe prompts: the first sweep row that passes there, else the
     # paper's 1%; the eval prompts never enter the choice
     passing = [w["rho"] for w in r["sweep"] if w["passes_on_probe"]]
-    assert r["rho"] == (passing[0] if passing else 0.01) and r["rho_chosen_on_probe"]
+    assert r["rho"] == (passing[0] if passing else 0.01)
+    assert r["rho_choice"] == ("probe" if passing else
+                               "none passed on the probe prompts: the paper's value")
     for w in r["sweep"]:
         assert w["passes_on_probe"] == (w["similarity_ratio"] <= 0.5
                                         and w["probe_accuracy_ratio"] >= 0.9)
@@ -304,7 +306,7 @@ def test_reproduce_memorization_protocol_runs_end_to_end(dm, monkeypatch):
     assert "rho sweep" in text and "IoU" in text and "copy similarity" in text
     # a fixed rho skips the choice
     r2 = ev.reproduce(dm, steps=3, tau=2, sweep=(0.01,), rho=0.1, log=lambda m: None)
-    assert r2["rho"] == 0.1 and not r2["rho_chosen_on_probe"]
+    assert r2["rho"] == 0.1 and r2["rho_choice"] == "given"
     assert [w["rho"] for w in r2["sweep"]] == [0.01, 0.1]
 
 

@@ -221,17 +221,17 @@ def reproduce(dm, *, steps: int = 20, guidance: float = 3.0, rho: float | None =
             f"{row['accuracy_after']:.2f}; IoU(A, B) {row['iou_A_B']:.3f}")
         rows.append(row)
         images[r_] = (q1["images"], mem_img1[0])
-    chosen_on_probe = rho is None
+    choice = "given"
     if rho is None:
         passing = [w["rho"] for w in rows if w["passes_on_probe"]]
         rho = passing[0] if passing else (mz.RHO if mz.RHO in images else rows[0]["rho"])
-        log(f"rho {rho:.0%} chosen on the probe prompts"
-            + ("" if passing else " (none passed: the paper's value)"))
+        choice = "probe" if passing else "none passed on the probe prompts: the paper's value"
+        log(f"rho {rho:.0%}: {choice}")
     images_after, mem_after = images[rho]
     head = next(r_ for r_ in rows if abs(r_["rho"] - rho) < 1e-12)
     result = {
         "experiment": "memorization", "model": dm.name_or_path, "steps": steps,
-        "guidance": guidance, "rho": rho, "tau": tau, "rho_chosen_on_probe": chosen_on_probe,
+        "guidance": guidance, "rho": rho, "tau": tau, "rho_choice": choice,
         "memorized_similarity": {"measure": "copy similarity (correlation after subtracting "
                                             "the digit's mean image)",
                                  "before": round(c0, 4), "after": head["similarity_after"],
@@ -287,11 +287,12 @@ def format_table(r: dict) -> str:
              "targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}"
                                      for k, v in r["targets_met"].items()),
              ""]
-    how = ("the smallest that halves the copy similarity with probe accuracy >= 90%"
-           if r.get("rho_chosen_on_probe") else "given")
+    how = r.get("rho_choice", "given")
+    if how == "probe":
+        how = "the smallest that halves the copy similarity with probe accuracy >= 90%"
     lines += [f"rho sweep (masks of all memorized prompts, tau fixed; rho {r['rho']:g}: {how}):",
               f"{'rho':>6s} {'deleted':>9s} {'copy sim.':>10s} {'relative':>9s} {'probe acc':>9s} "
-              f"{'accuracy':>9s} {'relative':>9s} {'IoU(A,B)':>9s} {'targets':>8s}"]
+              f"{'accuracy':>9s} {'relative':>9s} {'IoU(A,B)':>9s} {'on eval':>8s}"]
     for w in r.get("sweep", []):
         lines.append(f"{w['rho']:6.0%} {w['fraction']:9.2%} {w['similarity_after']:10.3f} "
                      f"{w['similarity_ratio']:9.3f} {w['probe_accuracy_ratio']:9.3f} "
