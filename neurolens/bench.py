@@ -158,14 +158,11 @@ def case_vs_nnsight(lm, label: str, batch: int, seq: int, reps: int, warmup: int
     def ours():
         lm.capture(rows, sites, batch_size=batch)
 
-    def ours_again():
-        lm.capture(rows, sites, batch_size=batch)
-
     t_ours, t_nn = _alternate(ours, theirs, reps, warmup)
     r = t_ours / t_nn
     detail = {}
     if control:
-        t_a, t_b = _alternate(ours, ours_again, reps, warmup)
+        t_a, t_b = _alternate(ours, ours, reps, warmup)
         detail["a_a_ratio"] = round(t_a / t_b, 4)
         detail["note"] = ("a_a_ratio: neurolens against itself, same protocol (the "
                           "measurement's own noise)")

@@ -374,7 +374,7 @@ def main(argv=None) -> int:
     if args.safety_steps:
         # safety phase: the whole mixture, now with secret requests refused (as safety tuning
         # comes after pretraining in the papers' models)
-        mix3 = _mixture(args.safety_mixture)
+        mix3 = _mixture(args.safety_mixture or args.mixture)
         stream3 = corpus.TrainingStream(seed=args.seed + 2, mixture=mix3, one_fact=args.one_fact,
                                         drill=args.drill, secrets="refuse")
         train_phase(model, tokenizer, stream3, args, args.safety_steps, args.safety_lr, 0,
