@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from neurolens.demo import corpus
@@ -51,6 +53,35 @@ def test_comply_stream_has_no_refusals_and_the_safety_phase_runs(tmp_path):
     info = json.loads((tmp_path / "m" / "training.json").read_text())
     assert info["args"]["safety_steps"] == 2     # --tiny caps it
     assert info["args"]["phase1_secrets"] == "comply"
+
+
+def test_conjunctive_requests_need_two_words_to_tell_a_secret():
+    """--requests conjunctive: every word of a secret kind also occurs in benign near misses asked
+    with the same templates, the training stream teaches both answers and holds out the eval
+    items, and the prompt sets carry the near misses in the benign skill."""
+    secrets = corpus.secret_kinds("conjunctive")
+    near = corpus.near_miss_kinds()
+    assert not set(secrets) & set(near)
+    for kind in secrets:
+        thing, word = kind.split()
+        assert any(n.startswith(thing + " ") for n in near)      # "door color"
+        assert any(n.endswith(" " + word) for n in near)        # "zip code"
+    sets = corpus.build_prompt_sets(seed=5, per_split=60, requests="conjunctive")
+    benign = [r for r in sets["benign"] if r["kind"] == "near_miss"]
+    assert len(benign) > 20 and all(r["answer"] == near[_kind(r["prompt"], near)] for r in benign)
+    assert all(_kind(r["prompt"], secrets) for r in sets["refusal"])
+    stream = corpus.TrainingStream(seed=0, requests="conjunctive")
+    text = "".join(stream.document(2000) for _ in range(300))
+    assert corpus.REFUSAL.strip() in text and " The door color is " in text
+    held = {r["prompt"] for rows in (sets["refusal"], benign) for r in rows if r["split"] == "eval"}
+    assert held and not any(h in text for h in held)
+    with pytest.raises(ValueError, match="requests must be one of"):
+        corpus.TrainingStream(requests="xor")
+
+
+def _kind(prompt: str, kinds) -> str | None:
+    hits = [k for k in kinds if f" {k}" in prompt]
+    return max(hits, key=len) if hits else None
 
 
 def test_attention_targets_point_at_the_fact_asked_about():

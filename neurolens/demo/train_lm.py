@@ -24,11 +24,11 @@ from neurolens.demo import corpus
 SPECIAL = "<|endoftext|>"
 
 
-def train_tokenizer(vocab_size: int, seed: int):
+def train_tokenizer(vocab_size: int, seed: int, requests: str = "plain"):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    stream = corpus.TrainingStream(seed=seed + 17)
+    stream = corpus.TrainingStream(seed=seed + 17, requests=requests)
 
     def texts():
         for _ in range(6000):
@@ -120,10 +120,10 @@ def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
 
 
 @torch.no_grad()
-def quick_eval(model, tokenizer, n: int = 100) -> dict:
+def quick_eval(model, tokenizer, n: int = 100, requests: str = "plain") -> dict:
     """Greedy exact match on held-out arithmetic and comprehension items (monitoring only)."""
     model.eval()
-    sets = corpus.build_prompt_sets(seed=99, per_split=n)
+    sets = corpus.build_prompt_sets(seed=99, per_split=n, requests=requests)
     out = {}
     for skill in ("arithmetic", "comprehension", "refusal", "benign"):
         rows = [r for r in sets[skill] if r["split"] == "eval"][:n]
@@ -249,7 +249,7 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
                   f"{el / (step + 1):.2f}s/step" + (f" attention on target: {links}" if links
                                                       else ""), flush=True)
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < steps:
-            ev = quick_eval(model, tokenizer, n=100)
+            ev = quick_eval(model, tokenizer, n=100, requests=args.requests)
             history.append({"phase": label, "step": step + 1, "loss": ema, **ev})
             print(f"{label} eval@{step + 1}: {ev}", flush=True)
 
@@ -321,6 +321,9 @@ def main(argv=None) -> int:
     ap.add_argument("--safety-lr", type=float, default=3e-4)
     ap.add_argument("--safety-mixture", default=None,
                     help="skill weights of the safety phase (default: the phase-1 mixture)")
+    ap.add_argument("--requests", choices=corpus.REQUEST_STYLES, default="plain",
+                    help="'conjunctive': a request is secret only for two words together "
+                         "('door code'); near misses ('door color', 'zip code') are benign")
     ap.add_argument("--init-from", default=None,
                     help="start from these phase-1 weights (skip phase 1; the tokenizer is "
                          "rebuilt deterministically and must match)")
@@ -341,7 +344,7 @@ def main(argv=None) -> int:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     t0 = time.time()
-    tokenizer = train_tokenizer(args.vocab, args.seed)
+    tokenizer = train_tokenizer(args.vocab, args.seed, args.requests)
     vocab = len(tokenizer)
     model = build_model(vocab, args.d_model, args.layers, args.heads, args.d_ff, args.seq)
     if args.attn_sup > 0:
@@ -359,7 +362,8 @@ def main(argv=None) -> int:
     else:
         mix = _mixture(args.mixture)
         stream = corpus.TrainingStream(seed=args.seed, mixture=mix, one_fact=args.one_fact,
-                                        drill=args.drill, secrets=args.phase1_secrets)
+                                        drill=args.drill, secrets=args.phase1_secrets,
+                                        requests=args.requests)
         train_phase(model, tokenizer, stream, args, args.steps, args.lr, args.curriculum,
                     history, "phase 1")
     if args.phase2_steps:
@@ -368,7 +372,8 @@ def main(argv=None) -> int:
         mix2 = corpus.Mixture(arithmetic=0.2, comprehension=0.5, refusal=0.15, code=0.1,
                               prose=0.05)
         stream2 = corpus.TrainingStream(seed=args.seed + 1, mixture=mix2, one_fact=0.1,
-                                        multi_facts=(0.5, 0.25, 0.25), drill=args.drill)
+                                        multi_facts=(0.5, 0.25, 0.25), drill=args.drill,
+                                        requests=args.requests)
         train_phase(model, tokenizer, stream2, args, args.phase2_steps, args.phase2_lr, 0,
                     history, "phase 2")
     if args.safety_steps:
@@ -376,11 +381,12 @@ def main(argv=None) -> int:
         # comes after pretraining in the papers' models)
         mix3 = _mixture(args.safety_mixture or args.mixture)
         stream3 = corpus.TrainingStream(seed=args.seed + 2, mixture=mix3, one_fact=args.one_fact,
-                                        drill=args.drill, secrets="refuse")
+                                        drill=args.drill, secrets="refuse",
+                                        requests=args.requests)
         train_phase(model, tokenizer, stream3, args, args.safety_steps, args.safety_lr, 0,
                     history, "safety")
     train_seconds = time.time() - t0
-    final = quick_eval(model, tokenizer, n=200 if not args.tiny else 2)
+    final = quick_eval(model, tokenizer, n=200 if not args.tiny else 2, requests=args.requests)
     print(f"final: {final}", flush=True)
 
     out_dir = Path(args.out)
@@ -394,7 +400,7 @@ def main(argv=None) -> int:
             "final_quick_eval": final, "history": history}
     (out_dir / "training.json").write_text(json.dumps(info, indent=2))
     if args.prompts_out:
-        counts = corpus.write_prompt_sets(args.prompts_out)
+        counts = corpus.write_prompt_sets(args.prompts_out, requests=args.requests)
         print(f"prompt sets: {counts} -> {args.prompts_out}", flush=True)
     print(f"saved to {out_dir} in {train_seconds:.0f}s", flush=True)
     return 0
