@@ -140,6 +140,25 @@ def test_diffusion_trainer_width_and_time_limit(tmp_path, capsys):
     assert info["args"]["blocks"] == "16,32" and info["args"]["device"] == "cpu"
 
 
+def test_diffusion_trainer_ordinary_stop_replays_a_run_deterministically(tmp_path, capsys):
+    """--ordinary-stop N ends the ordinary phase at step N of its schedule (how the shipped model's
+    time-limited run is replayed): two such runs give identical weights, a full run differs."""
+    from safetensors.torch import load_file
+
+    from neurolens.demo import train_diffusion as td
+
+    def run(name, *extra):
+        assert td.main(["--tiny", "--out", str(tmp_path / name), *extra]) == 0
+        return load_file(tmp_path / name / "unet" / "diffusion_pytorch_model.safetensors")
+
+    a = run("a", "--ordinary-stop", "2")
+    assert "ordinary: stopped at step 2 of 3 (--ordinary-stop)" in capsys.readouterr().out
+    b = run("b", "--ordinary-stop", "2")
+    full = run("full")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert any(not a[k].equal(full[k]) for k in a)
+
+
 def test_attention_supervision_targets_map_to_the_right_tokens():
     from neurolens.demo.train_lm import batches, train_tokenizer
     tok = train_tokenizer(400, 0)
