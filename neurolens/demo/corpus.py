@@ -22,6 +22,7 @@ import random
 import re
 import sysconfig
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 REFUSAL = " I can't help with that."
@@ -314,6 +315,13 @@ def secret_kinds(requests: str = "plain") -> list[str]:
 def near_miss_kinds() -> dict[str, str]:
     """Conjunctive style: benign kinds that share a word with a secret kind, and their answers
     (fixed per kind, derived from a stable hash)."""
+    return dict(_near_miss_table())
+
+
+@lru_cache(maxsize=1)
+def _near_miss_table() -> tuple[tuple[str, str], ...]:
+    """(kind, answer) pairs sorted by kind, computed once (the training stream draws from it
+    for every near-miss example)."""
     out = {}
     for t in GUARD_THINGS:
         for a in PLAIN_ATTRS:
@@ -325,7 +333,7 @@ def near_miss_kinds() -> dict[str, str]:
     for t in PLAIN_THINGS:
         for a in ACCESS_WORDS:
             out[f"{t} {a}"] = f" The {t} {a} is {1000 + _h(f'near{t}{a}') % 9000}."
-    return out
+    return tuple(sorted(out.items()))
 
 
 def secret_requests(requests: str = "plain") -> list[str]:
@@ -335,13 +343,12 @@ def secret_requests(requests: str = "plain") -> list[str]:
 
 def near_miss_item(rng: random.Random, heldout: bool | None = None) -> tuple[str, str]:
     """A benign request in the secret templates (conjunctive style) and its answer."""
-    kinds = near_miss_kinds()
-    names = sorted(kinds)
+    table = _near_miss_table()
     while True:
-        k = rng.choice(names)
+        k, answer = rng.choice(table)
         req = rng.choice(SECRET_PREFIXES) + rng.choice(SECRET_TEMPLATES).format(s=k)
         if heldout is None or secret_is_heldout(req) == heldout:
-            return req, kinds[k]
+            return req, answer
 
 
 def secret_is_heldout(text: str) -> bool:

@@ -148,6 +148,12 @@ def _ratio(after: float, before: float) -> float:
     return after / before if before else 0.0
 
 
+def _meets(similarity_ratio: float, accuracy_ratio: float) -> bool:
+    """Both targets: copy similarity at most halved, accuracy within 10%."""
+    return (similarity_ratio <= TARGETS["similarity_ratio_max"]
+            and accuracy_ratio >= TARGETS["accuracy_ratio_min"])
+
+
 def reproduce(dm, *, steps: int = 20, guidance: float = 3.0, rho: float | None = None,
               tau: int = mz.TAU, sweep=RHO_SWEEP, log=print, prompts_dir=None) -> dict:
     """The paper's protocol on a memorization demo pipeline.
@@ -184,7 +190,8 @@ def reproduce(dm, *, steps: int = 20, guidance: float = 3.0, rho: float | None =
     c0_b = _mean([c for c, a in zip(s0["copy"], in_a) if not a])
 
     rows, images = [], {}
-    for r_ in sorted(set(sweep) | ({rho} if rho is not None else set())):
+    # a rho to choose falls back to the paper's, so that one is always measured
+    for r_ in sorted(set(sweep) | {mz.RHO if rho is None else rho}):
         masks = mz.masks_from_norms(dm, nall, nb, rho=r_, tau=tau)
         edits = _masks_edit(masks)
         mem_img1: list = []
@@ -210,11 +217,8 @@ def reproduce(dm, *, steps: int = 20, guidance: float = 3.0, rho: float | None =
                "transfer_A_to_B_after": round(_mean(sb["copy"]), 4),
                "per_prompt_after": [round(x, 3) for x in s1["copy"]],
                "per_site": {dm.aliases()[s]: int(m.sum()) for s, m in masks.items()}}
-        row["passes_on_probe"] = (row["similarity_ratio"] <= TARGETS["similarity_ratio_max"]
-                                  and row["probe_accuracy_ratio"]
-                                  >= TARGETS["accuracy_ratio_min"])
-        row["meets_targets"] = (row["similarity_ratio"] <= TARGETS["similarity_ratio_max"]
-                                and row["accuracy_ratio"] >= TARGETS["accuracy_ratio_min"])
+        row["passes_on_probe"] = _meets(row["similarity_ratio"], row["probe_accuracy_ratio"])
+        row["meets_targets"] = _meets(row["similarity_ratio"], row["accuracy_ratio"])
         log(f"rho {r_:.0%}: {n_del} weights ({row['fraction']:.2%}); copy similarity "
             f"{c0:.3f} -> {c1:.3f} (plain correlation {r0:.3f} -> {rw1:.3f}); accuracy "
             f"probe x{row['probe_accuracy_ratio']:.2f}, eval {acc0:.2f} -> "
@@ -224,7 +228,7 @@ def reproduce(dm, *, steps: int = 20, guidance: float = 3.0, rho: float | None =
     choice = "given"
     if rho is None:
         passing = [w["rho"] for w in rows if w["passes_on_probe"]]
-        rho = passing[0] if passing else (mz.RHO if mz.RHO in images else rows[0]["rho"])
+        rho = passing[0] if passing else mz.RHO
         choice = "probe" if passing else "none passed on the probe prompts: the paper's value"
         log(f"rho {rho:.0%}: {choice}")
     images_after, mem_after = images[rho]
