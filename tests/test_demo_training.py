@@ -23,6 +23,40 @@ def test_tiny_training_run_saves_a_loadable_llama(tmp_path):
     assert info["args"]["steps"] == 3
 
 
+def _active_fraction(folder) -> float:
+    """Fraction of FFN gate outputs above zero (ReLU-active neurons) on one prompt."""
+    m = AutoModelForCausalLM.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    acts = []
+    hooks = [layer.mlp.gate_proj.register_forward_hook(
+        lambda _m, _i, out: acts.append((out > 0).float().mean().item()))
+        for layer in m.model.layers]
+    m(**tok(["Compute: 47+38=85\nUser: What is the door code of Mia?"], return_tensors="pt"))
+    for h in hooks:
+        h.remove()
+    return sum(acts) / len(acts)
+
+
+def test_activation_l1_makes_relu_neurons_sparse_and_time_limit_saves(tmp_path):
+    """--act relu --act-l1: the penalty on act(gate) switches neurons off (5 tiny steps take a
+    random init from about half active to far fewer); --time-limit stops training but saves."""
+    runs = {}
+    for l1 in (0.0, 50.0):
+        out = tmp_path / f"l1_{l1}"
+        assert main(["--tiny", "--threads", "1", "--act", "relu", "--act-l1", str(l1),
+                     "--out", str(out)]) == 0
+        assert AutoModelForCausalLM.from_pretrained(out).config.hidden_act == "relu"
+        runs[l1] = _active_fraction(out)
+    assert 0.4 < runs[0.0] < 0.6
+    assert runs[50.0] < 0.6 * runs[0.0]
+    out = tmp_path / "stopped"
+    assert main(["--tiny", "--threads", "1", "--time-limit", "1e-6", "--out", str(out)]) == 0
+    info = json.loads((out / "training.json").read_text())
+    assert {h["phase"]: h["stopped_at"] for h in info["history"]} == {"phase 1": 0,
+                                                                     "phase 2": 0}
+    assert "t_start" not in info["args"] and info["args"]["act"] == "silu"
+
+
 def test_corpus_never_trains_on_heldout_items():
     stream = corpus.TrainingStream(seed=0)
     sets = corpus.build_prompt_sets(seed=5, per_split=50)

@@ -3,8 +3,13 @@
     python -m neurolens.demo.train_lm --out resources/models/demo-lm
 
 Seeded (corpus, tokenizer, initialisation and data order); the shipped weights are this default
-configuration with ``--threads 2`` on the 2-core CPU, 40 minutes (``training.json`` beside them
-records the arguments, time and evaluations). ``--tiny`` runs a few steps of a very small
+configuration with ``--threads 2`` on the 2-core CPU (``training.json`` beside them records the
+arguments, time and evaluations).
+
+``--act relu --act-l1 L`` trains sparse, specialised FFN neurons (a ReLU gate and an L1 penalty on
+act(gate), as ProSparse does to ReLU-fied Llamas) and ``--requests conjunctive`` makes a secret
+need two words together; neither is in the shipped recipe yet (their measurements are in the
+README, under the paper methods). ``--tiny`` runs a few steps of a very small
 configuration (used by the test suite to keep this script working)."""
 
 from __future__ import annotations
@@ -52,14 +57,15 @@ def train_tokenizer(vocab_size: int, seed: int, requests: str = "plain"):
     return fast
 
 
-def build_model(vocab_size: int, d_model: int, layers: int, heads: int, d_ff: int, seq: int):
+def build_model(vocab_size: int, d_model: int, layers: int, heads: int, d_ff: int, seq: int,
+                act: str = "silu"):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_ff,
                       num_hidden_layers=layers, num_attention_heads=heads,
                       num_key_value_heads=heads, max_position_embeddings=max(256, seq * 2),
                       rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=0,
-                      eos_token_id=0, pad_token_id=0, hidden_act="silu")
+                      eos_token_id=0, pad_token_id=0, hidden_act=act)
     return LlamaForCausalLM(cfg)
 
 
@@ -164,12 +170,24 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
         return peak_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
     sup = args.attn_sup > 0
+    gates: list = []
+    hooks = []
+    if args.act_l1 > 0:
+        # activation sparsity (ProSparse-style): an L1 penalty on act(gate) of every layer
+        for layer in model.model.layers:
+            hooks.append(layer.mlp.gate_proj.register_forward_hook(
+                lambda _m, _i, out: gates.append(out)))
     data = batches(tokenizer, stream, args.batch, args.seq, targets=sup)
     model.train()
     t_train = time.time()
     ema = None
+    active = None
     link_mass: dict[str, float] = {}
     for step in range(steps):
+        if args.time_limit and time.time() - args.t_start > args.time_limit:
+            print(f"{label}: --time-limit reached at step {step}", flush=True)
+            history.append({"phase": label, "stopped_at": step})
+            break
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         if curriculum:
@@ -237,6 +255,12 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
                 nll = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
                 loss = (nll * w.reshape(-1)).sum() / w.sum()
+        if gates:
+            act_fn = model.model.layers[0].mlp.act_fn
+            l1 = sum(act_fn(g.float()).abs().mean() for g in gates)
+            loss = loss + args.act_l1 * l1
+            active = float(np.mean([(g > 0).float().mean().item() for g in gates]))
+            gates.clear()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -246,12 +270,17 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
             el = time.time() - t_train
             links = " ".join(f"{k}={v:.2f}" for k, v in link_mass.items())
             print(f"{label} step {step:5d} loss {ema:.3f} lr {lr_at(step):.2e} "
-                  f"{el / (step + 1):.2f}s/step" + (f" attention on target: {links}" if links
+                  f"{el / (step + 1):.2f}s/step"
+                  + (f" active {active:.3f}" if active is not None else "")
+                  + (f" attention on target: {links}" if links
                                                       else ""), flush=True)
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < steps:
             ev = quick_eval(model, tokenizer, n=100, requests=args.requests)
+            gates.clear()
             history.append({"phase": label, "step": step + 1, "loss": ema, **ev})
             print(f"{label} eval@{step + 1}: {ev}", flush=True)
+    for h in hooks:
+        h.remove()
 
 
 def _mixture(spec: str | None) -> corpus.Mixture:
@@ -273,6 +302,10 @@ def main(argv=None) -> int:
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--d-ff", type=int, default=768)
     ap.add_argument("--vocab", type=int, default=2048)
+    ap.add_argument("--act", choices=("silu", "relu"), default="silu",
+                    help="FFN activation of the gate (relu: exact zeros, as in ReLU-fied LLMs)")
+    ap.add_argument("--act-l1", type=float, default=0.0,
+                    help="L1 penalty on act(gate), summed over layers (activation sparsity)")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
@@ -327,6 +360,8 @@ def main(argv=None) -> int:
     ap.add_argument("--init-from", default=None,
                     help="start from these phase-1 weights (skip phase 1; the tokenizer is "
                          "rebuilt deterministically and must match)")
+    ap.add_argument("--time-limit", type=float, default=0.0,
+                    help="stop training after this many seconds and save (experiments only)")
     ap.add_argument("--prompts-out", default=None,
                     help="also write the prompt sets (JSONL per skill) to this folder")
     args = ap.parse_args(argv)
@@ -343,10 +378,11 @@ def main(argv=None) -> int:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    t0 = time.time()
+    t0 = args.t_start = time.time()
     tokenizer = train_tokenizer(args.vocab, args.seed, args.requests)
     vocab = len(tokenizer)
-    model = build_model(vocab, args.d_model, args.layers, args.heads, args.d_ff, args.seq)
+    model = build_model(vocab, args.d_model, args.layers, args.heads, args.d_ff, args.seq,
+                        args.act)
     if args.attn_sup > 0:
         model.config._attn_implementation = "eager"   # attention probabilities for the loss
     model.to(args.device)
@@ -358,6 +394,8 @@ def main(argv=None) -> int:
     if args.init_from:
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(args.init_from).to(args.device)
+        if args.attn_sup > 0:    # saved models use sdpa, which returns no attention weights
+            model.config._attn_implementation = "eager"
         print(f"phase 1 weights from {args.init_from} (skipping phase 1)", flush=True)
     else:
         mix = _mixture(args.mixture)
@@ -395,7 +433,8 @@ def main(argv=None) -> int:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    info = {"args": vars(args), "params": n_params, "train_seconds": round(train_seconds, 1),
+    saved_args = {k: v for k, v in vars(args).items() if k != "t_start"}
+    info = {"args": saved_args, "params": n_params, "train_seconds": round(train_seconds, 1),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "final_quick_eval": final, "history": history}
     (out_dir / "training.json").write_text(json.dumps(info, indent=2))
