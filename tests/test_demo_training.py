@@ -23,8 +23,8 @@ def test_tiny_training_run_saves_a_loadable_llama(tmp_path):
     assert info["args"]["steps"] == 3
 
 
-def _active_fraction(folder) -> float:
-    """Fraction of FFN gate outputs above zero (ReLU-active neurons) on one prompt."""
+def _active_fraction(folder) -> list[float]:
+    """Per layer: fraction of FFN gate outputs above zero (ReLU-active neurons) on one prompt."""
     m = AutoModelForCausalLM.from_pretrained(folder)
     tok = AutoTokenizer.from_pretrained(folder)
     acts = []
@@ -34,21 +34,25 @@ def _active_fraction(folder) -> float:
     m(**tok(["Compute: 47+38=85\nUser: What is the door code of Mia?"], return_tensors="pt"))
     for h in hooks:
         h.remove()
-    return sum(acts) / len(acts)
+    return acts
 
 
 def test_activation_l1_makes_relu_neurons_sparse_and_time_limit_saves(tmp_path):
     """--act relu --act-l1: the penalty on act(gate) switches neurons off (5 tiny steps take a
-    random init from about half active to far fewer); --time-limit stops training but saves."""
+    random init from about half active to far fewer), per layer if asked; --time-limit stops
+    training but saves."""
     runs = {}
-    for l1 in (0.0, 50.0):
+    for l1 in ("0", "50", "0,50"):       # --tiny has 2 layers; "0,50" penalises the second only
         out = tmp_path / f"l1_{l1}"
-        assert main(["--tiny", "--threads", "1", "--act", "relu", "--act-l1", str(l1),
+        assert main(["--tiny", "--threads", "1", "--act", "relu", "--act-l1", l1,
                      "--out", str(out)]) == 0
         assert AutoModelForCausalLM.from_pretrained(out).config.hidden_act == "relu"
         runs[l1] = _active_fraction(out)
-    assert 0.4 < runs[0.0] < 0.6
-    assert runs[50.0] < 0.6 * runs[0.0]
+    assert all(0.4 < a < 0.6 for a in runs["0"])
+    assert all(a < 0.6 * b for a, b in zip(runs["50"], runs["0"]))
+    assert runs["0,50"][0] > 0.4 and runs["0,50"][1] < 0.6 * runs["0"][1]
+    with pytest.raises(SystemExit, match="one per layer"):
+        main(["--tiny", "--act-l1", "0,1,2", "--out", str(tmp_path / "bad")])
     out = tmp_path / "stopped"
     assert main(["--tiny", "--threads", "1", "--time-limit", "1e-6", "--out", str(out)]) == 0
     info = json.loads((out / "training.json").read_text())

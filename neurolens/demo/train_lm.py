@@ -170,13 +170,14 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
         return peak_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
     sup = args.attn_sup > 0
-    gates: list = []
+    gates: list = []     # (L1 coefficient, gate output) of this step's forward
     hooks = []
-    if args.act_l1 > 0:
-        # activation sparsity (ProSparse-style): an L1 penalty on act(gate) of every layer
-        for layer in model.model.layers:
+    # activation sparsity (ProSparse-style): an L1 penalty on act(gate), per layer
+    for coef, layer in zip(l1_per_layer(args.act_l1, len(model.model.layers)),
+                           model.model.layers):
+        if coef > 0:
             hooks.append(layer.mlp.gate_proj.register_forward_hook(
-                lambda _m, _i, out: gates.append(out)))
+                lambda _m, _i, out, c=coef: gates.append((c, out))))
     data = batches(tokenizer, stream, args.batch, args.seq, targets=sup)
     model.train()
     t_train = time.time()
@@ -257,9 +258,8 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
                 loss = (nll * w.reshape(-1)).sum() / w.sum()
         if gates:
             act_fn = model.model.layers[0].mlp.act_fn
-            l1 = sum(act_fn(g.float()).abs().mean() for g in gates)
-            loss = loss + args.act_l1 * l1
-            active = float(np.mean([(g > 0).float().mean().item() for g in gates]))
+            loss = loss + sum(c * act_fn(g.float()).abs().mean() for c, g in gates)
+            active = float(np.mean([(g > 0).float().mean().item() for _, g in gates]))
             gates.clear()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -283,6 +283,17 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
         h.remove()
 
 
+def l1_per_layer(spec: str | float, n_layers: int) -> list[float]:
+    """``--act-l1``: one coefficient for every layer ("0.2") or one per layer ("0,0,0.05,0.2")."""
+    vals = [float(v) for v in str(spec).split(",")]
+    if len(vals) == 1:
+        vals = vals * n_layers
+    if len(vals) != n_layers or min(vals) < 0:
+        raise SystemExit(f"--act-l1 {spec}: give one coefficient >= 0, or one per layer "
+                         f"({n_layers})")
+    return vals
+
+
 def _mixture(spec: str | None) -> corpus.Mixture:
     mix = corpus.Mixture()
     for kv in (spec.split(",") if spec else []):
@@ -304,8 +315,9 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab", type=int, default=2048)
     ap.add_argument("--act", choices=("silu", "relu"), default="silu",
                     help="FFN activation of the gate (relu: exact zeros, as in ReLU-fied LLMs)")
-    ap.add_argument("--act-l1", type=float, default=0.0,
-                    help="L1 penalty on act(gate), summed over layers (activation sparsity)")
+    ap.add_argument("--act-l1", default="0",
+                    help="L1 penalty on act(gate) (activation sparsity): one coefficient for "
+                         "every layer, or a comma-separated one per layer")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
@@ -372,6 +384,7 @@ def main(argv=None) -> int:
         args.eval_every = 0
         args.phase2_steps = 2
         args.safety_steps = min(args.safety_steps, 2)
+    l1_per_layer(args.act_l1, args.layers)     # a bad --act-l1 fails before any work
     if args.threads:
         torch.set_num_threads(args.threads)
 
