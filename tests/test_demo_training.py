@@ -51,8 +51,9 @@ def test_activation_l1_makes_relu_neurons_sparse_and_time_limit_saves(tmp_path):
     assert all(0.4 < a < 0.6 for a in runs["0"])
     assert all(a < 0.6 * b for a, b in zip(runs["50"], runs["0"]))
     assert runs["0,50"][0] > 0.4 and runs["0,50"][1] < 0.6 * runs["0"][1]
-    with pytest.raises(SystemExit, match="one per layer"):
-        main(["--tiny", "--act-l1", "0,1,2", "--out", str(tmp_path / "bad")])
+    for bad in ("0,1,2", "0.1,x", "-1"):
+        with pytest.raises(SystemExit, match="one per layer"):
+            main(["--tiny", "--act-l1", bad, "--out", str(tmp_path / "bad")])
     out = tmp_path / "stopped"
     assert main(["--tiny", "--threads", "1", "--time-limit", "1e-6", "--out", str(out)]) == 0
     info = json.loads((out / "training.json").read_text())

@@ -285,7 +285,10 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
 
 def l1_per_layer(spec: str | float, n_layers: int) -> list[float]:
     """``--act-l1``: one coefficient for every layer ("0.2") or one per layer ("0,0,0.05,0.2")."""
-    vals = [float(v) for v in str(spec).split(",")]
+    try:
+        vals = [float(v) for v in str(spec).split(",")]
+    except ValueError:
+        vals = []
     if len(vals) == 1:
         vals = vals * n_layers
     if len(vals) != n_layers or min(vals) < 0:
