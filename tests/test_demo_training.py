@@ -1,13 +1,14 @@
 """The demo-model training script keeps working (a few steps of a tiny config)."""
 
 import json
+from statistics import NormalDist
 
 import pytest
-
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from neurolens.demo import corpus
-from neurolens.demo.train_lm import main
+from neurolens.demo.train_lm import main, topk_calibration_loss
 
 
 def test_tiny_training_run_saves_a_loadable_llama(tmp_path):
@@ -273,3 +274,36 @@ def test_recall_links_point_from_each_key_to_its_fact():
         ("kite", "kite.", "obj"), (" Tom", "park.", "name")]
     (colon, key, end, kind), = corpus.comprehension_chain(text)   # the question still parses
     assert text[colon - 6:colon + 1] == "Answer:" and text[end - 3:end + 2] == "kite."
+
+
+def _realised(g, k):
+    theta = g.mean(-1, keepdim=True) + g.std(-1, unbiased=False, keepdim=True) * \
+        NormalDist().inv_cdf(1 - k)
+    return (g > theta).float().mean().item()
+
+
+def test_topk_calibration_penalty_makes_the_statistical_threshold_keep_k(tmp_path, capsys):
+    """--topk-calib: on a left-skewed gate (all mass below a hard ceiling, as strongly
+    switched-off ReLU neurons make it) statistical top-k keeps nothing at 8%; descending the
+    penalty brings every calibrated keep fraction back near k. The trainer wires it in."""
+    torch.manual_seed(0)
+    g = -torch.distributions.Exponential(1.0).sample((64, 768)) ** 1.5
+    assert _realised(g, 0.08) < 0.01 and _realised(g, 0.04) < 0.01
+    g.requires_grad_()
+    before = topk_calibration_loss(g).item()
+    opt = torch.optim.Adam([g], lr=0.02)
+    for _ in range(300):
+        loss = topk_calibration_loss(g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert topk_calibration_loss(g).item() < 0.05 * before
+    with torch.no_grad():
+        for k in (0.04, 0.08, 0.32):
+            assert abs(_realised(g, k) - k) < 0.01, k
+        assert abs(_realised(g, 0.16) - 0.16) < 0.04
+    out = tmp_path / "calib"
+    assert main(["--tiny", "--threads", "1", "--topk-calib", "1", "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "phase 1 step     0" in log and " active " in log     # gate outputs were collected
+    assert json.loads((out / "training.json").read_text())["args"]["topk_calib"] == 1.0

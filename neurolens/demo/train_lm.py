@@ -8,8 +8,9 @@ arguments, time and evaluations).
 
 ``--act relu --act-l1 L`` trains sparse, specialised FFN neurons (a ReLU gate and an L1 penalty on
 act(gate), as ProSparse does to ReLU-fied Llamas) and ``--requests conjunctive`` makes a secret
-need two words together; neither is in the shipped recipe yet (their measurements are in the
-README, under the paper methods). ``--tiny`` runs a few steps of a very small
+need two words together; ``--topk-calib C`` adds a penalty that keeps statistical top-k's
+threshold honest on the gate pre-activations (see ``topk_calibration_loss``). None of these is in
+the shipped recipe yet (their measurements are in the README, under the paper methods). ``--tiny`` runs a few steps of a very small
 configuration (used by the test suite to keep this script working)."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import random
 import time
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -172,12 +174,13 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
     sup = args.attn_sup > 0
     gates: list = []     # (L1 coefficient, gate output) of this step's forward
     hooks = []
-    # activation sparsity (ProSparse-style): an L1 penalty on act(gate), per layer
+    # activation sparsity (ProSparse-style): an L1 penalty on act(gate), per layer; the top-k
+    # calibration penalty needs the gate outputs as well
     for coef, layer in zip(l1_per_layer(args.act_l1, len(model.model.layers)),
                            model.model.layers):
-        if coef > 0:
+        if coef > 0 or args.topk_calib > 0:
             hooks.append(layer.mlp.gate_proj.register_forward_hook(
-                lambda _m, _i, out, c=coef: gates.append((c, out))))
+                lambda m, _i, out, c=coef: gates.append((c, out)) if m.training else None))
     data = batches(tokenizer, stream, args.batch, args.seq, targets=sup)
     model.train()
     t_train = time.time()
@@ -258,7 +261,10 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
                 loss = (nll * w.reshape(-1)).sum() / w.sum()
         if gates:
             act_fn = model.model.layers[0].mlp.act_fn
-            loss = loss + sum(c * act_fn(g.float()).abs().mean() for c, g in gates)
+            loss = loss + sum(c * act_fn(g.float()).abs().mean() for c, g in gates if c > 0)
+            if args.topk_calib > 0:
+                calib = sum(topk_calibration_loss(g) for _, g in gates) / len(gates)
+                loss = loss + args.topk_calib * calib
             active = float(np.mean([(g > 0).float().mean().item() for _, g in gates]))
             gates.clear()
         opt.zero_grad(set_to_none=True)
@@ -276,11 +282,36 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
                                                       else ""), flush=True)
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < steps:
             ev = quick_eval(model, tokenizer, n=100, requests=args.requests)
-            gates.clear()
             history.append({"phase": label, "step": step + 1, "loss": ema, **ev})
             print(f"{label} eval@{step + 1}: {ev}", flush=True)
     for h in hooks:
         h.remove()
+
+
+#: keep fractions at which ``--topk-calib`` asks the statistical threshold to be right
+CALIB_KEEPS = (0.04, 0.08, 0.16, 0.32)
+
+
+def topk_calibration_loss(g: torch.Tensor, keeps=CALIB_KEEPS, temperature: float = 0.05
+                          ) -> torch.Tensor:
+    """How far statistical top-k's realised active fraction is from k, per token.
+
+    Statistical top-k (METHODS.md section 3) keeps the entries of g above
+    mean(g) + std(g) * Phi^-1(1 - k), which keeps a fraction k only when g is Gaussian across
+    the neurons. Spark trains its model with the operator in place; this is the same pressure
+    as a penalty, so the exported model stays an ordinary dense Llama. The indicator
+    [g > theta] is relaxed to a sigmoid of width ``temperature`` standard deviations; the loss is
+    the mean over tokens of ((fraction - k) / k)^2, averaged over ``keeps``.
+    """
+    g = g.float()
+    m = g.mean(-1, keepdim=True)
+    s = g.std(-1, unbiased=False, keepdim=True).clamp_min(1e-6)
+    zs = (g - m) / s
+    total = zs.new_zeros(())
+    for k in keeps:
+        frac = torch.sigmoid((zs - NormalDist().inv_cdf(1.0 - k)) / temperature).mean(-1)
+        total = total + ((frac - k) / k).pow(2).mean()
+    return total / len(keeps)
 
 
 def l1_per_layer(spec: str | float, n_layers: int) -> list[float]:
@@ -321,6 +352,10 @@ def main(argv=None) -> int:
     ap.add_argument("--act-l1", default="0",
                     help="L1 penalty on act(gate) (activation sparsity): one coefficient for "
                          "every layer, or a comma-separated one per layer")
+    ap.add_argument("--topk-calib", type=float, default=0.0,
+                    help="weight of a penalty that keeps statistical top-k's realised active "
+                         "fraction at k (4, 8, 16, 32%%) in every layer (see "
+                         "topk_calibration_loss)")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
