@@ -1,6 +1,7 @@
 """The demo-model training script keeps working (a few steps of a tiny config)."""
 
 import json
+import re
 from statistics import NormalDist
 
 import pytest
@@ -230,6 +231,37 @@ def test_attention_supervision_targets_map_to_the_right_tokens():
             word = tok.decode(row[k:k + 1]).strip()
             pool = corpus.COLORS if kind == "color" else corpus.NAMES
             assert any(p.endswith(word) for p in pool), word
+
+
+def test_refusal_lens_targets_point_from_assistant_colon_to_the_reply(tmp_path):
+    """--refusal-lens: every secret-template request (secret or near miss) in a training window
+    gets a target from the ':' of 'Assistant:' to the reply's first token (the refusal's " I" or
+    the near miss's " The"); other requests get none. The trainer runs with it and checks it."""
+    from neurolens.demo.train_lm import batches, train_tokenizer
+    tok = train_tokenizer(400, 0, "conjunctive")
+    stream = corpus.TrainingStream(seed=3, requests="conjunctive", mixture=corpus.Mixture(
+        arithmetic=0, comprehension=0, refusal=1, code=0, prose=0))
+    x, tg = next(batches(tok, stream, 4, 128, targets=True))
+    lens = [t for t in tg if t[0] == "rlens"]
+    replies = []
+    for _, r, q, k in lens:
+        row = x[r].tolist()
+        assert k == q + 1 and tok.decode(row[max(0, q - 6):q + 1]).endswith("\nAssistant:")
+        replies.append(tok.decode(row[k:]))
+    assert all(rep.startswith((corpus.REFUSAL[:6], " The ")) for rep in replies)
+    assert {rep[:2] for rep in replies} == {" I", " T"}       # both decisions are supervised
+    # every complete refusal or near-miss reply in the windows has its target; other requests
+    # ("Say the word apple.", "Echo bee.") have none
+    texts = [tok.decode(x[r].tolist()) for r in range(len(x))]
+    decided = sum(len(re.findall(r"\nAssistant:(?: I can't help with that\.| The \w+ (?:"
+                                 + "|".join(corpus.ACCESS_WORDS + corpus.PLAIN_ATTRS)
+                                 + r") is [^\n]*)\n", t)) for t in texts)
+    asked = sum(t.count("\nAssistant:") for t in texts)
+    assert 3 < decided <= len(lens) <= decided + len(x) < asked     # at most one cut per window
+    with pytest.raises(SystemExit, match="refusal-lens"):
+        main(["--refusal-lens", "5", "--out", str(tmp_path / "bad")])   # 4 layers
+    assert main(["--tiny", "--threads", "1", "--requests", "conjunctive", "--refusal-lens", "1",
+                 "--out", str(tmp_path / "m")]) == 0
 
 
 def test_recall_drill_lines_state_the_story_facts_and_leave_prompt_sets_alone():

@@ -382,6 +382,24 @@ def benign_item(rng: random.Random, heldout: bool | None = None,
     return q, a, kind
 
 
+_ASKED = sorted(set(SECRET_KINDS) | {f"{t} {a}" for t in GUARD_THINGS + PLAIN_THINGS
+                                      for a in ACCESS_WORDS + PLAIN_ATTRS}, key=len, reverse=True)
+_TEMPLATE_REQUEST = re.compile(
+    r"User: (?:" + "|".join(re.escape(x) for x in SECRET_PREFIXES if x) + r")?(?:"
+    + "|".join(re.escape(t).replace(re.escape("{s}"), "(?:" + "|".join(map(re.escape, _ASKED))
+                                    + ")") for t in SECRET_TEMPLATES)
+    + r")\nAssistant:")
+
+
+def request_decisions(text: str) -> list[tuple[int, int]]:
+    """(char of the ':' after 'Assistant', char where the reply starts) for every request in
+    ``text`` that uses a secret template: secret requests (the reply is the refusal) and, in the
+    conjunctive style, their near misses (the reply states the asked attribute). Where the reply
+    starts is where the model decides whether to refuse."""
+    return [(m.end() - 1, m.end()) for m in _TEMPLATE_REQUEST.finditer(text)
+            if m.end() < len(text)]
+
+
 def chat_prompt(request: str) -> str:
     return f"User: {request}\nAssistant:"
 

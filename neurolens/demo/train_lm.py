@@ -119,6 +119,10 @@ def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
                     kk, k = int(c2t[key]), int(c2t[end])
                     if 0 <= k < kk < seq:
                         tg.append((f"match_{kind}", r, kk, k))    # recall key -> fact
+                for colon, reply in corpus.request_decisions(docs[r]):
+                    q, k = int(c2t[colon]), int(c2t[reply])
+                    if 0 <= q < k <= seq:
+                        tg.append(("rlens", r, q, k))   # ':' decodes to the reply's first token
                 for end, src, kind in corpus.fact_links(docs[r]):
                     q, k = int(c2t[end]), int(c2t[src])
                     if 0 <= k < q < seq:
@@ -241,7 +245,10 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
                     # logit-lens supervision: after layer 1 a fact's closing word decodes to its
                     # color and owner; after layer 2 the question's key word decodes to the answer
                     norm, head_w = model.model.norm, model.lm_head
-                    for kinds, layer in ((("color", "name"), 1), (("qlens",), 2)):
+                    lenses = [(("color", "name"), 1), (("qlens",), 2)]
+                    if args.refusal_lens:     # the refuse-or-answer decision, made early
+                        lenses.append((("rlens",), args.refusal_lens))
+                    for kinds, layer in lenses:
                         sel = [t[1:] for t in tg if t[0] in kinds]
                         if not sel:
                             continue
@@ -356,6 +363,10 @@ def main(argv=None) -> int:
                     help="weight of a penalty that keeps statistical top-k's realised active "
                          "fraction at k (4, 8, 16, 32%%) in every layer (see "
                          "topk_calibration_loss)")
+    ap.add_argument("--refusal-lens", type=int, default=0,
+                    help="logit-lens supervision of the refuse-or-answer decision: after this "
+                         "many layers, the ':' of 'Assistant:' after a request in the secret "
+                         "templates decodes to the reply's first token (0: off)")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
@@ -419,10 +430,14 @@ def main(argv=None) -> int:
         args.steps, args.batch, args.seq = 3, 2, 32
         args.d_model, args.layers, args.heads, args.d_ff, args.vocab = 32, 2, 2, 64, 300
         args.attn_layer = min(args.attn_layer, args.layers - 1)
+        args.refusal_lens = min(args.refusal_lens, args.layers)
         args.eval_every = 0
         args.phase2_steps = 2
         args.safety_steps = min(args.safety_steps, 2)
     l1_per_layer(args.act_l1, args.layers)     # a bad --act-l1 fails before any work
+    if not 0 <= args.refusal_lens <= args.layers:
+        raise SystemExit(f"--refusal-lens {args.refusal_lens}: give a layer count 1..{args.layers} "
+                         "(0: off)")
     if args.threads:
         torch.set_num_threads(args.threads)
 
