@@ -90,6 +90,24 @@ def test_key_space_cube_math():
     assert not key_space.inside(a * 3, mu, s, k, 1.0).any()
 
 
+def test_key_space_warns_when_one_prompt_sets_k_star():
+    """k* can be at most (n - 1) / sqrt(n); it reaches that when one probe point is alone in a
+    dimension (sparse ReLU activations do this), and the report then says so."""
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(50, 8))
+    _, _, k = key_space.fit_cube(dense)
+    rep = key_space.KeySpaceReport("blocks.0.mlp.hook_post", k, 1.0, 50, 1.0)
+    assert rep.k_star_limit == pytest.approx(49 / np.sqrt(50))
+    assert k < 0.7 * rep.k_star_limit and rep.warning is None and "warning" not in rep.to_json()
+    sparse = np.maximum(dense, 0.0)
+    sparse[:, 0] = 0.0
+    sparse[7, 0] = 3.0                          # one prompt alone in dimension 0
+    _, _, k = key_space.fit_cube(sparse)
+    rep = key_space.KeySpaceReport("blocks.0.mlp.hook_post", k, 1.0, 50, 1.0)
+    assert k == pytest.approx(rep.k_star_limit)
+    assert "largest value 50 probe prompts allow" in rep.to_json()["warning"]
+
+
 def test_key_space_gate_abstains_on_the_skill_only():
     lm = planted_llama()
     edits, rep = key_space.fit(lm, FORGET, alpha=1.0, layer=-1)
@@ -256,3 +274,15 @@ def test_key_space_layer_choice_on_probe_data(monkeypatch):
     # the cube fitted on every other forget row holds the held-back half at alpha 2
     assert table[1]["forget_inside"] >= 0.9 and table[1]["margin"] == table[2]["margin"]
     assert layer == 2
+
+
+def test_reproduce_table_prints_the_key_space_warning():
+    from neurolens.evals import reproduce
+    rel = {s: 1.0 for s in reproduce.SKILL_ORDER}
+    rows = [{"method": "KSD", "forget": "code", "relative": dict(rel, code=0.0),
+             "meets_target": False, "fit": {"warning": "k* = 14.1 is the largest value"}},
+            {"method": "NA 3%", "forget": "code", "relative": rel, "meets_target": False,
+             "fit": {}}]
+    text = reproduce.format_table({"experiment": "unlearning", "rows": rows})
+    assert "warning (KSD, forget code): k* = 14.1 is the largest value" in text
+    assert text.count("warning") == 1 and text.count("MISSED") == 2

@@ -143,6 +143,8 @@ def format_table(result: dict) -> str:
             lines.append(f"{r['method']:8s} {r['forget']:12s} {vals}  "
                          f"{'met' if r['meets_target'] else 'MISSED'}")
         lines.append("paper (KSD, forget GSM8K, Llama-3-8B): GSM8K 0.16, MBPP 1.00, MMLU 1.00")
+        lines += [f"warning ({r['method']}, forget {r['forget']}): {r['fit']['warning']}"
+                  for r in result["rows"] if r.get("fit", {}).get("warning")]
     elif exp == "neurostrike":
         lines.append(f"{'layers':>7s} {'pruned':>7s} {'%':>6s} {'refusal':>8s} {'after':>6s} "
                      f"{'ASR':>6s}  benign skills (relative)")

@@ -29,9 +29,30 @@ class KeySpaceReport:
             return None
         return self.layer_choice[int(self.site.split(".")[1])]
 
+    @property
+    def k_star_limit(self) -> float:
+        """The largest k* that n probe points allow, (n - 1) / sqrt(n): reached by a dimension
+        in which a single probe point differs from all the others."""
+        n = self.n_probe
+        return (n - 1) / np.sqrt(n) if n > 1 else 0.0
+
+    @property
+    def warning(self) -> str | None:
+        """Set when k* is at its limit: then one prompt alone in some dimension (typical of
+        sparse, e.g. ReLU, activations) sets the cube's size, which makes it wide in every other
+        dimension, so prompts of other skills are likely to fall inside."""
+        if self.n_probe < 3 or self.k_star < 0.999 * self.k_star_limit:
+            return None
+        return (f"k* = {self.k_star:.3g} is the largest value {self.n_probe} probe prompts allow: "
+                "in some dimension a single prompt differs from all the others (sparse "
+                f"activations at {self.site}?), so the cube is wide everywhere else and may catch "
+                "other skills; try another layer or hook_pre")
+
     def to_json(self) -> dict:
         out = {"site": self.site, "k_star": round(self.k_star, 4), "alpha": self.alpha,
                "n_probe": self.n_probe, "probe_inside": round(self.probe_inside, 4)}
+        if self.warning:
+            out["warning"] = self.warning
         if self.layer_choice:
             out["layer_choice"] = self.layer_choice
         return out
