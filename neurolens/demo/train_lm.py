@@ -9,8 +9,10 @@ arguments, time and evaluations).
 ``--act relu --act-l1 L`` trains sparse, specialised FFN neurons (a ReLU gate and an L1 penalty on
 act(gate), as ProSparse does to ReLU-fied Llamas) and ``--requests conjunctive`` makes a secret
 need two words together; ``--topk-calib C`` adds a penalty that keeps statistical top-k's
-threshold honest on the gate pre-activations (see ``topk_calibration_loss``). None of these is in
-the shipped recipe yet (their measurements are in the README, under the paper methods). ``--tiny`` runs a few steps of a very small
+threshold honest on the gate pre-activations (see ``topk_calibration_loss``), and
+``--refusal-lens L`` asks the refuse-or-answer decision to be readable after L layers. None of
+these is in the shipped recipe yet (their measurements are in the README, under the paper
+methods). ``--tiny`` runs a few steps of a very small
 configuration (used by the test suite to keep this script working)."""
 
 from __future__ import annotations
