@@ -334,6 +334,8 @@ def test_topk_calibration_penalty_makes_the_statistical_threshold_keep_k(tmp_pat
         for k in (0.04, 0.08, 0.32):
             assert abs(_realised(g, k) - k) < 0.01, k
         assert abs(_realised(g, 0.16) - 0.16) < 0.04
+    with pytest.raises(SystemExit, match="topk-calib"):
+        main(["--topk-calib", "-1", "--out", str(tmp_path / "bad")])
     out = tmp_path / "calib"
     assert main(["--tiny", "--threads", "1", "--topk-calib", "1", "--out", str(out)]) == 0
     log = capsys.readouterr().out

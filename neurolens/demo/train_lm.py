@@ -437,6 +437,8 @@ def main(argv=None) -> int:
         args.phase2_steps = 2
         args.safety_steps = min(args.safety_steps, 2)
     l1_per_layer(args.act_l1, args.layers)     # a bad --act-l1 fails before any work
+    if args.topk_calib < 0:
+        raise SystemExit(f"--topk-calib {args.topk_calib}: give a weight >= 0")
     if not 0 <= args.refusal_lens <= args.layers:
         raise SystemExit(f"--refusal-lens {args.refusal_lens}: give a layer count 1..{args.layers} "
                          "(0: off)")
