@@ -276,6 +276,47 @@ def test_key_space_layer_choice_on_probe_data(monkeypatch):
     assert layer == 2
 
 
+def test_key_space_auto_falls_back_to_hook_pre_on_sparse_features(monkeypatch):
+    """'auto' on a model whose hook_post vectors are sparse (one forget prompt alone in a
+    dimension, in every layer) probes the dense hook_pre instead; on dense hook_post it keeps
+    hook_post."""
+    rng = np.random.default_rng(1)
+    n_layers = 2
+    forget_pre, others_pre = rng.normal(0, 1, (40, 6)), rng.normal(0, 1, (30, 6)) + 50.0
+    sparse = np.maximum(rng.normal(0, 1, (40, 6)), 0.0)
+    sparse[:, 0] = 0.0
+    sparse[9, 0] = 4.0                 # one forget prompt alone in dimension 0
+    feats = {"forget": {}, "others": {}}
+    for i in range(n_layers):
+        feats["forget"][f"blocks.{i}.mlp.hook_pre"] = forget_pre
+        feats["others"][f"blocks.{i}.mlp.hook_pre"] = others_pre
+        feats["forget"][f"blocks.{i}.mlp.hook_post"] = sparse
+        feats["others"][f"blocks.{i}.mlp.hook_post"] = np.maximum(others_pre, 0.0)
+
+    def fake_probe(lm, prompts, sites, reduce, batch_size, progress=None):
+        return {s: feats[prompts[0]][s] for s in sites}
+
+    monkeypatch.setattr(key_space, "probe_reduced", fake_probe)
+
+    class LM:
+        name_or_path, fingerprint = "fake", "0"
+
+        def __init__(self):
+            self.n_layers = n_layers
+
+        def sites(self):
+            return {s: 6 for s in feats["forget"]}
+    assert key_space._at_limit(sparse) and not key_space._at_limit(forget_pre)
+    edits, rep = key_space.fit(LM(), ["forget"], alpha=2.0, layer="auto", keep=["others"])
+    assert rep.site.endswith("mlp.hook_pre") and "hook_post k* at its limit" in rep.fallback
+    assert rep.warning is None and rep.to_json()["fallback"] == rep.fallback
+    assert edits[0].site == rep.site
+    feats["forget"] = {s: (forget_pre if s.endswith("hook_post") else v)
+                       for s, v in feats["forget"].items()}
+    _, rep = key_space.fit(LM(), ["forget"], alpha=2.0, layer="auto", keep=["others"])
+    assert rep.site.endswith("mlp.hook_post") and rep.fallback is None
+
+
 def test_reproduce_table_prints_the_key_space_warning():
     from neurolens.evals import reproduce
     rel = {s: 1.0 for s in reproduce.SKILL_ORDER}

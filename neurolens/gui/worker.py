@@ -395,6 +395,8 @@ class Worker(QObject):
                               "inside)")
                 text = (f"Key Space Detection at {rep.site}{chosen}: k* = {rep.k_star:.3g}, "
                         f"alpha {rep.alpha:g}; {rep.probe_inside:.0%} of the forget set inside")
+                if rep.fallback:
+                    text += f" ({rep.fallback})"
                 if rep.warning:
                     text += f". Warning: {rep.warning}"
                 current = params.get("current") or []

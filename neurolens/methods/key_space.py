@@ -21,6 +21,7 @@ class KeySpaceReport:
     n_probe: int
     probe_inside: float          # fraction of the probe set inside the scaled cube
     layer_choice: list | None = None   # per-layer table when the layer was chosen ("auto")
+    fallback: str | None = None        # why "auto" probed hook_pre instead of hook_post
 
     @property
     def chosen(self) -> dict | None:
@@ -53,6 +54,8 @@ class KeySpaceReport:
                "n_probe": self.n_probe, "probe_inside": round(self.probe_inside, 4)}
         if self.warning:
             out["warning"] = self.warning
+        if self.fallback:
+            out["fallback"] = self.fallback
         if self.layer_choice:
             out["layer_choice"] = self.layer_choice
         return out
@@ -82,12 +85,26 @@ def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | str | None = Non
         keep: list[str] | None = None, progress=None) -> tuple[EditSet, KeySpaceReport]:
     """Fit the hypercube on the last-token vectors of the forget probe set at one layer
     (default: the last layer; ``"auto"``: chosen by :func:`select_layer` against ``keep``, the
-    prompts of the skills to keep) and return a Gate edit."""
-    table = None
+    prompts of the skills to keep) and return a Gate edit.
+
+    With ``"auto"``, where the chosen ``hook_post`` cube has k* at its limit (one prompt alone in
+    a dimension: sparse, e.g. ReLU, features; see :attr:`KeySpaceReport.warning`), the layer is
+    chosen again on ``hook_pre``, the dense gate pre-activation, and that site is used when its
+    cube is not at the limit (the report's ``fallback`` says so)."""
+    table, fallback = None, None
     if layer == "auto":
         if not keep:
             raise InputError("choosing the layer ('auto') needs prompts of the skills to keep")
         layer, table, a = _choose_layer(lm, forget, keep, alpha, kind, batch_size, progress)
+        dense = "mlp.hook_pre"
+        if (kind == "mlp.hook_post" and _at_limit(a)
+                and f"blocks.{layer}.{dense}" in lm.sites()):
+            layer2, table2, a2 = _choose_layer(lm, forget, keep, alpha, dense, batch_size,
+                                               progress)
+            if not _at_limit(a2):
+                fallback = (f"hook_post k* at its limit at layer {layer} (sparse features); "
+                            f"probed {dense} instead")
+                layer, table, a, kind = layer2, table2, a2, dense
         site = f"blocks.{layer}.{kind}"
     else:
         layer = lm.n_layers - 1 if layer is None else int(layer)
@@ -100,7 +117,13 @@ def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | str | None = Non
     op = Gate(site, mu, s, k, alpha=alpha, refusal=refusal,
               note=f"Key Space Detection (k*={k:.3g})")
     return (EditSet([op], ModelRef(lm.name_or_path, lm.fingerprint)),
-            KeySpaceReport(site, k, alpha, len(a), frac, table))
+            KeySpaceReport(site, k, alpha, len(a), frac, table, fallback))
+
+
+def _at_limit(a: np.ndarray) -> bool:
+    """Whether the cube of these probe vectors has k* at its limit (n - 1) / sqrt(n)."""
+    n = len(a)
+    return n >= 3 and fit_cube(a)[2] >= 0.999 * (n - 1) / np.sqrt(n)
 
 
 def select_layer(lm, forget: list[str], others: list[str], alpha: float = 1.0,
