@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from neurolens.demo import corpus
-from neurolens.demo.train_lm import main, topk_calibration_loss
+from neurolens.demo.train_lm import l1_per_layer, main, topk_calibration_loss
 
 
 def test_tiny_training_run_saves_a_loadable_llama(tmp_path):
@@ -44,6 +44,8 @@ def test_activation_l1_makes_relu_neurons_sparse_and_time_limit_saves(tmp_path):
     random init from about half active to far fewer), per layer if asked; --time-limit stops
     training but saves."""
     runs = {}
+    assert l1_per_layer("last=0.2", 4) == [0, 0, 0, 0.2] == l1_per_layer("0,0,0,0.2", 4)
+    assert l1_per_layer("0.1", 3) == [0.1] * 3
     for l1 in ("0", "50", "0,50"):       # --tiny has 2 layers; "0,50" penalises the second only
         out = tmp_path / f"l1_{l1}"
         assert main(["--tiny", "--threads", "1", "--act", "relu", "--act-l1", l1,
@@ -53,7 +55,7 @@ def test_activation_l1_makes_relu_neurons_sparse_and_time_limit_saves(tmp_path):
     assert all(0.4 < a < 0.6 for a in runs["0"])
     assert all(a < 0.6 * b for a, b in zip(runs["50"], runs["0"]))
     assert runs["0,50"][0] > 0.4 and runs["0,50"][1] < 0.6 * runs["0"][1]
-    for bad in ("0,1,2", "0.1,x", "-1"):
+    for bad in ("0,1,2", "0.1,x", "-1", "last=1,2", "last=-1"):
         with pytest.raises(SystemExit, match="one per layer"):
             main(["--tiny", "--act-l1", bad, "--out", str(tmp_path / "bad")])
     out = tmp_path / "stopped"

@@ -324,16 +324,21 @@ def topk_calibration_loss(g: torch.Tensor, keeps=CALIB_KEEPS, temperature: float
 
 
 def l1_per_layer(spec: str | float, n_layers: int) -> list[float]:
-    """``--act-l1``: one coefficient for every layer ("0.2") or one per layer ("0,0,0.05,0.2")."""
+    """``--act-l1``: one coefficient for every layer ("0.2"), one per layer ("0,0,0.05,0.2"), or
+    one for the last layer only ("last=0.2", whatever the depth)."""
+    text = str(spec)
+    last = text.startswith("last=")
     try:
-        vals = [float(v) for v in str(spec).split(",")]
+        vals = [float(v) for v in (text[5:] if last else text).split(",")]
     except ValueError:
         vals = []
-    if len(vals) == 1:
+    if last:
+        vals = [0.0] * (n_layers - 1) + vals if len(vals) == 1 else []
+    elif len(vals) == 1:
         vals = vals * n_layers
     if len(vals) != n_layers or min(vals) < 0:
-        raise SystemExit(f"--act-l1 {spec}: give one coefficient >= 0, or one per layer "
-                         f"({n_layers})")
+        raise SystemExit(f"--act-l1 {spec}: give one coefficient >= 0, one per layer "
+                         f"({n_layers}), or last=<coefficient>")
     return vals
 
 
@@ -360,7 +365,8 @@ def main(argv=None) -> int:
                     help="FFN activation of the gate (relu: exact zeros, as in ReLU-fied LLMs)")
     ap.add_argument("--act-l1", default="0",
                     help="L1 penalty on act(gate) (activation sparsity): one coefficient for "
-                         "every layer, or a comma-separated one per layer")
+                         "every layer, a comma-separated one per layer, or last=C for the last "
+                         "layer only")
     ap.add_argument("--topk-calib", type=float, default=0.0,
                     help="weight of a penalty that keeps statistical top-k's realised active "
                          "fraction at k (4, 8, 16, 32%%) in every layer (see "
