@@ -48,8 +48,8 @@ def test_activation_l1_makes_relu_neurons_sparse_and_time_limit_saves(tmp_path):
     assert l1_per_layer("0.1", 3) == [0.1] * 3
     for l1 in ("0", "50", "0,50"):       # --tiny has 2 layers; "0,50" penalises the second only
         out = tmp_path / f"l1_{l1}"
-        assert main(["--tiny", "--threads", "1", "--act", "relu", "--act-l1", l1,
-                     "--out", str(out)]) == 0
+        assert main(["--tiny", "--threads", "1", "--act", "relu", "--topk-calib", "0",
+                     "--act-l1", l1, "--out", str(out)]) == 0
         assert AutoModelForCausalLM.from_pretrained(out).config.hidden_act == "relu"
         runs[l1] = _active_fraction(out)
     assert all(0.4 < a < 0.6 for a in runs["0"])
@@ -63,7 +63,10 @@ def test_activation_l1_makes_relu_neurons_sparse_and_time_limit_saves(tmp_path):
     info = json.loads((out / "training.json").read_text())
     assert {h["phase"]: h["stopped_at"] for h in info["history"]} == {"phase 1": 0,
                                                                      "phase 2": 0}
-    assert "t_start" not in info["args"] and info["args"]["act"] == "silu"
+    assert "t_start" not in info["args"]
+    # the default recipe (the shipped demo model's)
+    assert {k: info["args"][k] for k in ("act", "act_l1", "requests", "topk_calib")} == {
+        "act": "relu", "act_l1": "last=0.2", "requests": "conjunctive", "topk_calib": 1.0}
 
 
 def test_corpus_never_trains_on_heldout_items():
@@ -291,10 +294,11 @@ def test_recall_drill_lines_state_the_story_facts_and_leave_prompt_sets_alone():
         assert prompt.endswith("\nAnswer:") and answer.startswith(" ")
     assert checked > 400
     # the training-only options draw no extra random numbers when off: the generator still
-    # gives exactly the shipped prompt sets (code items depend on the stdlib, left out)
+    # gives exactly the shipped prompt sets (code items depend on the stdlib, left out; the
+    # shipped model's requests are conjunctive)
     from neurolens.resources import prompts_dir
-    sets = corpus.build_prompt_sets()
-    for skill in ("arithmetic", "comprehension", "refusal"):
+    sets = corpus.build_prompt_sets(requests="conjunctive")
+    for skill in ("arithmetic", "comprehension", "refusal", "benign"):
         lines = (prompts_dir() / f"{skill}.jsonl").read_text().splitlines()
         assert [json.loads(ln) for ln in lines] == sets[skill]
 

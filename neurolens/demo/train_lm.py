@@ -6,13 +6,14 @@ Seeded (corpus, tokenizer, initialisation and data order); the shipped weights a
 configuration with ``--threads 2`` on the 2-core CPU (``training.json`` beside them records the
 arguments, time and evaluations).
 
-``--act relu --act-l1 L`` trains sparse, specialised FFN neurons (a ReLU gate and an L1 penalty on
-act(gate), as ProSparse does to ReLU-fied Llamas) and ``--requests conjunctive`` makes a secret
-need two words together; ``--topk-calib C`` adds a penalty that keeps statistical top-k's
-threshold honest on the gate pre-activations (see ``topk_calibration_loss``), and
-``--refusal-lens L`` asks the refuse-or-answer decision to be readable after L layers. None of
-these is in the shipped recipe yet (their measurements are in the README, under the paper
-methods). ``--tiny`` runs a few steps of a very small
+The default recipe: a ReLU gate in every layer (``--act relu``, as in ReLU-fied LLMs) with an L1
+penalty on act(gate) in the last layer (``--act-l1 last=0.2``, as ProSparse trains them), which
+makes its neurons sparse and specialised; secret requests that need two words together
+(``--requests conjunctive``); and a penalty that keeps statistical top-k's threshold honest on the
+gate pre-activations (``--topk-calib 1``, see ``topk_calibration_loss``). ``--act silu --act-l1 0
+--requests plain --topk-calib 0`` is the previous, dense recipe. ``--refusal-lens L`` asks the
+refuse-or-answer decision to be readable after L layers (not in the recipe; its measurements are
+in the README, under the paper methods). ``--tiny`` runs a few steps of a very small
 configuration (used by the test suite to keep this script working)."""
 
 from __future__ import annotations
@@ -361,13 +362,13 @@ def main(argv=None) -> int:
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--d-ff", type=int, default=768)
     ap.add_argument("--vocab", type=int, default=2048)
-    ap.add_argument("--act", choices=("silu", "relu"), default="silu",
+    ap.add_argument("--act", choices=("silu", "relu"), default="relu",
                     help="FFN activation of the gate (relu: exact zeros, as in ReLU-fied LLMs)")
-    ap.add_argument("--act-l1", default="0",
+    ap.add_argument("--act-l1", default="last=0.2",
                     help="L1 penalty on act(gate) (activation sparsity): one coefficient for "
                          "every layer, a comma-separated one per layer, or last=C for the last "
                          "layer only")
-    ap.add_argument("--topk-calib", type=float, default=0.0,
+    ap.add_argument("--topk-calib", type=float, default=1.0,
                     help="weight of a penalty that keeps statistical top-k's realised active "
                          "fraction at k (4, 8, 16, 32%%) in every layer (see "
                          "topk_calibration_loss)")
@@ -423,7 +424,7 @@ def main(argv=None) -> int:
     ap.add_argument("--safety-lr", type=float, default=3e-4)
     ap.add_argument("--safety-mixture", default=None,
                     help="skill weights of the safety phase (default: the phase-1 mixture)")
-    ap.add_argument("--requests", choices=corpus.REQUEST_STYLES, default="plain",
+    ap.add_argument("--requests", choices=corpus.REQUEST_STYLES, default="conjunctive",
                     help="'conjunctive': a request is secret only for two words together "
                          "('door code'); near misses ('door color', 'zip code') are benign")
     ap.add_argument("--init-from", default=None,
