@@ -567,3 +567,18 @@ def test_demo_model_default_load_run_click_and_cancel(qtbot, window):
     w.max_tokens.setValue(4)
     run_and_wait(qtbot, w)
     assert w.last_outputs["outputs"][0].startswith("85")
+
+
+def test_colour_levels_follow_the_active_values_of_a_sparse_layer(window):
+    """In a ReLU layer most activations are exactly 0; the heatmap's colour scale comes from the
+    non-zero ones (a percentile over everything would be 0 and saturate every active cell)."""
+    rng = np.random.default_rng(0)
+    sparse = np.zeros((40, 768))
+    idx = rng.choice(sparse.size, 60, replace=False)
+    sparse.flat[idx] = rng.uniform(1.0, 3.0, 60)          # 0.2% active
+    lo, hi = window._stable("sparse", sparse)
+    assert lo == -hi and 2.5 < hi <= 3.0
+    dense = rng.normal(0, 1, (40, 768))
+    lo, hi = window._stable("dense", dense)
+    assert 2.5 < hi < 3.2                                 # about the 99.5th |N(0,1)| percentile
+    assert window._stable("empty", np.zeros((3, 4))) == (-1.0, 1.0)

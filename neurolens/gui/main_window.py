@@ -810,8 +810,12 @@ class MainWindow(QMainWindow):
         return None
 
     def _stable(self, key: str, data: np.ndarray) -> tuple[float, float]:
-        """Symmetric colour levels that change only when the data outgrow or shrink a lot."""
-        amp = float(np.percentile(np.abs(data), 99.5)) if data.size else 1.0
+        """Symmetric colour levels that change only when the data outgrow or shrink a lot. The
+        scale comes from the non-zero entries: in a sparse (ReLU) layer most activations are
+        exactly zero, and a percentile over all of them would be zero too."""
+        mag = np.abs(data[np.isfinite(data)]) if data.size else np.ones(1)
+        mag = mag[mag > 0]
+        amp = float(np.percentile(mag, 99.5)) if mag.size else 1.0
         amp = max(amp, 1e-6)
         cur = self._levels.get(key)
         if cur is None or amp > cur * 1.25 or amp < cur * 0.4:
