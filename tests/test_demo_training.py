@@ -246,7 +246,10 @@ def test_refusal_lens_targets_point_from_assistant_colon_to_the_reply(tmp_path):
     tok = train_tokenizer(400, 0, "conjunctive")
     stream = corpus.TrainingStream(seed=3, requests="conjunctive", mixture=corpus.Mixture(
         arithmetic=0, comprehension=0, refusal=1, code=0, prose=0))
-    x, tg = next(batches(tok, stream, 4, 128, targets=True))
+    x, tg = next(batches(tok, stream, 4, 128, targets=True, decisions=True))
+    twin = corpus.TrainingStream(seed=3, requests="conjunctive", mixture=corpus.Mixture(
+        arithmetic=0, comprehension=0, refusal=1, code=0, prose=0))
+    assert not [t for t in next(batches(tok, twin, 4, 128, targets=True))[1] if t[0] == "rlens"]
     lens = [t for t in tg if t[0] == "rlens"]
     replies = []
     for _, r, q, k in lens:

@@ -306,7 +306,8 @@ def test_key_space_auto_falls_back_to_hook_pre_on_sparse_features(monkeypatch):
 
         def sites(self):
             return {s: 6 for s in feats["forget"]}
-    assert key_space._at_limit(sparse) and not key_space._at_limit(forget_pre)
+    assert key_space.k_star_at_limit(key_space.fit_cube(sparse)[2], len(sparse))
+    assert not key_space.k_star_at_limit(key_space.fit_cube(forget_pre)[2], len(forget_pre))
     edits, rep = key_space.fit(LM(), ["forget"], alpha=2.0, layer="auto", keep=["others"])
     assert rep.site.endswith("mlp.hook_pre") and "hook_post k* at its limit" in rep.fallback
     assert rep.warning is None and rep.to_json()["fallback"] == rep.fallback

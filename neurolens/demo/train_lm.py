@@ -97,9 +97,10 @@ def _char_to_token(offsets, n_chars: int) -> np.ndarray:
 
 
 def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
-            targets: bool = False):
+            targets: bool = False, decisions: bool = False):
     """Yield token rows [batch, seq + 1]; with ``targets`` also the attention targets
-    (row, answer position, fact position) of the comprehension examples in the window."""
+    (row, answer position, fact position) of the comprehension examples in the window, and with
+    ``decisions`` as well the refusal-lens targets (``--refusal-lens``)."""
     while True:
         docs = [stream.document(seq * 5) for _ in range(batch)]
         enc = tokenizer(docs, add_special_tokens=False, return_offsets_mapping=targets)
@@ -122,7 +123,7 @@ def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
                     kk, k = int(c2t[key]), int(c2t[end])
                     if 0 <= k < kk < seq:
                         tg.append((f"match_{kind}", r, kk, k))    # recall key -> fact
-                for colon, reply in corpus.request_decisions(docs[r]):
+                for colon, reply in (corpus.request_decisions(docs[r]) if decisions else ()):
                     q, k = int(c2t[colon]), int(c2t[reply])
                     if 0 <= q < k <= seq:
                         tg.append(("rlens", r, q, k))   # ':' decodes to the reply's first token
@@ -188,7 +189,8 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
         if coef > 0 or args.topk_calib > 0:
             hooks.append(layer.mlp.gate_proj.register_forward_hook(
                 lambda m, _i, out, c=coef: gates.append((c, out)) if m.training else None))
-    data = batches(tokenizer, stream, args.batch, args.seq, targets=sup)
+    data = batches(tokenizer, stream, args.batch, args.seq, targets=sup,
+                   decisions=sup and args.refusal_lens > 0)
     model.train()
     t_train = time.time()
     ema = None

@@ -813,7 +813,7 @@ class MainWindow(QMainWindow):
         """Symmetric colour levels that change only when the data outgrow or shrink a lot. The
         scale comes from the non-zero entries: in a sparse (ReLU) layer most activations are
         exactly zero, and a percentile over all of them would be zero too."""
-        mag = np.abs(data[np.isfinite(data)]) if data.size else np.ones(1)
+        mag = np.abs(data[np.isfinite(data)])
         mag = mag[mag > 0]
         amp = float(np.percentile(mag, 99.5)) if mag.size else 1.0
         amp = max(amp, 1e-6)

@@ -34,15 +34,14 @@ class KeySpaceReport:
     def k_star_limit(self) -> float:
         """The largest k* that n probe points allow, (n - 1) / sqrt(n): reached by a dimension
         in which a single probe point differs from all the others."""
-        n = self.n_probe
-        return (n - 1) / np.sqrt(n) if n > 1 else 0.0
+        return _k_star_limit(self.n_probe)
 
     @property
     def warning(self) -> str | None:
         """Set when k* is at its limit: then one prompt alone in some dimension (typical of
         sparse, e.g. ReLU, activations) sets the cube's size, which makes it wide in every other
         dimension, so prompts of other skills are likely to fall inside."""
-        if self.n_probe < 3 or self.k_star < 0.999 * self.k_star_limit:
+        if not k_star_at_limit(self.k_star, self.n_probe):
             return None
         return (f"k* = {self.k_star:.3g} is the largest value {self.n_probe} probe prompts allow: "
                 "in some dimension a single prompt differs from all the others (sparse "
@@ -96,15 +95,17 @@ def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | str | None = Non
         if not keep:
             raise InputError("choosing the layer ('auto') needs prompts of the skills to keep")
         layer, table, a = _choose_layer(lm, forget, keep, alpha, kind, batch_size, progress)
+        cube = fit_cube(a)
         dense = "mlp.hook_pre"
-        if (kind == "mlp.hook_post" and _at_limit(a)
+        if (kind == "mlp.hook_post" and k_star_at_limit(cube[2], len(a))
                 and f"blocks.{layer}.{dense}" in lm.sites()):
             layer2, table2, a2 = _choose_layer(lm, forget, keep, alpha, dense, batch_size,
                                                progress)
-            if not _at_limit(a2):
+            cube2 = fit_cube(a2)
+            if not k_star_at_limit(cube2[2], len(a2)):
                 fallback = (f"hook_post k* at its limit at layer {layer} (sparse features); "
                             f"probed {dense} instead")
-                layer, table, a, kind = layer2, table2, a2, dense
+                layer, table, a, cube, kind = layer2, table2, a2, cube2, dense
         site = f"blocks.{layer}.{kind}"
     else:
         layer = lm.n_layers - 1 if layer is None else int(layer)
@@ -112,7 +113,8 @@ def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | str | None = Non
             layer += lm.n_layers
         site = f"blocks.{layer}.{kind}"
         a = probe_reduced(lm, forget, [site], "last", batch_size, progress=progress)[site]
-    mu, s, k = fit_cube(a)
+        cube = fit_cube(a)
+    mu, s, k = cube
     frac = float(inside(a, mu, s, k, alpha).mean())
     op = Gate(site, mu, s, k, alpha=alpha, refusal=refusal,
               note=f"Key Space Detection (k*={k:.3g})")
@@ -120,10 +122,14 @@ def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | str | None = Non
             KeySpaceReport(site, k, alpha, len(a), frac, table, fallback))
 
 
-def _at_limit(a: np.ndarray) -> bool:
-    """Whether the cube of these probe vectors has k* at its limit (n - 1) / sqrt(n)."""
-    n = len(a)
-    return n >= 3 and fit_cube(a)[2] >= 0.999 * (n - 1) / np.sqrt(n)
+def k_star_at_limit(k: float, n: int) -> bool:
+    """Whether k* of a cube fitted on n probe points is at its limit (n - 1) / sqrt(n): one
+    point alone in some dimension sets it (see :attr:`KeySpaceReport.warning`)."""
+    return n >= 3 and k >= 0.999 * _k_star_limit(n)
+
+
+def _k_star_limit(n: int) -> float:
+    return (n - 1) / np.sqrt(n) if n > 1 else 0.0
 
 
 def select_layer(lm, forget: list[str], others: list[str], alpha: float = 1.0,
