@@ -415,8 +415,8 @@ def cmd_eval(args) -> int:
     if edits is None:
         for s, r in base.items():
             extra = ", ".join(f"{k} {v:.3f}" for k, v in r.metrics.items()
-                              if k != sk.PRIMARY[s] and isinstance(v, float))
-            lines.append(f"{s:14s} {sk.PRIMARY[s]:16s} {r.primary:8.3f}"
+                              if k != r.primary_name and isinstance(v, float))
+            lines.append(f"{s:14s} {r.primary_name:16s} {r.primary:8.3f}"
                          + (f"   ({extra})" if extra else ""))
     else:
         ed = sk.evaluate(lm, args.skill, edits=edits, split=args.split, limit=args.limit,
@@ -427,7 +427,7 @@ def cmd_eval(args) -> int:
                    "relative": {k: round(v, 4) for k, v in rel.items()}}
         lines = [f"{'skill':14s} {'metric':16s} {'before':>8s} {'after':>8s} {'relative':>9s}"]
         for s in base:
-            lines.append(f"{s:14s} {sk.PRIMARY[s]:16s} {base[s].primary:8.3f} "
+            lines.append(f"{s:14s} {base[s].primary_name:16s} {base[s].primary:8.3f} "
                          f"{ed[s].primary:8.3f} {rel[s]:9.3f}")
     _emit(args, payload, "\n".join(lines))
     return 0

@@ -350,3 +350,92 @@ def test_topk_calibration_penalty_makes_the_statistical_threshold_keep_k(tmp_pat
     log = capsys.readouterr().out
     assert "phase 1 step     0" in log and " active " in log     # gate outputs were collected
     assert json.loads((out / "training.json").read_text())["args"]["topk_calib"] == 1.0
+
+
+# inputs for running every function task: numbers, a list of numbers, strings
+_FN_INPUTS = {"n": (7, -3), "l": ([3, 1, 2, 5, 3],), "s": ("  Hi there ", "  Hi")}
+# what each task must compute (written from the docstrings, independently of the table)
+_FN_REFERENCE = {
+    "add": lambda a, b, c: a + b, "subtract": lambda a, b, c: a - b,
+    "multiply": lambda a, b, c: a * b, "larger": lambda a, b, c: max(a, b),
+    "smaller": lambda a, b, c: min(a, b), "increase": lambda a, c: a + c,
+    "scale": lambda a, c: a * c, "is_even": lambda a, c: a % 2 == 0,
+    "divisible": lambda a, c: a % c == 0, "absolute": lambda a, c: abs(a),
+    "square": lambda a, c: a * a, "length": lambda xs, c: len(xs), "head": lambda xs, c: xs[0],
+    "last": lambda xs, c: xs[-1], "take": lambda xs, c: xs[:c],
+    "sort_items": lambda xs, c: sorted(xs), "sort_desc": lambda xs, c: sorted(xs)[::-1],
+    "sum_items": lambda xs, c: sum(xs), "largest": lambda xs, c: max(xs),
+    "reverse": lambda xs, c: list(reversed(xs)), "upper": lambda s, c: s.upper(),
+    "lower": lambda s, c: s.lower(), "strip": lambda s, c: s.strip(),
+    "words": lambda s, c: s.split(), "count_of": lambda xs, x, c: xs.count(x),
+    "contains": lambda xs, x, c: x in xs, "doubled": lambda xs, c: [2 * v for v in xs],
+    "above": lambda xs, c: [v for v in xs if v > c], "average": lambda xs, c: sum(xs) / len(xs),
+    "starts": lambda s, t, c: s.startswith(t),
+}
+
+
+def test_function_tasks_are_python_that_does_what_the_docstring_asks():
+    """Every function task (the 'functions' code skill) is valid Python whose return expression
+    uses only its own parameters and computes what the docstring says."""
+    import ast
+    import random
+
+    assert {t[0][0] for t in corpus.FUNCTION_TASKS} == set(_FN_REFERENCE)
+    rng = random.Random(3)
+    seen = set()
+    for _ in range(600):
+        prompt, answer, i = corpus.function_item(rng)
+        seen.add(i)
+        fn = ast.parse(prompt + answer + "\n").body[0]
+        params = [a.arg for a in fn.args.args]
+        used = {n.id for n in ast.walk(fn.body[-1]) if isinstance(n, ast.Name)}
+        assert used - {"max", "min", "abs", "len", "sorted", "sum", "v"} <= set(params)
+        namespace: dict = {}
+        exec(compile(ast.Module([fn], []), "<task>", "exec"), namespace)
+        kinds = corpus.FUNCTION_TASKS[i][3].replace("c", "")
+        args = [_FN_INPUTS[k][j] for j, k in enumerate(kinds)]
+        if kinds == "ln":
+            args = [[3, 1, 2, 5, 3], 3]
+        c = [int(d) for d in re.findall(r"\b(\d)\b", ast.get_docstring(fn))]
+        want = _FN_REFERENCE[corpus.FUNCTION_TASKS[i][0][0]](*args, c[0] if c else None)
+        assert namespace[fn.name](*args) == want, prompt + answer
+    assert seen == set(range(len(corpus.FUNCTION_TASKS)))
+
+
+def test_function_prompt_sets_hold_out_whole_prompts_and_leave_the_other_sets_alone():
+    plain = corpus.build_prompt_sets(seed=5, per_split=60, requests="conjunctive")
+    fsets = corpus.build_prompt_sets(seed=5, per_split=60, requests="conjunctive",
+                                     code="functions")
+    assert {k: v for k, v in plain.items() if k != "code"} == {
+        k: v for k, v in fsets.items() if k != "code"}
+    rows = fsets["code"]
+    assert len(rows) == 120 and all(r["kind"] == "function" for r in rows)
+    probe = {r["prompt"] for r in rows if r["split"] == "probe"}
+    held = {r["prompt"] for r in rows if r["split"] == "eval"}
+    assert len(probe) == len(held) == 60 and not probe & held
+    assert all(corpus.function_is_heldout(p) for p in held)
+    assert not any(corpus.function_is_heldout(p) for p in probe)
+    assert len({r["task"] for r in rows}) >= 20
+    # the training stream with function tasks never shows a held-out one
+    from neurolens.demo.train_lm import _mixture
+    mix = _mixture(None, "functions")
+    assert abs(sum(vars(mix).values()) - 1) < 1e-9 and mix.functions > 0
+    stream = corpus.TrainingStream(seed=0, mixture=mix)
+    text = "".join(stream.document(2000) for _ in range(200))
+    assert text.count('"""\n    return ') > 100
+    assert not any(r["prompt"] + r["answer"] in text for r in rows if r["split"] == "eval")
+    with pytest.raises(ValueError, match="code must be"):
+        corpus.build_prompt_sets(per_split=2, code="java")
+
+
+def test_a_zero_function_weight_leaves_the_training_stream_unchanged():
+    """The function tasks are an option: without them the stream is, text for text, the one
+    before they were added (the digest was taken from that earlier code; code text is left out
+    of the mix so that the digest does not depend on the Python's stdlib files)."""
+    import hashlib
+    stream = corpus.TrainingStream(seed=4, requests="conjunctive",
+                                   mixture=corpus.Mixture(code=0.0))
+    docs = [stream.document(800) for _ in range(60)]
+    assert hashlib.sha256("".join(docs).encode()).hexdigest() == (
+        "6eeef79dca28342f5972a9b1531af06e63ce0f0892add2f96f455898bc1e98d2")
+    assert '"""\n    return ' not in "".join(docs)

@@ -470,6 +470,93 @@ def code_items(rng: random.Random, heldout: bool, n: int) -> list[tuple[str, str
     return items
 
 
+# ----------------------------------------------------------------------------- function tasks
+# The "functions" code skill (an option of the corpus): the MBPP stand-in as a task, not a text.
+# A signature and a docstring ask for a function; the model writes the body's return
+# expression, which is scored by exact match (a stand-in for pass@1). The tasks are a fixed set
+# of kinds with varied names, so the skill can be learnt by a small model and is local enough to
+# be forgotten; the stdlib text stays in the training mix as general Python.
+NUM_ARGS = ["a", "b", "x", "y", "n", "m", "k", "num", "value", "total", "count", "width",
+            "height", "price", "score", "left", "right", "first", "second", "limit"]
+LIST_ARGS = ["xs", "items", "values", "nums", "data", "scores", "numbers", "prices", "row",
+             "ages"]
+STR_ARGS = ["s", "text", "word", "name", "line", "title", "label", "msg"]
+CODE_STYLES = ("stdlib", "functions")
+# (function names, docstring, return expression, argument kinds): n number, l list, s string,
+# c a constant 2-9 that appears in the docstring only
+FUNCTION_TASKS = [
+    (("add", "plus", "add_two"), "Return the sum of {0} and {1}.", "{0} + {1}", "nn"),
+    (("subtract", "minus", "difference"), "Return {0} minus {1}.", "{0} - {1}", "nn"),
+    (("multiply", "product", "times"), "Return the product of {0} and {1}.", "{0} * {1}", "nn"),
+    (("larger", "bigger", "maximum"), "Return the larger of {0} and {1}.", "max({0}, {1})", "nn"),
+    (("smaller", "lesser", "minimum"), "Return the smaller of {0} and {1}.", "min({0}, {1})",
+     "nn"),
+    (("increase", "shift", "add_const"), "Return {0} plus {1}.", "{0} + {1}", "nc"),
+    (("scale", "multiply_by", "times_const"), "Return {0} times {1}.", "{0} * {1}", "nc"),
+    (("is_even", "even", "check_even"), "Return True if {0} is even.", "{0} % 2 == 0", "n"),
+    (("divisible", "is_multiple", "divides"), "Return True if {0} is divisible by {1}.",
+     "{0} % {1} == 0", "nc"),
+    (("absolute", "magnitude", "abs_value"), "Return the absolute value of {0}.", "abs({0})",
+     "n"),
+    (("square", "squared", "power_two"), "Return the square of {0}.", "{0} ** 2", "n"),
+    (("length", "size", "count_items"), "Return the number of items in {0}.", "len({0})", "l"),
+    (("head", "first_item", "front"), "Return the first item of {0}.", "{0}[0]", "l"),
+    (("last", "last_item", "back"), "Return the last item of {0}.", "{0}[-1]", "l"),
+    (("take", "prefix", "first_n"), "Return the first {1} items of {0}.", "{0}[:{1}]", "lc"),
+    (("sort_items", "ordered", "sort_list"), "Return {0} sorted.", "sorted({0})", "l"),
+    (("sort_desc", "reverse_sorted", "descending"), "Return {0} sorted in reverse order.",
+     "sorted({0}, reverse=True)", "l"),
+    (("sum_items", "add_all", "grand_total"), "Return the sum of the items in {0}.", "sum({0})",
+     "l"),
+    (("largest", "max_item", "top"), "Return the largest item in {0}.", "max({0})", "l"),
+    (("reverse", "backwards", "flip"), "Return {0} reversed.", "{0}[::-1]", "l"),
+    (("upper", "shout", "to_upper"), "Return {0} in upper case.", "{0}.upper()", "s"),
+    (("lower", "quiet", "to_lower"), "Return {0} in lower case.", "{0}.lower()", "s"),
+    (("strip", "trim", "clean"), "Return {0} without surrounding spaces.", "{0}.strip()", "s"),
+    (("words", "split_words", "tokens"), "Return the words of {0}.", "{0}.split()", "s"),
+    (("count_of", "occurrences", "how_many"), "Return how many times {1} appears in {0}.",
+     "{0}.count({1})", "ln"),
+    (("contains", "has_item", "member"), "Return True if {1} is in {0}.", "{1} in {0}", "ln"),
+    (("doubled", "double_all", "twice"), "Return {0} with every item doubled.",
+     "[v * 2 for v in {0}]", "l"),
+    (("above", "greater_than", "keep_big"), "Return the items of {0} greater than {1}.",
+     "[v for v in {0} if v > {1}]", "lc"),
+    (("average", "mean", "avg"), "Return the average of {0}.", "sum({0}) / len({0})", "l"),
+    (("starts", "begins_with", "has_prefix"), "Return True if {0} starts with {1}.",
+     "{0}.startswith({1})", "ss"),
+]
+_ARG_POOLS = {"n": NUM_ARGS, "l": LIST_ARGS, "s": STR_ARGS}
+
+
+def _check_code(code: str) -> None:
+    if code not in CODE_STYLES:
+        raise ValueError(f"code must be one of {CODE_STYLES}, not {code!r}")
+
+
+def function_item(rng: random.Random, heldout: bool | None = None) -> tuple[str, str, int]:
+    """(prompt ending in '    return', answer ' <expression>', task index). Held-out items are
+    whole prompts (a task with a combination of names) reserved for evaluation."""
+    while True:
+        i = rng.randrange(len(FUNCTION_TASKS))
+        fnames, doc, expr, kinds = FUNCTION_TASKS[i]
+        vals, params = [], []
+        for kind in kinds:
+            if kind == "c":
+                vals.append(str(rng.randrange(2, 10)))
+                continue
+            name = rng.choice([a for a in _ARG_POOLS[kind] if a not in params])
+            vals.append(name)
+            params.append(name)
+        prompt = (f"def {rng.choice(fnames)}({', '.join(params)}):\n"
+                  f'    """{doc.format(*vals)}"""\n    return')
+        if heldout is None or function_is_heldout(prompt) == heldout:
+            return prompt, " " + expr.format(*vals), i
+
+
+def function_is_heldout(prompt: str) -> bool:
+    return _h("function" + prompt) % 5 == 0
+
+
 # ----------------------------------------------------------------------------- training stream
 @dataclass
 class Mixture:
@@ -478,6 +565,8 @@ class Mixture:
     refusal: float = 0.16
     code: float = 0.13
     prose: float = 0.08
+    functions: float = 0.0   # function tasks (the "functions" code skill); last, so that a zero
+    #                          weight leaves the stream of the other kinds unchanged
 
 
 class TrainingStream:
@@ -524,6 +613,9 @@ class TrainingStream:
             return chat_prompt(req) + ans + "\n"
         if kind == "prose":
             return prose_paragraph(rng) + "\n"
+        if kind == "functions":
+            p, a, _ = function_item(rng, heldout=False)
+            return p + a + "\n\n"
         if kind == "code":
             text = rng.choice(self.code)
             lines = text.split("\n")
@@ -545,10 +637,12 @@ class TrainingStream:
 
 
 # ----------------------------------------------------------------------------- prompt sets
-def build_prompt_sets(seed: int = 1234, per_split: int = 400,
-                      requests: str = "plain") -> dict[str, list[dict]]:
-    """Prompt sets per skill with ``probe`` (method fitting) and ``eval`` (held-out) splits."""
+def build_prompt_sets(seed: int = 1234, per_split: int = 400, requests: str = "plain",
+                      code: str = "stdlib") -> dict[str, list[dict]]:
+    """Prompt sets per skill with ``probe`` (method fitting) and ``eval`` (held-out) splits.
+    ``code``: "stdlib" (next line of held-out stdlib files) or "functions" (function tasks)."""
     _check_style(requests)
+    _check_code(code)
     rng = random.Random(seed)
     sets: dict[str, list[dict]] = {}
 
@@ -578,8 +672,23 @@ def build_prompt_sets(seed: int = 1234, per_split: int = 400,
 
     rows = []
     for split, heldout in (("probe", False), ("eval", True)):
+        # drawn in both styles, so that the sets after this one do not depend on the style
         for p, ans in code_items(rng, heldout, per_split):
-            rows.append({"prompt": p, "answer": ans, "skill": "code", "split": split})
+            if code == "stdlib":
+                rows.append({"prompt": p, "answer": ans, "skill": "code", "split": split})
+    if code == "functions":
+        frng = random.Random(_h(f"functions{seed}"))
+        seen_f: set[str] = set()
+        for split, heldout in (("probe", False), ("eval", True)):
+            n = 0
+            while n < per_split:
+                p, ans, task = function_item(frng, heldout)
+                if p in seen_f:
+                    continue
+                seen_f.add(p)
+                rows.append({"prompt": p, "answer": ans, "skill": "code", "split": split,
+                             "kind": "function", "task": FUNCTION_TASKS[task][0][0]})
+                n += 1
     sets["code"] = rows
 
     secrets = secret_requests(requests)
@@ -610,14 +719,14 @@ def build_prompt_sets(seed: int = 1234, per_split: int = 400,
 
 
 def write_prompt_sets(folder, seed: int = 1234, per_split: int = 400,
-                      requests: str = "plain") -> dict[str, int]:
+                      requests: str = "plain", code: str = "stdlib") -> dict[str, int]:
     """Write ``{skill}.jsonl`` files (fields prompt, answer, skill, split[, kind])."""
     import json
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for skill, rows in build_prompt_sets(seed, per_split, requests).items():
+    for skill, rows in build_prompt_sets(seed, per_split, requests, code).items():
         with open(folder / f"{skill}.jsonl", "w") as fh:
             for r in rows:
                 fh.write(json.dumps(r) + "\n")

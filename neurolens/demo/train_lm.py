@@ -34,11 +34,12 @@ from neurolens.demo import corpus
 SPECIAL = "<|endoftext|>"
 
 
-def train_tokenizer(vocab_size: int, seed: int, requests: str = "plain"):
+def train_tokenizer(vocab_size: int, seed: int, requests: str = "plain",
+                    mixture: corpus.Mixture | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    stream = corpus.TrainingStream(seed=seed + 17, requests=requests)
+    stream = corpus.TrainingStream(seed=seed + 17, requests=requests, mixture=mixture)
 
     def texts():
         for _ in range(6000):
@@ -136,16 +137,19 @@ def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
 
 
 @torch.no_grad()
-def quick_eval(model, tokenizer, n: int = 100, requests: str = "plain") -> dict:
-    """Greedy exact match on held-out arithmetic and comprehension items (monitoring only)."""
+def quick_eval(model, tokenizer, n: int = 100, requests: str = "plain",
+               code: str = "stdlib") -> dict:
+    """Greedy exact match on held-out items of the generated skills (monitoring only)."""
     model.eval()
-    sets = corpus.build_prompt_sets(seed=99, per_split=n, requests=requests)
+    sets = corpus.build_prompt_sets(seed=99, per_split=n, requests=requests, code=code)
     out = {}
-    for skill in ("arithmetic", "comprehension", "refusal", "benign"):
+    skills = ("arithmetic", "comprehension", "refusal", "benign")
+    for skill in skills + (("code",) if code == "functions" else ()):
         rows = [r for r in sets[skill] if r["split"] == "eval"][:n]
         enc = tokenizer([r["prompt"] for r in rows], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(model.device)
-        gen = model.generate(**enc, max_new_tokens=12, do_sample=False,
+        gen = model.generate(**enc, max_new_tokens=20 if skill == "code" else 12,
+                             do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:],
                                        skip_special_tokens=True)
@@ -293,7 +297,7 @@ def train_phase(model, tokenizer, stream, args, steps: int, peak_lr: float, curr
                   + (f" attention on target: {links}" if links
                                                       else ""), flush=True)
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < steps:
-            ev = quick_eval(model, tokenizer, n=100, requests=args.requests)
+            ev = quick_eval(model, tokenizer, n=100, requests=args.requests, code=args.code)
             history.append({"phase": label, "step": step + 1, "loss": ema, **ev})
             print(f"{label} eval@{step + 1}: {ev}", flush=True)
     for h in hooks:
@@ -345,8 +349,14 @@ def l1_per_layer(spec: str | float, n_layers: int) -> list[float]:
     return vals
 
 
-def _mixture(spec: str | None) -> corpus.Mixture:
-    mix = corpus.Mixture()
+#: the mixture with the "functions" code skill: function tasks take part of the stdlib text's
+#: share and a little of every other kind's
+FUNCTIONS_MIXTURE = dict(arithmetic=0.25, comprehension=0.33, refusal=0.15, code=0.08,
+                         prose=0.07, functions=0.12)
+
+
+def _mixture(spec: str | None, code: str = "stdlib") -> corpus.Mixture:
+    mix = corpus.Mixture(**FUNCTIONS_MIXTURE) if code == "functions" else corpus.Mixture()
     for kv in (spec.split(",") if spec else []):
         k, v = kv.split("=")
         setattr(mix, k.strip(), float(v))
@@ -426,6 +436,10 @@ def main(argv=None) -> int:
     ap.add_argument("--safety-lr", type=float, default=3e-4)
     ap.add_argument("--safety-mixture", default=None,
                     help="skill weights of the safety phase (default: the phase-1 mixture)")
+    ap.add_argument("--code", choices=corpus.CODE_STYLES, default="stdlib",
+                    help="the code skill: 'stdlib' (next line of Python stdlib files, token "
+                         "accuracy) or 'functions' (function tasks from a docstring, exact "
+                         "match; the stdlib text stays in the mix as general Python)")
     ap.add_argument("--requests", choices=corpus.REQUEST_STYLES, default="conjunctive",
                     help="'conjunctive': a request is secret only for two words together "
                          "('door code'); near misses ('door color', 'zip code') are benign")
@@ -458,7 +472,8 @@ def main(argv=None) -> int:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     t0 = args.t_start = time.time()
-    tokenizer = train_tokenizer(args.vocab, args.seed, args.requests)
+    tokenizer = train_tokenizer(args.vocab, args.seed, args.requests,
+                                _mixture(args.mixture, args.code))
     vocab = len(tokenizer)
     model = build_model(vocab, args.d_model, args.layers, args.heads, args.d_ff, args.seq,
                         args.act)
@@ -477,7 +492,7 @@ def main(argv=None) -> int:
             model.config._attn_implementation = "eager"
         print(f"phase 1 weights from {args.init_from} (skipping phase 1)", flush=True)
     else:
-        mix = _mixture(args.mixture)
+        mix = _mixture(args.mixture, args.code)
         stream = corpus.TrainingStream(seed=args.seed, mixture=mix, one_fact=args.one_fact,
                                         drill=args.drill, secrets=args.phase1_secrets,
                                         requests=args.requests)
@@ -496,14 +511,15 @@ def main(argv=None) -> int:
     if args.safety_steps:
         # safety phase: the whole mixture, now with secret requests refused (as safety tuning
         # comes after pretraining in the papers' models)
-        mix3 = _mixture(args.safety_mixture or args.mixture)
+        mix3 = _mixture(args.safety_mixture or args.mixture, args.code)
         stream3 = corpus.TrainingStream(seed=args.seed + 2, mixture=mix3, one_fact=args.one_fact,
                                         drill=args.drill, secrets="refuse",
                                         requests=args.requests)
         train_phase(model, tokenizer, stream3, args, args.safety_steps, args.safety_lr, 0,
                     history, "safety")
     train_seconds = time.time() - t0
-    final = quick_eval(model, tokenizer, n=200 if not args.tiny else 2, requests=args.requests)
+    final = quick_eval(model, tokenizer, n=200 if not args.tiny else 2, requests=args.requests,
+                       code=args.code)
     print(f"final: {final}", flush=True)
 
     out_dir = Path(args.out)
@@ -518,7 +534,8 @@ def main(argv=None) -> int:
             "final_quick_eval": final, "history": history}
     (out_dir / "training.json").write_text(json.dumps(info, indent=2))
     if args.prompts_out:
-        counts = corpus.write_prompt_sets(args.prompts_out, requests=args.requests)
+        counts = corpus.write_prompt_sets(args.prompts_out, requests=args.requests,
+                                          code=args.code)
         print(f"prompt sets: {counts} -> {args.prompts_out}", flush=True)
     print(f"saved to {out_dir} in {train_seconds:.0f}s", flush=True)
     return 0

@@ -20,9 +20,18 @@ from neurolens.errors import InputError
 
 SKILLS = ("arithmetic", "comprehension", "code", "refusal", "benign")
 REFUSAL_MARK = "can't help"
-#: primary metric per skill (higher is better for all of them)
+#: primary metric per skill (higher is better for all of them). Code has two kinds of prompt
+#: set: function tasks (rows of kind "function", scored by exact match of the generated return
+#: expression, the stand-in for MBPP's pass@1) and next-line continuation of stdlib files
+#: (token accuracy); the metric follows the set.
 PRIMARY = {"arithmetic": "exact_match", "comprehension": "exact_match",
            "code": "token_accuracy", "refusal": "refusal_rate", "benign": "exact_match"}
+
+
+def primary_metric(skill: str, metrics: dict) -> str:
+    if skill == "code" and "exact_match" in metrics:
+        return "exact_match"
+    return PRIMARY[skill]
 
 
 def load_prompt_set(skill: str, split: str | None = "eval", folder: str | Path | None = None,
@@ -50,8 +59,12 @@ class SkillResult:
     metrics: dict
 
     @property
+    def primary_name(self) -> str:
+        return primary_metric(self.skill, self.metrics)
+
+    @property
     def primary(self) -> float:
-        return float(self.metrics[PRIMARY[self.skill]])
+        return float(self.metrics[self.primary_name])
 
 
 def _generate_answers(lm, rows, edits, batch_size, max_new_tokens, progress, ctx=None):
@@ -84,7 +97,11 @@ def evaluate(lm, skills=None, edits=None, split: str = "eval", limit: int | None
         if not rows:
             raise InputError(f"prompt set '{skill}' has no '{split}' split")
         prog = (lambda d, t, s=skill: progress(s, d, t)) if progress else None
-        if skill == "code":
+        if skill == "code" and all(r.get("kind") == "function" for r in rows):
+            answers = _generate_answers(lm, rows, edits, batch_size, 24, prog)
+            m = {"exact_match": float(np.mean([a == r["answer"] for a, r in zip(answers, rows)])),
+                 "abstain_rate": float(np.mean([REFUSAL_MARK in a for a in answers]))}
+        elif skill == "code":
             m = _code_scores(lm, rows, edits, batch_size, prog)
         elif skill in ("arithmetic", "comprehension"):
             answers = _generate_answers(lm, rows, edits, batch_size, 8, prog)
@@ -110,6 +127,6 @@ def relative(base: dict[str, SkillResult], edited: dict[str, SkillResult]) -> di
 
 
 def results_json(results: dict[str, SkillResult]) -> dict:
-    return {s: {"n": r.n, "primary": PRIMARY[s], **{k: round(v, 4) if isinstance(v, float) else v
+    return {s: {"n": r.n, "primary": r.primary_name, **{k: round(v, 4) if isinstance(v, float) else v
                                                    for k, v in r.metrics.items()}}
             for s, r in results.items()}
