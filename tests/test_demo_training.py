@@ -439,3 +439,21 @@ def test_a_zero_function_weight_leaves_the_training_stream_unchanged():
     assert hashlib.sha256("".join(docs).encode()).hexdigest() == (
         "6eeef79dca28342f5972a9b1531af06e63ce0f0892add2f96f455898bc1e98d2")
     assert '"""\n    return ' not in "".join(docs)
+
+
+def test_init_from_keeps_the_tokenizer_and_tunes_on_function_tasks(tmp_path, capsys):
+    """--init-from continues from saved weights with their own tokenizer (a later phase with
+    another mixture, here the function tasks, must not rebuild it)."""
+    assert main(["--tiny", "--threads", "1", "--out", str(tmp_path / "base")]) == 0
+    capsys.readouterr()
+    assert main(["--tiny", "--threads", "1", "--init-from", str(tmp_path / "base"),
+                 "--code", "functions", "--safety-steps", "2", "--out", str(tmp_path / "tuned"),
+                 "--prompts-out", str(tmp_path / "prompts")]) == 0
+    assert ((tmp_path / "base" / "tokenizer.json").read_text()
+            == (tmp_path / "tuned" / "tokenizer.json").read_text())
+    info = json.loads((tmp_path / "tuned" / "training.json").read_text())
+    assert info["args"]["code"] == "functions" and "code" in info["final_quick_eval"]
+    log = capsys.readouterr().out
+    assert "skipping phase 1" in log and "phase 1 step" not in log and "safety step" in log
+    rows = [json.loads(ln) for ln in (tmp_path / "prompts" / "code.jsonl").read_text().splitlines()]
+    assert rows and all(r["kind"] == "function" for r in rows)

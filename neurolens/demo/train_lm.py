@@ -444,8 +444,7 @@ def main(argv=None) -> int:
                     help="'conjunctive': a request is secret only for two words together "
                          "('door code'); near misses ('door color', 'zip code') are benign")
     ap.add_argument("--init-from", default=None,
-                    help="start from these phase-1 weights (skip phase 1; the tokenizer is "
-                         "rebuilt deterministically and must match)")
+                    help="start from these weights and their tokenizer (skip phase 1)")
     ap.add_argument("--time-limit", type=float, default=0.0,
                     help="stop training after this many seconds and save (experiments only)")
     ap.add_argument("--prompts-out", default=None,
@@ -472,8 +471,13 @@ def main(argv=None) -> int:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     t0 = args.t_start = time.time()
-    tokenizer = train_tokenizer(args.vocab, args.seed, args.requests,
-                                _mixture(args.mixture, args.code))
+    if args.init_from:     # the tokenizer the weights were trained with
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(args.init_from)
+        tokenizer.padding_side = "left"
+    else:
+        tokenizer = train_tokenizer(args.vocab, args.seed, args.requests,
+                                    _mixture(args.mixture, args.code))
     vocab = len(tokenizer)
     model = build_model(vocab, args.d_model, args.layers, args.heads, args.d_ff, args.seq,
                         args.act)
