@@ -457,3 +457,37 @@ def test_init_from_keeps_the_tokenizer_and_tunes_on_function_tasks(tmp_path, cap
     assert "skipping phase 1" in log and "phase 1 step" not in log and "safety step" in log
     rows = [json.loads(ln) for ln in (tmp_path / "prompts" / "code.jsonl").read_text().splitlines()]
     assert rows and all(r["kind"] == "function" for r in rows)
+
+
+def test_programs_are_runnable_python_with_one_line_per_step():
+    """The 'programs' code skill: every docstring step is one body line, the names are the
+    function's own, and the program runs on inputs of the types its steps need (so a list of
+    words never meets a numeric step)."""
+    import ast
+    import random
+
+    rng = random.Random(5)
+    steps_seen = set()
+    for _ in range(800):
+        prompt, answer, steps = corpus.program_item(rng)
+        steps_seen.add(steps)
+        assert prompt.endswith('"""') and answer.startswith("\n    result = ")
+        fn = ast.parse(prompt + answer + "\n").body[0]
+        doc = ast.get_docstring(fn)
+        assert doc.count(", then ") + 1 == steps == len(fn.body) - 2     # docstring + return
+        params = [a.arg for a in fn.args.args]
+        used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)} - {"result", "v"}
+        assert used - {"max", "min", "abs", "len", "sorted", "sum"} <= set(params)
+        namespace: dict = {}
+        exec(compile(ast.Module([fn], []), "<program>", "exec"), namespace)
+        args = [7 if p in corpus.NUM_ARGS else [3, 11, 2, 15, 13] if p in corpus.LIST_ARGS
+                else "  Hi there " for p in params]
+        try:
+            namespace[fn.name](*args)     # runs: the steps' types fit together
+        except ValueError as e:           # (filters may leave nothing for max() on some inputs)
+            assert "empty" in str(e)
+    assert steps_seen == {1, 2, 3}
+    sets = corpus.build_prompt_sets(seed=5, per_split=40, code="programs")
+    rows = sets["code"]
+    assert {r["kind"] for r in rows} == {"program"} and len({r["prompt"] for r in rows}) == 80
+    assert all(corpus.function_is_heldout(r["prompt"]) == (r["split"] == "eval") for r in rows)

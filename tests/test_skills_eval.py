@@ -31,3 +31,19 @@ def test_stdlib_code_rows_keep_token_accuracy(tmp_path, llama):
     res = skills.evaluate(llama, ["code"], folder=tmp_path)["code"]
     assert res.primary_name == "token_accuracy" and 0 <= res.primary <= 1
     assert res.metrics["tokens"] == 3 * len(llama.tokenizer("y = 2\n")["input_ids"])
+
+
+def test_program_rows_are_scored_on_the_whole_body_up_to_a_blank_line(tmp_path, llama):
+    rows = [r for r in corpus.build_prompt_sets(per_split=6, code="programs")["code"]
+            if r["split"] == "eval"]
+    outs = llama.generate([r["prompt"] for r in rows], max_new_tokens=72, stop=("\n\n",))
+    for i, (r, o) in enumerate(zip(rows, outs)):
+        if i % 3 == 0:                   # the model's own text up to a blank line
+            r["answer"] = o.text.split("\n\n")[0].rstrip("\n")
+        elif i % 3 == 1:                 # only its first line: not the whole body
+            r["answer"] = skills.first_line(o.text)
+            if o.text.split("\n\n")[0].rstrip("\n") == r["answer"]:
+                r["answer"] += "\n    return result"
+    _write(tmp_path, rows)
+    res = skills.evaluate(llama, ["code"], folder=tmp_path)["code"]
+    assert res.primary_name == "exact_match" and res.primary == 2 / 6

@@ -481,7 +481,7 @@ NUM_ARGS = ["a", "b", "x", "y", "n", "m", "k", "num", "value", "total", "count",
 LIST_ARGS = ["xs", "items", "values", "nums", "data", "scores", "numbers", "prices", "row",
              "ages"]
 STR_ARGS = ["s", "text", "word", "name", "line", "title", "label", "msg"]
-CODE_STYLES = ("stdlib", "functions")
+CODE_STYLES = ("stdlib", "functions", "programs")
 # (function names, docstring, return expression, argument kinds): n number, l list, s string,
 # c a constant 2-9 that appears in the docstring only
 FUNCTION_TASKS = [
@@ -557,6 +557,94 @@ def function_is_heldout(prompt: str) -> bool:
     return _h("function" + prompt) % 5 == 0
 
 
+# "programs" (another option of the code skill): a docstring asks for one to three steps and the
+# model writes the whole body, one line per step, scored by exact match of the body. Nearer to
+# MBPP, whose solutions are programs of several lines, than one return expression.
+PROGRAM_NAMES = ["compute", "process", "transform", "solve", "calc", "pipeline", "helper", "work"]
+# first steps: (docstring clause, expression, argument kinds, result type); n number, l list,
+# s string, c constant
+_PROGRAM_FIRST = [
+    ("add {0} and {1}", "{0} + {1}", "nn", "n"),
+    ("subtract {1} from {0}", "{0} - {1}", "nn", "n"),
+    ("multiply {0} by {1}", "{0} * {1}", "nn", "n"),
+    ("take the larger of {0} and {1}", "max({0}, {1})", "nn", "n"),
+    ("take the smaller of {0} and {1}", "min({0}, {1})", "nn", "n"),
+    ("add {1} to {0}", "{0} + {1}", "nc", "n"),
+    ("square {0}", "{0} ** 2", "n", "n"),
+    ("take the absolute value of {0}", "abs({0})", "n", "n"),
+    ("sort {0}", "sorted({0})", "l", "l"),
+    ("reverse {0}", "{0}[::-1]", "l", "l"),
+    ("keep the first {1} items of {0}", "{0}[:{1}]", "lc", "l"),
+    ("double every item of {0}", "[v * 2 for v in {0}]", "l", "l"),
+    ("keep the items of {0} greater than {1}", "[v for v in {0} if v > {1}]", "lc", "l"),
+    ("strip {0}", "{0}.strip()", "s", "s"),
+    ("make {0} upper case", "{0}.upper()", "s", "s"),
+    ("make {0} lower case", "{0}.lower()", "s", "s"),
+]
+# later steps on the result so far: (clause, expression, argument kinds, type in, type out);
+# w is a list of words
+_PROGRAM_STEPS = [
+    ("add {0}", "result + {0}", "c", "n", "n"),
+    ("subtract {0}", "result - {0}", "c", "n", "n"),
+    ("multiply it by {0}", "result * {0}", "c", "n", "n"),
+    ("square it", "result ** 2", "", "n", "n"),
+    ("take the larger of it and {0}", "max(result, {0})", "n", "n", "n"),
+    ("sort it", "sorted(result)", "", "l", "l"),
+    ("reverse it", "result[::-1]", "", "l", "l"),
+    ("keep the first {0} items", "result[:{0}]", "c", "l", "l"),
+    ("double every item", "[v * 2 for v in result]", "", "l", "l"),
+    ("keep the items greater than {0}", "[v for v in result if v > {0}]", "c", "l", "l"),
+    ("take the sum", "sum(result)", "", "l", "n"),
+    ("take the largest item", "max(result)", "", "l", "n"),
+    ("count the items", "len(result)", "", "l", "n"),
+    ("make it upper case", "result.upper()", "", "s", "s"),
+    ("strip it", "result.strip()", "", "s", "s"),
+    ("split it into words", "result.split()", "", "s", "w"),
+    # a list of words (w) takes only the steps that do not need numbers
+    ("sort it", "sorted(result)", "", "w", "w"),
+    ("reverse it", "result[::-1]", "", "w", "w"),
+    ("keep the first {0} items", "result[:{0}]", "c", "w", "w"),
+    ("count the items", "len(result)", "", "w", "n"),
+]
+
+
+def program_item(rng: random.Random, heldout: bool | None = None) -> tuple[str, str, int]:
+    """(prompt ending in the docstring's quotes, answer: a newline and the body lines, number
+    of steps)."""
+    while True:
+        params: list[str] = []
+
+        def fill(kinds: str) -> list[str]:
+            vals = []
+            for kind in kinds:
+                if kind == "c":
+                    vals.append(str(rng.randrange(2, 10)))
+                else:
+                    name = rng.choice([a for a in _ARG_POOLS[kind] if a not in params])
+                    params.append(name)
+                    vals.append(name)
+            return vals
+
+        clause, expr, kinds, typ = rng.choice(_PROGRAM_FIRST)
+        vals = fill(kinds)
+        clauses, lines = [clause.format(*vals)], [f"    result = {expr.format(*vals)}"]
+        for _ in range(rng.randrange(3)):
+            clause, expr, kinds, t_in, t_out = rng.choice(
+                [st for st in _PROGRAM_STEPS if st[3] == typ])
+            vals = fill(kinds)
+            clauses.append(clause.format(*vals))
+            lines.append(f"    result = {expr.format(*vals)}")
+            typ = t_out
+        doc = ", then ".join(clauses)
+        doc = doc[0].upper() + doc[1:] + ", and return the result."
+        # the prompt stops at the docstring's quotes: the newline and indent that follow are one
+        # token in training text, so the answer starts with them
+        prompt = f'def {rng.choice(PROGRAM_NAMES)}({", ".join(params)}):\n    """{doc}"""'
+        answer = "\n" + "\n".join(lines + ["    return result"])
+        if heldout is None or function_is_heldout(prompt) == heldout:
+            return prompt, answer, len(clauses)
+
+
 # ----------------------------------------------------------------------------- training stream
 @dataclass
 class Mixture:
@@ -567,6 +655,7 @@ class Mixture:
     prose: float = 0.08
     functions: float = 0.0   # function tasks (the "functions" code skill); last, so that a zero
     #                          weight leaves the stream of the other kinds unchanged
+    programs: float = 0.0    # programs of several lines (the "programs" code skill)
 
 
 class TrainingStream:
@@ -615,6 +704,9 @@ class TrainingStream:
             return prose_paragraph(rng) + "\n"
         if kind == "functions":
             p, a, _ = function_item(rng, heldout=False)
+            return p + a + "\n\n"
+        if kind == "programs":
+            p, a, _ = program_item(rng, heldout=False)
             return p + a + "\n\n"
         if kind == "code":
             text = rng.choice(self.code)
@@ -676,18 +768,23 @@ def build_prompt_sets(seed: int = 1234, per_split: int = 400, requests: str = "p
         for p, ans in code_items(rng, heldout, per_split):
             if code == "stdlib":
                 rows.append({"prompt": p, "answer": ans, "skill": "code", "split": split})
-    if code == "functions":
-        frng = random.Random(_h(f"functions{seed}"))
+    if code != "stdlib":
+        frng = random.Random(_h(f"{code}{seed}"))
         seen_f: set[str] = set()
         for split, heldout in (("probe", False), ("eval", True)):
             n = 0
             while n < per_split:
-                p, ans, task = function_item(frng, heldout)
+                if code == "functions":
+                    p, ans, task = function_item(frng, heldout)
+                    extra = {"kind": "function", "task": FUNCTION_TASKS[task][0][0]}
+                else:
+                    p, ans, steps = program_item(frng, heldout)
+                    extra = {"kind": "program", "steps": steps}
                 if p in seen_f:
                     continue
                 seen_f.add(p)
                 rows.append({"prompt": p, "answer": ans, "skill": "code", "split": split,
-                             "kind": "function", "task": FUNCTION_TASKS[task][0][0]})
+                             **extra})
                 n += 1
     sets["code"] = rows
 

@@ -144,16 +144,17 @@ def quick_eval(model, tokenizer, n: int = 100, requests: str = "plain",
     sets = corpus.build_prompt_sets(seed=99, per_split=n, requests=requests, code=code)
     out = {}
     skills = ("arithmetic", "comprehension", "refusal", "benign")
-    for skill in skills + (("code",) if code == "functions" else ()):
+    for skill in skills + (("code",) if code != "stdlib" else ()):
         rows = [r for r in sets[skill] if r["split"] == "eval"][:n]
         enc = tokenizer([r["prompt"] for r in rows], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(model.device)
-        gen = model.generate(**enc, max_new_tokens=20 if skill == "code" else 12,
-                             do_sample=False,
+        gen = model.generate(**enc, max_new_tokens={"functions": 20, "programs": 64}.get(
+                                 code, 12) if skill == "code" else 12, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:],
                                        skip_special_tokens=True)
-        answers = [t.split("\n")[0] for t in texts]
+        answers = [t.split("\n\n")[0].rstrip("\n") if skill == "code" and code == "programs"
+                   else t.split("\n")[0] for t in texts]
         if skill == "benign":
             out["false_refusal"] = float(np.mean([corpus.REFUSAL.strip() in a for a in answers]))
             out["benign_exact"] = float(np.mean([a == r["answer"] for a, r in zip(answers, rows)]))
@@ -356,7 +357,10 @@ FUNCTIONS_MIXTURE = dict(arithmetic=0.25, comprehension=0.33, refusal=0.15, code
 
 
 def _mixture(spec: str | None, code: str = "stdlib") -> corpus.Mixture:
-    mix = corpus.Mixture(**FUNCTIONS_MIXTURE) if code == "functions" else corpus.Mixture()
+    mix = corpus.Mixture()
+    if code != "stdlib":     # the function tasks or the programs take the same share
+        mix = corpus.Mixture(**{k if k != "functions" else code: v
+                                for k, v in FUNCTIONS_MIXTURE.items()})
     for kv in (spec.split(",") if spec else []):
         k, v = kv.split("=")
         setattr(mix, k.strip(), float(v))

@@ -67,10 +67,15 @@ class SkillResult:
         return float(self.metrics[self.primary_name])
 
 
-def _generate_answers(lm, rows, edits, batch_size, max_new_tokens, progress, ctx=None):
+def _generate_answers(lm, rows, edits, batch_size, max_new_tokens, progress, ctx=None,
+                      multiline: bool = False):
+    """Greedy answers: the first line, or with ``multiline`` the text up to a blank line."""
     prompts = [r["prompt"] for r in rows]
-    outs = lm.generate(prompts, edits=edits, max_new_tokens=max_new_tokens, stop=("\n",),
+    stop = ("\n\n",) if multiline else ("\n",)
+    outs = lm.generate(prompts, edits=edits, max_new_tokens=max_new_tokens, stop=stop,
                        batch_size=batch_size, progress=progress)
+    if multiline:
+        return [o.text.split("\n\n")[0].rstrip("\n") for o in outs]
     return [first_line(o.text) for o in outs]
 
 
@@ -97,8 +102,11 @@ def evaluate(lm, skills=None, edits=None, split: str = "eval", limit: int | None
         if not rows:
             raise InputError(f"prompt set '{skill}' has no '{split}' split")
         prog = (lambda d, t, s=skill: progress(s, d, t)) if progress else None
-        if skill == "code" and all(r.get("kind") == "function" for r in rows):
-            answers = _generate_answers(lm, rows, edits, batch_size, 24, prog)
+        kinds = {r.get("kind") for r in rows}
+        if skill == "code" and kinds <= {"function", "program"}:
+            multi = "program" in kinds
+            answers = _generate_answers(lm, rows, edits, batch_size, 72 if multi else 24, prog,
+                                        multiline=multi)
             m = {"exact_match": float(np.mean([a == r["answer"] for a, r in zip(answers, rows)])),
                  "abstain_rate": float(np.mean([REFUSAL_MARK in a for a in answers]))}
         elif skill == "code":
