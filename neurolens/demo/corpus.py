@@ -732,7 +732,8 @@ class TrainingStream:
 def build_prompt_sets(seed: int = 1234, per_split: int = 400, requests: str = "plain",
                       code: str = "stdlib") -> dict[str, list[dict]]:
     """Prompt sets per skill with ``probe`` (method fitting) and ``eval`` (held-out) splits.
-    ``code``: "stdlib" (next line of held-out stdlib files) or "functions" (function tasks)."""
+    ``code``: "stdlib" (next line of held-out stdlib files), "functions" (function tasks) or
+    "programs" (bodies of several lines)."""
     _check_style(requests)
     _check_code(code)
     rng = random.Random(seed)

@@ -350,8 +350,8 @@ def l1_per_layer(spec: str | float, n_layers: int) -> list[float]:
     return vals
 
 
-#: the mixture with the "functions" code skill: function tasks take part of the stdlib text's
-#: share and a little of every other kind's
+#: the mixture with the "functions" (or "programs") code skill: the tasks take part of the
+#: stdlib text's share and a little of every other kind's
 FUNCTIONS_MIXTURE = dict(arithmetic=0.25, comprehension=0.33, refusal=0.15, code=0.08,
                          prose=0.07, functions=0.12)
 
@@ -442,8 +442,10 @@ def main(argv=None) -> int:
                     help="skill weights of the safety phase (default: the phase-1 mixture)")
     ap.add_argument("--code", choices=corpus.CODE_STYLES, default="stdlib",
                     help="the code skill: 'stdlib' (next line of Python stdlib files, token "
-                         "accuracy) or 'functions' (function tasks from a docstring, exact "
-                         "match; the stdlib text stays in the mix as general Python)")
+                         "accuracy), 'functions' (a return expression from a docstring, exact "
+                         "match) or 'programs' (a body of one to three steps from a docstring, "
+                         "exact match of the whole body); the stdlib text stays in the mix as "
+                         "general Python")
     ap.add_argument("--requests", choices=corpus.REQUEST_STYLES, default="conjunctive",
                     help="'conjunctive': a request is secret only for two words together "
                          "('door code'); near misses ('door color', 'zip code') are benign")
