@@ -65,8 +65,9 @@ def test_activation_l1_makes_relu_neurons_sparse_and_time_limit_saves(tmp_path):
                                                                      "phase 2": 0}
     assert "t_start" not in info["args"]
     # the default recipe (the shipped demo model's)
-    assert {k: info["args"][k] for k in ("act", "act_l1", "requests", "topk_calib")} == {
-        "act": "relu", "act_l1": "last=0.2", "requests": "conjunctive", "topk_calib": 1.0}
+    assert {k: info["args"][k] for k in ("act", "act_l1", "requests", "topk_calib", "code")} == {
+        "act": "relu", "act_l1": "last=0.2", "requests": "conjunctive", "topk_calib": 1.0,
+        "code": "programs"}
 
 
 def test_corpus_never_trains_on_heldout_items():

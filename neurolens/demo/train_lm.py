@@ -9,9 +9,11 @@ arguments, time and evaluations).
 The default recipe: a ReLU gate in every layer (``--act relu``, as in ReLU-fied LLMs) with an L1
 penalty on act(gate) in the last layer (``--act-l1 last=0.2``, as ProSparse trains them), which
 makes its neurons sparse and specialised; secret requests that need two words together
-(``--requests conjunctive``); and a penalty that keeps statistical top-k's threshold honest on the
-gate pre-activations (``--topk-calib 1``, see ``topk_calibration_loss``). ``--act silu --act-l1 0
---requests plain --topk-calib 0`` is the previous, dense recipe. ``--refusal-lens L`` asks the
+(``--requests conjunctive``); a penalty that keeps statistical top-k's threshold honest on the
+gate pre-activations (``--topk-calib 1``, see ``topk_calibration_loss``); and a code skill of
+short programs written from a docstring (``--code programs``; the stdlib text stays in the mix).
+``--code stdlib`` is the previous model's code skill, and ``--act silu --act-l1 0 --requests plain
+--topk-calib 0 --code stdlib`` the dense recipe before it. ``--refusal-lens L`` asks the
 refuse-or-answer decision to be readable after L layers (not in the recipe; its measurements are
 in the README, under the paper methods). ``--tiny`` runs a few steps of a very small
 configuration (used by the test suite to keep this script working)."""
@@ -440,7 +442,7 @@ def main(argv=None) -> int:
     ap.add_argument("--safety-lr", type=float, default=3e-4)
     ap.add_argument("--safety-mixture", default=None,
                     help="skill weights of the safety phase (default: the phase-1 mixture)")
-    ap.add_argument("--code", choices=corpus.CODE_STYLES, default="stdlib",
+    ap.add_argument("--code", choices=corpus.CODE_STYLES, default="programs",
                     help="the code skill: 'stdlib' (next line of Python stdlib files, token "
                          "accuracy), 'functions' (a return expression from a docstring, exact "
                          "match) or 'programs' (a body of one to three steps from a docstring, "
