@@ -87,8 +87,8 @@ def main(out_dir: str, model: str | None = None) -> int:
     wait(lambda: w.model_info is not None)
     for skill, n in (("arithmetic", 16), ("comprehension", 16), ("code", 16), ("refusal", 16)):
         w.load_shipped_set(skill, n)
-    w.max_tokens.setValue(8)
-    w.run()
+    w.max_tokens.setValue(48)          # room for the code set's program bodies; each row stops
+    w.run()                            # at the end of its answer
     wait(lambda: w.last_outputs is not None)
     wait(lambda: len(w.scatter.points) == 64 and not w._umap_pending, 600)
     m = w.layer_map.data

@@ -582,3 +582,29 @@ def test_colour_levels_follow_the_active_values_of_a_sparse_layer(window):
     lo, hi = window._stable("dense", dense)
     assert 2.5 < hi < 3.2                                 # about the 99.5th |N(0,1)| percentile
     assert window._stable("empty", np.zeros((3, 4))) == (-1.0, 1.0)
+
+
+@needs_demo
+def test_compare_scores_the_code_set_on_whole_program_bodies(qtbot, window):
+    """The shipped code set's answers are program bodies of several lines: Compare scores the
+    generation up to its blank line, so the demo model's programs count as right."""
+    from neurolens.resources import model_path
+    w = window
+    load(qtbot, w, str(model_path()))
+    w.load_shipped_set("code", 6)
+    w.load_shipped_set("arithmetic", 2)
+    w.max_tokens.setValue(48)
+    prune_layer(w, layer=0, n=1)
+    w.compare()
+    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=120_000)
+    (m,) = [m for m in w.compare_result["metrics"] if m["set"] == "code"]
+    assert m["n"] == 6 and m["before"] >= 5 / 6
+    items = w.compare_result["items"]
+    # each row stops where its answer ends ("stop at the end of each set answer", on by default)
+    assert all(it["base_text"].endswith("\n    return result\n\n") for it in items[:5])
+    assert all(it["base_text"].count("\n") == 1 and it["base_text"].endswith("\n")
+               for it in items[6:])
+    w.stop_answer.setChecked(False)
+    w.compare()
+    qtbot.waitUntil(lambda: w.compare_result is not None and w.compare_result["items"][6][
+        "base_text"].count("\n") > 1, timeout=120_000)

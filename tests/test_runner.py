@@ -154,6 +154,20 @@ def test_stop_strings(gpt2):
     assert stop in o.text
 
 
+
+def test_row_stops_end_only_their_own_row(gpt2):
+    prompts = ["hello", "the cat"]
+    free = gpt2.generate(prompts, max_new_tokens=12, ignore_eos=True)
+    stop = free[0].tokens[2]
+    assert stop not in "".join(free[1].tokens)     # (else the second row's check is void)
+    outs = gpt2.generate(prompts, max_new_tokens=12, ignore_eos=True, row_stop=[[stop], []])
+    n = len(outs[0].token_ids)
+    assert outs[0].finish_reason == "stop" and outs[0].token_ids == free[0].token_ids[:n] and n < 12
+    assert outs[1].finish_reason == "length" and outs[1].token_ids == free[1].token_ids
+    with pytest.raises(nl.InputError, match="row_stop has 1 entries for 2 prompts"):
+        gpt2.generate(prompts, max_new_tokens=2, row_stop=[[stop]])
+
+
 @pytest.mark.parametrize("positions,changed", [("last", {5}), ([0, 2], {0, 2}),
                                                ([-1], {5}), ("all", set(range(6)))])
 def test_positions_select_cells(llama, positions, changed):

@@ -47,3 +47,12 @@ def test_program_rows_are_scored_on_the_whole_body_up_to_a_blank_line(tmp_path, 
     _write(tmp_path, rows)
     res = skills.evaluate(llama, ["code"], folder=tmp_path)["code"]
     assert res.primary_name == "exact_match" and res.primary == 2 / 6
+
+
+def test_answer_part_takes_a_line_or_a_body_as_the_expected_answer_has():
+    text = " 85\nCompute: 1+2= 3"
+    assert skills.answer_part(text, " 85") == " 85"
+    body = "\n    result = a + b\n    return result"
+    assert skills.answer_part(body + "\n\ndef f(x):\n", body) == body
+    assert skills.answer_part(body + "\n", body) == body        # stopped before the blank line
+    assert skills.answer_part("\n    result = a", body) != body  # cut short: not a match

@@ -453,17 +453,24 @@ class LanguageModel:
                  max_new_tokens: int = 32, seed: int = 0, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  stop: Iterable[str] = (), batch_size: int = 16, ignore_eos: bool = False,
-                 cancel: CancelToken | None = None, progress=None):
-        """Generate for one prompt (returns a GenerationOutput) or a list (returns a list)."""
+                 cancel: CancelToken | None = None, progress=None, row_stop=None):
+        """Generate for one prompt (returns a GenerationOutput) or a list (returns a list).
+        ``stop`` ends every row at any of its strings; ``row_stop`` (one sequence of strings per
+        prompt) adds stops for single rows."""
         prompts, single = _as_list(prompts)
         if not prompts:
             raise InputError("no prompts given")
+        if row_stop is not None:
+            row_stop = tuple(tuple(s) for s in row_stop)
+            if len(row_stop) != len(prompts):
+                raise InputError(f"row_stop has {len(row_stop)} entries for {len(prompts)} "
+                                 "prompts")
         if max_new_tokens < 0:
             raise InputError("max_new_tokens must be >= 0")
         params = GenerationParams(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                   temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                                   stop=tuple(stop), batch_size=batch_size,
-                                  ignore_eos=ignore_eos)
+                                  ignore_eos=ignore_eos, row_stop=row_stop)
         result = None
         for ev in self.generate_events(prompts, edits=edits, params=params, cancel=cancel):
             if isinstance(ev, Finished):

@@ -26,6 +26,7 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()          # stop once a row's new text contains one of these
+    row_stop: tuple[tuple[str, ...], ...] | None = None   # per prompt, added to ``stop``
     batch_size: int = 16
     ignore_eos: bool = False            # keep going past end-of-text (benchmarks, long runs)
 
@@ -192,6 +193,8 @@ def generate_events(lm, prompts: list[str], session_factory, params: GenerationP
             gen = torch.Generator().manual_seed(int(params.seed) + start)
             outs = [GenerationOutput(prompt=prompts[i]) for i in idx]
             new_text = ["" for _ in idx]
+            stops = [tuple(params.stop) + tuple(params.row_stop[i] if params.row_stop else ())
+                     for i in idx]
             # inference mode only around forwards: it is thread-local and must not leak into
             # the consumer's code while this generator is suspended at a yield
             with session_factory(state):
@@ -238,7 +241,7 @@ def generate_events(lm, prompts: list[str], session_factory, params: GenerationP
                         o.tokens.append(piece)
                         o.logprobs.append(logp_l[row])
                         new_text[row] += piece
-                        if params.stop and any(s in new_text[row] for s in params.stop):
+                        if stops[row] and any(s in new_text[row] for s in stops[row]):
                             o.finish_reason = "stop"
                             active[row] = False
                     yield TokenAppended(step, idx, token_ids, texts)

@@ -52,6 +52,20 @@ def first_line(text: str) -> str:
     return text.split("\n", 1)[0]
 
 
+def answer_stop(expected: str) -> str:
+    """Where a generation answering ``expected`` ends: a newline, or a blank line after a
+    program body."""
+    return "\n\n" if "\n" in expected else "\n"
+
+
+def answer_part(text: str, expected: str) -> str:
+    """The part of a generation scored against ``expected``: the first line, or for an answer
+    of several lines (a program body) the text up to the first blank line."""
+    if "\n" in expected:
+        return text.split("\n\n", 1)[0].rstrip("\n")
+    return first_line(text)
+
+
 @dataclass
 class SkillResult:
     skill: str
@@ -74,9 +88,7 @@ def _generate_answers(lm, rows, edits, batch_size, max_new_tokens, progress, ctx
     stop = ("\n\n",) if multiline else ("\n",)
     outs = lm.generate(prompts, edits=edits, max_new_tokens=max_new_tokens, stop=stop,
                        batch_size=batch_size, progress=progress)
-    if multiline:
-        return [o.text.split("\n\n")[0].rstrip("\n") for o in outs]
-    return [first_line(o.text) for o in outs]
+    return [answer_part(o.text, "\n" if multiline else "") for o in outs]
 
 
 def _code_scores(lm, rows, edits, batch_size, progress=None):

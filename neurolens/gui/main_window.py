@@ -244,6 +244,11 @@ class MainWindow(QMainWindow):
         self.stop_eos = QCheckBox("stop at end of text")
         self.stop_eos.setChecked(True)
         gf.addRow(self.stop_eos)
+        self.stop_answer = QCheckBox("stop at the end of each set answer")
+        self.stop_answer.setToolTip("prompts loaded from a set with answers stop where their "
+                                    "answer ends (a line, or a program body)")
+        self.stop_answer.setChecked(True)
+        gf.addRow(self.stop_answer)
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 1000)
         self.steps_spin.setValue(20)
@@ -640,13 +645,18 @@ class MainWindow(QMainWindow):
             if not text.strip():
                 return None
             sets, prompts = (self.set_name.text().strip() or "typed",), (text,)
+        answers = tuple(self.prompt_answers.get(p) for p in prompts)
+        row_stop = None
+        if self.stop_answer.isChecked() and any(a is not None for a in answers):
+            from neurolens.evals.skills import answer_stop
+            row_stop = tuple((answer_stop(a),) if a is not None else () for a in answers)
         params = GenerationParams(max_new_tokens=self.max_tokens.value(),
                                   do_sample=self.sampling.isChecked(),
                                   temperature=self.temperature.value(), seed=self.seed.value(),
-                                  batch_size=16, ignore_eos=not self.stop_eos.isChecked())
+                                  batch_size=16, ignore_eos=not self.stop_eos.isChecked(),
+                                  row_stop=row_stop)
         kinds = tuple(dict.fromkeys(["mlp.hook_post", self.kind_combo.currentText()]))
         self.run_id += 1
-        answers = tuple(self.prompt_answers.get(p) for p in prompts)
         return RunRequest(prompts=prompts, set_names=sets, site_kinds=kinds, params=params,
                           edits=self.current_edits(), run_id=self.run_id, answers=answers,
                           steps=self.steps_spin.value(), guidance=self.guidance_spin.value())
@@ -771,7 +781,8 @@ class MainWindow(QMainWindow):
         """Language model or diffusion pipeline: show the controls that apply."""
         self.diffusion = diffusion
         f = self._gen_form
-        for w in (self.max_tokens, self.sampling, self.temperature, self.stop_eos):
+        for w in (self.max_tokens, self.sampling, self.temperature, self.stop_eos,
+                  self.stop_answer):
             f.setRowVisible(w, not diffusion)
         for w in (self.steps_spin, self.guidance_spin):
             f.setRowVisible(w, diffusion)

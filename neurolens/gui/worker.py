@@ -251,7 +251,7 @@ class Worker(QObject):
 
     def _compare(self, req: RunRequest) -> None:
         from neurolens.engine.runner import first_divergence
-        from neurolens.evals.skills import REFUSAL_MARK, first_line
+        from neurolens.evals.skills import REFUSAL_MARK, answer_part
         if getattr(self.lm, "kind", "") == "diffusion":
             self._compare_diffusion(req)
             return
@@ -290,8 +290,8 @@ class Worker(QObject):
             def score(outs, idx=idx):
                 ok = []
                 for i in idx:
-                    got = first_line(outs[i].text)
                     want = answers[i]
+                    got = answer_part(outs[i].text, want)
                     ok.append(REFUSAL_MARK in got if REFUSAL_MARK in want else got == want)
                 return sum(ok) / len(ok)
             before, after = score(base), score(edited)
