@@ -186,15 +186,16 @@ def case_edited_generation(lm, batch: int, new_tokens: int, reps: int) -> list[C
     arith = [r["prompt"] for r in load_prompt_set("arithmetic", "probe", limit=64)]
     other = [r["prompt"] for r in load_prompt_set("comprehension", "probe", limit=64)]
     width = lm.sites()["blocks.0.mlp.hook_post"]
-    gate = key_space.fit(lm, arith, alpha=2.0)[0]
+    # the gate as `reproduce` fits it: the layer chosen to keep the other set out of the cube
+    gate = key_space.fit(lm, arith, alpha=2.0, layer="auto", keep=other)[0]
     # prompts the gate lets through: it must check every token, not abstain (an abstained
     # row stops early and would make tokens/s meaningless)
     outs = lm.generate(other, edits=gate, max_new_tokens=new_tokens, ignore_eos=True,
                        batch_size=len(other))
     prompts = [p for p, o in zip(other, outs) if not o.abstained][:batch]
-    if len(prompts) < batch:
-        prompts = (prompts or other[:1]) * batch
-        prompts = prompts[:batch]
+    if not prompts:
+        raise RuntimeError("the gate abstains on every comprehension prompt: no row to time")
+    prompts = (prompts * batch)[:batch]
     edits = {
         "prune": EditSet([Prune(f"blocks.{l}.mlp.hook_post", list(range(0, width, 50)))
                           for l in range(lm.n_layers)]),

@@ -20,10 +20,10 @@ from neurolens.errors import InputError
 
 SKILLS = ("arithmetic", "comprehension", "code", "refusal", "benign")
 REFUSAL_MARK = "can't help"
-#: primary metric per skill (higher is better for all of them). Code has two kinds of prompt
-#: set: function tasks (rows of kind "function", scored by exact match of the generated return
-#: expression, the stand-in for MBPP's pass@1) and next-line continuation of stdlib files
-#: (token accuracy); the metric follows the set.
+#: primary metric per skill (higher is better for all of them). A code prompt set holds programs
+#: (rows of kind "program": exact match of the whole generated body, the stand-in for MBPP's
+#: pass@1, as shipped), function tasks (kind "function": exact match of the return expression)
+#: or next-line continuations of stdlib files (token accuracy); the metric follows the set.
 PRIMARY = {"arithmetic": "exact_match", "comprehension": "exact_match",
            "code": "token_accuracy", "refusal": "refusal_rate", "benign": "exact_match"}
 
