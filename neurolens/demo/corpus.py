@@ -533,20 +533,28 @@ def _check_code(code: str) -> None:
         raise ValueError(f"code must be one of {CODE_STYLES}, not {code!r}")
 
 
+def _draw_args(rng: random.Random, kinds: str, params: list[str]) -> list[str]:
+    """Values for argument kinds: a constant 2-9 for "c", else a new parameter name of that kind
+    (appended to ``params``, never one already there)."""
+    vals = []
+    for kind in kinds:
+        if kind == "c":
+            vals.append(str(rng.randrange(2, 10)))
+            continue
+        name = rng.choice([a for a in _ARG_POOLS[kind] if a not in params])
+        vals.append(name)
+        params.append(name)
+    return vals
+
+
 def function_item(rng: random.Random, heldout: bool | None = None) -> tuple[str, str, int]:
     """(prompt ending in '    return', answer ' <expression>', task index). Held-out items are
     whole prompts (a task with a combination of names) reserved for evaluation."""
     while True:
         i = rng.randrange(len(FUNCTION_TASKS))
         fnames, doc, expr, kinds = FUNCTION_TASKS[i]
-        vals, params = [], []
-        for kind in kinds:
-            if kind == "c":
-                vals.append(str(rng.randrange(2, 10)))
-                continue
-            name = rng.choice([a for a in _ARG_POOLS[kind] if a not in params])
-            vals.append(name)
-            params.append(name)
+        params: list[str] = []
+        vals = _draw_args(rng, kinds, params)
         prompt = (f"def {rng.choice(fnames)}({', '.join(params)}):\n"
                   f'    """{doc.format(*vals)}"""\n    return')
         if heldout is None or function_is_heldout(prompt) == heldout:
@@ -613,25 +621,13 @@ def program_item(rng: random.Random, heldout: bool | None = None) -> tuple[str, 
     of steps)."""
     while True:
         params: list[str] = []
-
-        def fill(kinds: str) -> list[str]:
-            vals = []
-            for kind in kinds:
-                if kind == "c":
-                    vals.append(str(rng.randrange(2, 10)))
-                else:
-                    name = rng.choice([a for a in _ARG_POOLS[kind] if a not in params])
-                    params.append(name)
-                    vals.append(name)
-            return vals
-
         clause, expr, kinds, typ = rng.choice(_PROGRAM_FIRST)
-        vals = fill(kinds)
+        vals = _draw_args(rng, kinds, params)
         clauses, lines = [clause.format(*vals)], [f"    result = {expr.format(*vals)}"]
         for _ in range(rng.randrange(3)):
             clause, expr, kinds, t_in, t_out = rng.choice(
                 [st for st in _PROGRAM_STEPS if st[3] == typ])
-            vals = fill(kinds)
+            vals = _draw_args(rng, kinds, params)
             clauses.append(clause.format(*vals))
             lines.append(f"    result = {expr.format(*vals)}")
             typ = t_out

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from neurolens.demo import corpus
+from neurolens.evals.skills import answer_part
 
 SPECIAL = "<|endoftext|>"
 
@@ -155,8 +156,7 @@ def quick_eval(model, tokenizer, n: int = 100, requests: str = "plain",
                              pad_token_id=tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:],
                                        skip_special_tokens=True)
-        answers = [t.split("\n\n")[0].rstrip("\n") if skill == "code" and code == "programs"
-                   else t.split("\n")[0] for t in texts]
+        answers = [answer_part(t, r["answer"]) for t, r in zip(texts, rows)]
         if skill == "benign":
             out["false_refusal"] = float(np.mean([corpus.REFUSAL.strip() in a for a in answers]))
             out["benign_exact"] = float(np.mean([a == r["answer"] for a, r in zip(answers, rows)]))
@@ -352,17 +352,16 @@ def l1_per_layer(spec: str | float, n_layers: int) -> list[float]:
     return vals
 
 
-#: the mixture with the "functions" (or "programs") code skill: the tasks take part of the
-#: stdlib text's share and a little of every other kind's
-FUNCTIONS_MIXTURE = dict(arithmetic=0.25, comprehension=0.33, refusal=0.15, code=0.08,
-                         prose=0.07, functions=0.12)
+#: the mixture with the "functions" or "programs" code skill: the tasks (TASKS_SHARE) take part
+#: of the stdlib text's share and a little of every other kind's
+TASKS_MIXTURE = dict(arithmetic=0.25, comprehension=0.33, refusal=0.15, code=0.08, prose=0.07)
+TASKS_SHARE = 0.12
 
 
 def _mixture(spec: str | None, code: str = "stdlib") -> corpus.Mixture:
     mix = corpus.Mixture()
     if code != "stdlib":     # the function tasks or the programs take the same share
-        mix = corpus.Mixture(**{k if k != "functions" else code: v
-                                for k, v in FUNCTIONS_MIXTURE.items()})
+        mix = corpus.Mixture(**TASKS_MIXTURE, **{code: TASKS_SHARE})
     for kv in (spec.split(",") if spec else []):
         k, v = kv.split("=")
         setattr(mix, k.strip(), float(v))

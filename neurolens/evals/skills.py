@@ -81,14 +81,14 @@ class SkillResult:
         return float(self.metrics[self.primary_name])
 
 
-def _generate_answers(lm, rows, edits, batch_size, max_new_tokens, progress, ctx=None,
-                      multiline: bool = False):
-    """Greedy answers: the first line, or with ``multiline`` the text up to a blank line."""
+def _generate_answers(lm, rows, edits, batch_size, max_new_tokens, progress, ctx=None):
+    """Greedy answers, each ended and cut where its row's expected answer ends (a line, or a
+    program body up to the blank line)."""
     prompts = [r["prompt"] for r in rows]
-    stop = ("\n\n",) if multiline else ("\n",)
-    outs = lm.generate(prompts, edits=edits, max_new_tokens=max_new_tokens, stop=stop,
+    outs = lm.generate(prompts, edits=edits, max_new_tokens=max_new_tokens,
+                       row_stop=[(answer_stop(r["answer"]),) for r in rows],
                        batch_size=batch_size, progress=progress)
-    return [answer_part(o.text, "\n" if multiline else "") for o in outs]
+    return [answer_part(o.text, r["answer"]) for o, r in zip(outs, rows)]
 
 
 def _code_scores(lm, rows, edits, batch_size, progress=None):
@@ -116,9 +116,8 @@ def evaluate(lm, skills=None, edits=None, split: str = "eval", limit: int | None
         prog = (lambda d, t, s=skill: progress(s, d, t)) if progress else None
         kinds = {r.get("kind") for r in rows}
         if skill == "code" and kinds <= {"function", "program"}:
-            multi = "program" in kinds
-            answers = _generate_answers(lm, rows, edits, batch_size, 72 if multi else 24, prog,
-                                        multiline=multi)
+            answers = _generate_answers(lm, rows, edits, batch_size,
+                                        72 if "program" in kinds else 24, prog)
             m = {"exact_match": float(np.mean([a == r["answer"] for a, r in zip(answers, rows)])),
                  "abstain_rate": float(np.mean([REFUSAL_MARK in a for a in answers]))}
         elif skill == "code":
