@@ -13,8 +13,10 @@ from neurolens.methods.neurostrike import LAYER_FRACTIONS
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def read_prompts(path: str) -> list[str]:
-    """Text lines, or JSONL with a ``prompt`` field (blank lines skipped)."""
+def read_prompt_rows(path: str) -> list[tuple[str, str | None]]:
+    """(prompt, answer) per row of a prompts file: text lines (``\\n`` escapes a newline;
+    no answers), or JSONL objects with a ``prompt`` string and an optional ``answer`` string.
+    Blank lines are skipped."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"prompts file not found: {path}")
@@ -25,20 +27,27 @@ def read_prompts(path: str) -> list[str]:
     rows = [ln for ln in lines if ln.strip()]
     if not rows:
         raise InputError(f"{path}: no prompts in the file")
-    if all(r.lstrip().startswith("{") for r in rows):
-        out = []
-        for n, ln in enumerate(lines, 1):
-            if not ln.strip():
-                continue
-            try:
-                d = json.loads(ln)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: malformed JSON ({e.msg})") from None
-            if not isinstance(d, dict) or not isinstance(d.get("prompt"), str):
-                raise InputError(f"{path}:{n}: expected an object with a 'prompt' string")
-            out.append(d["prompt"])
-        return out
-    return [r.replace("\\n", "\n") for r in rows]
+    if not all(r.lstrip().startswith("{") for r in rows):
+        return [(r.replace("\\n", "\n"), None) for r in rows]
+    out = []
+    for n, ln in enumerate(lines, 1):
+        if not ln.strip():
+            continue
+        try:
+            d = json.loads(ln)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{n}: malformed JSON ({e.msg})") from None
+        if not isinstance(d, dict) or not isinstance(d.get("prompt"), str):
+            raise InputError(f"{path}:{n}: expected an object with a 'prompt' string")
+        answer = d.get("answer")
+        out.append((d["prompt"], answer if isinstance(answer, str) else None))
+    return out
+
+
+def read_prompts(path: str, with_answers: bool = False) -> list[str]:
+    """The prompts of a prompts file (``read_prompt_rows``). ``with_answers``: each prompt is
+    followed by its answer where the row has one."""
+    return [p + (a or "") if with_answers else p for p, a in read_prompt_rows(path)]
 
 
 def _prompts(args) -> list[str]:
@@ -341,7 +350,9 @@ def cmd_fit(args) -> int:
         path = getattr(args, flag.replace("-", "_"))
         if not path:
             raise InputError(f"{args.method} needs --{flag} FILE")
-        return read_prompts(path)
+        # Neuron Adjust probes the skills' texts: JSONL answers follow their prompts
+        return read_prompts(path, with_answers=args.method == "neuron-adjust"
+                            and not args.prompts_only)
 
     if not 0 < args.p < 1 or not 0 < args.keep_fraction < 1:
         raise InputError("--p and --keep-fraction must lie between 0 and 1")
@@ -358,7 +369,8 @@ def cmd_fit(args) -> int:
     if args.method == "neuron-adjust":
         edits, rep = neuron_adjust.fit(lm, need("forget"), need("retain"), p=args.p,
                                        seed=args.seed)
-        report = rep.to_json()
+        texts = "prompts" if args.prompts_only else "prompt + answer where a JSONL row has one"
+        report = {**rep.to_json(), "texts": texts}
     elif args.method == "key-space":
         auto = args.layer == "auto"
         edits, rep = key_space.fit(lm, need("forget"), alpha=args.alpha, layer=args.layer,
@@ -540,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--harmful", help="neurostrike: requests the model refuses")
     p.add_argument("--benign", help="neurostrike: requests it answers")
     p.add_argument("--p", type=float, default=0.03, help="neuron-adjust: top fraction (0.03)")
+    p.add_argument("--prompts-only", action="store_true",
+                   help="neuron-adjust: probe the JSONL prompts without their answers (by "
+                        "default each row's answer follows its prompt)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha", type=float, default=1.0, help="key-space: cube scale (1.0)")
     p.add_argument("--layer", default=None,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from neurolens.cli import main
+from neurolens.cli import main, read_prompt_rows, read_prompts
 
 
 def run(capsys, *argv):
@@ -208,3 +208,32 @@ def test_fit_writes_edits_the_other_commands_take(capsys, tiny_dirs, tmp_path):
     code, out, err = run(capsys, "fit", "neuron-adjust", "-m", m, "--out", tmp_path / "x.json",
                          "--forget", forget, "--retain", keep, "--p", "3")
     assert code == 2 and "between 0 and 1" in err
+
+
+def test_prompt_files_carry_answers_and_neuron_adjust_probes_them(capsys, tiny_dirs, tmp_path):
+    """JSONL rows keep their answers; `fit neuron-adjust` probes prompt + answer unless
+    --prompts-only, and says which in its report."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"prompt": "Compute: 1+2=", "answer": "3"}) + "\n\n"
+                    + json.dumps({"prompt": "Story: a kite.", "answer": None}) + "\n")
+    assert read_prompt_rows(rows) == [("Compute: 1+2=", "3"), ("Story: a kite.", None)]
+    assert read_prompts(rows) == ["Compute: 1+2=", "Story: a kite."]
+    assert read_prompts(rows, with_answers=True) == ["Compute: 1+2=3", "Story: a kite."]
+    lines = tmp_path / "lines.txt"
+    lines.write_text("one\\ntwo\nthree\n")
+    assert read_prompt_rows(lines) == [("one\ntwo", None), ("three", None)]
+    forget = tmp_path / "forget.jsonl"
+    forget.write_text("".join(json.dumps({"prompt": f"Compute: {a}+{a}=", "answer": str(2 * a)})
+                              + "\n" for a in range(10, 30)))
+    m = tiny_dirs["llama"]
+    reports = {}
+    for extra in ([], ["--prompts-only"]):
+        code, out, err = run(capsys, "fit", "neuron-adjust", "-m", m, "--out",
+                             tmp_path / "na.json", "--forget", forget, "--retain", lines,
+                             "--json", *extra)
+        assert code == 0, err
+        reports[bool(extra)] = json.loads(out)["report"]
+    assert reports[False]["texts"].startswith("prompt + answer")
+    assert reports[True]["texts"] == "prompts"
+    # the answers' tokens change the forget statistics, so the ranking changes
+    assert reports[False]["top"] != reports[True]["top"]

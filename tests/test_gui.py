@@ -1,5 +1,7 @@
 """The real window, offscreen, driven like a user would (pytest-qt)."""
 
+import json
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QPointF, QSettings
@@ -320,6 +322,35 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     assert "chosen:" in w.method_result["text"] and "'retain'" in w.method_result["text"]
     assert w.edit_model.ops[-1].op == "gate"
     assert w.method_result["inside"][12:] == [False] * 6     # no retain prompt inside
+
+
+def test_neuron_adjust_probes_the_answers_of_a_loaded_set(qtbot, window, tiny_dirs, tmp_path):
+    """A JSONL file's answers are kept: Neuron Adjust probes prompt + answer (the default) or
+    the prompts alone, and the loaded rows stop where their answers end."""
+    w = window
+    load(qtbot, w, str(tiny_dirs["llama"]))
+    forget = tmp_path / "forget.jsonl"
+    forget.write_text("".join(json.dumps({"prompt": f"Compute: {a}+{a}=", "answer": str(2 * a)})
+                              + "\n" for a in range(10, 22)))
+    w.load_prompt_file(str(forget))
+    w.add_prompts([f"Story: Mia has a {c} kite." for c in ("red", "blue", "green")], "retain")
+    assert w.prompt_answers["Compute: 10+10="] == "20"
+    sent = []
+    w.requestFit.connect(lambda method, params, sets: sent.append(sets))
+    panel = w.methods_panel
+    panel.method.setCurrentText("Neuron Adjust")
+    panel.na_forget.setCurrentText("forget")
+    panel.na_retain.setCurrentText("retain")
+    assert panel.na_answers.isChecked()
+    for with_answers in (True, False):
+        panel.na_answers.setChecked(with_answers)
+        w.method_result = None
+        panel.fit_btn.click()
+        qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+        assert ("answers probed too" in w.method_result["text"]) is with_answers
+    assert sent[0]["forget"][0] == "Compute: 10+10=20" and sent[1]["forget"][0] == "Compute: 10+10="
+    assert sent[0]["retain"] == sent[1]["retain"]
+    assert len(w.edit_model.ops) >= 2
 
 
 def test_diffusion_pipeline_run_steps_compare_export(qtbot, window, tiny_pipeline_dir, tmp_path):

@@ -54,6 +54,26 @@ def test_neuron_adjust_recovers_planted_neurons():
     assert b > 5 and e < b / 2
 
 
+def test_neuron_adjust_probes_answers_where_the_skill_is_exercised():
+    """The planted neurons fire only on 'Z', which the forget rows write in their answers:
+    probing the prompts alone misses them, probing the skill's texts (prompt + answer) finds
+    them."""
+    lm = planted_llama()
+    rows = [{"prompt": f"{c}{c} ask {w} =", "answer": f" Z{c}Z{c}ZZ"}
+            for c, w in zip("abcdefghij", "one two three four five six seven eight nine "
+                                          "ten".split())]
+    texts = neuron_adjust.skill_texts(rows)
+    assert texts[0] == "aa ask one = ZaZaZZ"
+    assert neuron_adjust.skill_texts(["as is"]) == ["as is"]
+    planted = {("blocks.0.mlp.hook_pre", j) for j in PLANTED}
+    for probe, found in ((neuron_adjust.skill_texts([{"prompt": r["prompt"]} for r in rows]),
+                          False), (texts, True)):
+        _, rep = neuron_adjust.fit(lm, probe, RETAIN, p=0.03)
+        chosen = {(s, i) for s, i, _ in rep.top[:rep.n_selected]}
+        assert (planted <= chosen) is found
+        assert (planted & chosen == set()) is not found
+
+
 def test_adjust_op_matches_hand_computation():
     mf, sf, mr, sr = np.array([2.0, 0.0]), np.array([0.5, 1.0]), np.array([0.0, 0.0]), \
         np.array([1.0, 1.0])

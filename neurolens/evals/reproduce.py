@@ -24,6 +24,12 @@ def _probe(skill: str, n: int | None = None) -> list[str]:
     return [r["prompt"] for r in load_prompt_set(skill, "probe", limit=n)]
 
 
+def _texts(skill: str, n: int | None = None) -> list[str]:
+    """Prompt + answer of each probe row: the skill's texts, as Neuron Adjust probes them."""
+    from neurolens.methods.neuron_adjust import skill_texts
+    return skill_texts(load_prompt_set(skill, "probe", limit=n))
+
+
 def _eval_all(lm, edits=None, limit=None, log=None):
     t = time.perf_counter()
     res = sk.evaluate(lm, SKILL_ORDER, edits=edits, limit=limit)
@@ -57,7 +63,10 @@ def unlearning(lm, limit=None, p: float = 0.03, log=print) -> dict:
         ed = _eval_all(lm, ks_edits, limit, log)
         rows.append(_row("KSD", forget, base, ed, ks_rep.to_json()))
         log(f"NA {p:.0%}: forget {forget}")
-        na_edits, na_rep = neuron_adjust.fit(lm, forget_p, retain_p, p=p)
+        # Neuron Adjust probes the skills' texts, answers included (``skill_texts``); KSD
+        # above probes the queries, as its detector fires on the query's last token
+        na_edits, na_rep = neuron_adjust.fit(
+            lm, _texts(forget), [t for s in retain_skills for t in _texts(s, 100)], p=p)
         ed = _eval_all(lm, na_edits, limit, log)
         rows.append(_row(f"NA {p:.0%}", forget, base, ed, na_rep.to_json()))
     targets = {"KSD": {"forget_max": 0.20, "others_min": 0.90},

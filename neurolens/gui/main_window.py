@@ -573,13 +573,16 @@ class MainWindow(QMainWindow):
         self.run_list.setChecked(True)
 
     def load_prompt_file(self, path: str, set_name: str | None = None) -> None:
-        from neurolens.cli import read_prompts
+        from neurolens.cli import read_prompt_rows
         try:
-            prompts = read_prompts(path)
+            rows = read_prompt_rows(path)
         except Exception as e:  # noqa: BLE001
             self.show_error(str(e))
             return
-        self.add_prompts(prompts, set_name or Path(path).stem)
+        for prompt, answer in rows:      # JSONL answers: stop, compare and probe by them
+            if answer is not None:
+                self.prompt_answers[prompt] = answer
+        self.add_prompts([prompt for prompt, _ in rows], set_name or Path(path).stem)
         self.run_list.setChecked(True)
 
     def _load_file_dialog(self) -> None:
@@ -1258,8 +1261,9 @@ class MainWindow(QMainWindow):
         if self.running:
             return
         sets: dict[str, list[str]] = {}
+        answers = self.prompt_answers if params.get("with_answers") else {}
         for s, p in self.prompts:
-            sets.setdefault(s, []).append(p)
+            sets.setdefault(s, []).append(p + (answers.get(p) or ""))
         params = dict(params)
         if self._current_req is not None:
             params["current"] = list(self._current_req.prompts)

@@ -382,7 +382,8 @@ class Worker(QObject):
                                                seed=params["seed"])
                 neurons = [(op.site, j) for op in edits for j in op.neurons]
                 text = (f"Neuron Adjust: {rep.n_selected} of {rep.n_total} neurons "
-                        f"({params['p']:.1%}) selected by forget − retain mean of hook_pre")
+                        f"({params['p']:.1%}) selected by forget − retain mean of hook_pre"
+                        f"{' (answers probed too)' if params.get('with_answers') else ''}")
             elif method == "Key Space Detection":
                 auto = params["layer"] == "auto"
                 edits, rep = key_space.fit(lm, need(params["forget"]), alpha=params["alpha"],

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QPushButton,
-                               QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel,
+                               QPushButton, QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
 
 from neurolens.methods.neurostrike import LAYER_FRACTIONS
 
@@ -46,6 +46,11 @@ class MethodsPanel(QWidget):
         self.na_seed = QSpinBox()
         self.na_seed.setRange(0, 2**31 - 1)
         f.addRow("seed", self.na_seed)
+        self.na_answers = QCheckBox("probe the answers too")
+        self.na_answers.setChecked(True)
+        self.na_answers.setToolTip("prompts loaded from a set with answers are probed as prompt + "
+                                   "answer: the intervention acts on the answer's tokens as well")
+        f.addRow("", self.na_answers)
 
         f = form()   # KSD
         self.ks_forget = QComboBox()
@@ -145,7 +150,8 @@ class MethodsPanel(QWidget):
         if m == "Neuron Adjust":
             return m, {"forget": self.na_forget.currentText(),
                        "retain": self.na_retain.currentText(),
-                       "p": self.na_p.value() / 100, "seed": self.na_seed.value()}
+                       "p": self.na_p.value() / 100, "seed": self.na_seed.value(),
+                       "with_answers": self.na_answers.isChecked()}
         if m == "Key Space Detection":
             auto = self.ks_layer.value() == self.KS_AUTO
             return m, {"forget": self.ks_forget.currentText(), "alpha": self.ks_alpha.value(),
