@@ -290,9 +290,13 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     w.add_prompts([f"Story: Mia has a {c} kite." for c in ("red", "blue", "green", "gold",
                                                           "pink", "gray")], "retain")
     w.run_list.setChecked(True)
+    # before the first run the views say how to fill them
+    assert w.layer_map.hint is not None and w.token_map.hint is not None
+    assert w.scatter.hint is not None
     w.max_tokens.setValue(2)
     run_and_wait(qtbot, w)
     qtbot.waitUntil(lambda: len(w.scatter.points) == 18, timeout=20_000)
+    assert w.layer_map.hint is None and w.token_map.hint is None and w.scatter.hint is None
     panel = w.methods_panel
     assert panel.na_forget.currentText() == "forget" and panel.na_retain.currentText() == "retain"
     panel.method.setCurrentText("Neuron Adjust")

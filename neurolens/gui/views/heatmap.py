@@ -87,8 +87,21 @@ class Heatmap(pg.GraphicsLayoutWidget):
         self._shape = None
         self._ticks = None
         self._marks: list = []
+        # until the first run fills it, the map says how to fill it instead of showing empty
+        # axes scaled around zero
+        self.hint = pg.TextItem("run prompts to fill this map", color="#888", anchor=(0.5, 0.5))
+        self.vb.addItem(self.hint, ignoreBounds=True)
+        self.hint.setPos(0.5, 0.5)
+        self.vb.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+        for name in ("left", "bottom"):
+            self.plot.getAxis(name).setStyle(showValues=False)
 
     def set_data(self, data: np.ndarray, levels: tuple[float, float]) -> None:
+        if self.hint is not None and data.size:
+            self.vb.removeItem(self.hint)
+            self.hint = None
+            for name in ("left", "bottom"):
+                self.plot.getAxis(name).setStyle(showValues=True)
         self.data = data
         self.img.setImage(data, autoLevels=False, levels=levels)
         # unchanged levels, ticks and marks are not set again: each set repaints an axis, and

@@ -63,11 +63,19 @@ class KeySpaceScatter(pg.GraphicsLayoutWidget):
         self.vb.lasso.connect(self._on_lasso)
         self.method = "pca"
         self.inside: np.ndarray | None = None
+        self.hint = pg.TextItem("run a prompt set: one point per prompt", color="#888",
+                                anchor=(0.5, 0.5))
+        self.vb.addItem(self.hint, ignoreBounds=True)
+        self.hint.setPos(0.5, 0.5)
+        self.vb.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
 
     def set_points(self, pts: np.ndarray, sets: list[str], texts: list[str], method: str,
                    inside: np.ndarray | None = None) -> None:
         self.points = np.asarray(pts, np.float32)
         self.method = method
+        if self.hint is not None and len(self.points):
+            self.vb.removeItem(self.hint)
+            self.hint = None
         self.inside = inside
         for it in self.items:
             self.plot.removeItem(it)
