@@ -293,6 +293,10 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     # before the first run the views say how to fill them
     assert w.layer_map.hint is not None and w.token_map.hint is not None
     assert w.scatter.hint is not None
+    # ...and are laid out for the loaded model's data already: the first data moves no range
+    assert w.layer_map._shape == (2, 64)
+    assert [list(r) for r in w.layer_map.vb.viewRange()] == [[0, 64], [0, 2]]
+    assert list(w.token_map.vb.viewRange()[0]) == [0, 64]
     w.max_tokens.setValue(2)
     run_and_wait(qtbot, w)
     qtbot.waitUntil(lambda: len(w.scatter.points) == 18, timeout=20_000)

@@ -520,6 +520,7 @@ class MainWindow(QMainWindow):
         self.kind_combo.addItems(kinds)
         self.kind_combo.setCurrentText(cur if cur in kinds else kinds[0])
         self.kind_combo.blockSignals(False)
+        self._preshape_maps()
         self._remember(self._loading_name or info["name"])
         notes = "; ".join(info.get("notes", []))
         self._set_busy(False, f"loaded {info['name']}" + (f" ({notes})" if notes else ""))
@@ -766,8 +767,22 @@ class MainWindow(QMainWindow):
             self.status.setText(text)
 
     # -- views -----------------------------------------------------------------------------------------
+    def _preshape_maps(self) -> None:
+        """Before any data: lay the maps out for the shape the loaded model's data will have."""
+        info = self.model_info
+        if info is None:
+            return
+        widths = info["sites"]
+        if self.diffusion:     # the layer map pads the blocks to the widest
+            cols = max(widths.get(s, 0) for s in info["site_list"])
+        else:
+            cols = widths.get(self.site(0), 0)
+        self.layer_map.preshape(info["n_layers"], cols)
+        self.token_map.preshape(None, widths.get(self.site(self.layer_spin.value()), 0))
+
     def _view_changed(self, *_):
         self._levels.clear()
+        self._preshape_maps()
         self.refresh(force=True)
         if self.sender() in (self.kind_combo, self.layer_spin) and not self.running:
             self.update_scatter()
