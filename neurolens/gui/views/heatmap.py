@@ -100,9 +100,8 @@ class Heatmap(pg.GraphicsLayoutWidget):
         # grow: the first data (or a shorter label) then does not re-lay out the plot. Such a
         # re-layout at the first run repainted both maps five times in one pass (~70 ms).
         for ax in (self.plot.getAxis("left"), self.bar.axis):
-            ax.setStyle(autoReduceTextSpace=False)
             ax.textWidth = max(ax.textWidth, self.AXIS_TEXT_PX)
-            ax._updateWidth()
+            ax.setStyle(autoReduceTextSpace=False)      # applies the width
 
     def set_data(self, data: np.ndarray, levels: tuple[float, float]) -> None:
         if self.hint is not None and data.size:
