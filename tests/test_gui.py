@@ -309,6 +309,7 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     assert [o.op for o in w.edit_model.ops] == ["adjust"] * len(w.edit_model.ops)
     n_sel = round(0.03 * 2 * 64)
     assert len(w.selection) == n_sel           # the selected neurons are shown
+    assert "answers probed" not in w.method_result["text"]    # typed prompts have none
     w.method_result = None
     panel.method.setCurrentText("Key Space Detection")
     panel.ks_alpha.setValue(1.0)

@@ -1280,6 +1280,8 @@ class MainWindow(QMainWindow):
         for s, p in self.prompts:
             sets.setdefault(s, []).append(p + (answers.get(p) or ""))
         params = dict(params)
+        # the report says "answers probed" only where some prompt had one to probe
+        params["with_answers"] = any(answers.get(p) for _, p in self.prompts)
         if self._current_req is not None:
             params["current"] = list(self._current_req.prompts)
         params["steps"] = self.steps_spin.value()
