@@ -45,9 +45,13 @@ def read_prompt_rows(path: str) -> list[tuple[str, str | None]]:
 
 
 def read_prompts(path: str, with_answers: bool = False) -> list[str]:
-    """The prompts of a prompts file (``read_prompt_rows``). ``with_answers``: each prompt is
-    followed by its answer where the row has one."""
-    return [p + (a or "") if with_answers else p for p, a in read_prompt_rows(path)]
+    """The prompts of a prompts file (``read_prompt_rows``). ``with_answers``: the texts Neuron
+    Adjust probes, each prompt followed by its answer where the row has one (``skill_texts``)."""
+    rows = read_prompt_rows(path)
+    if not with_answers:
+        return [p for p, _ in rows]
+    from neurolens.methods.neuron_adjust import skill_texts
+    return skill_texts([{"prompt": p, "answer": a} for p, a in rows])
 
 
 def _prompts(args) -> list[str]:

@@ -567,11 +567,7 @@ class MainWindow(QMainWindow):
         except Exception as e:  # noqa: BLE001
             self.show_error(str(e))
             return
-        for r in rows:
-            if r.get("answer") is not None:
-                self.prompt_answers[r["prompt"]] = r["answer"]
-        self.add_prompts([r["prompt"] for r in rows], set_name or skill)
-        self.run_list.setChecked(True)
+        self._add_answered([(r["prompt"], r.get("answer")) for r in rows], set_name or skill)
 
     def load_prompt_file(self, path: str, set_name: str | None = None) -> None:
         from neurolens.cli import read_prompt_rows
@@ -580,10 +576,15 @@ class MainWindow(QMainWindow):
         except Exception as e:  # noqa: BLE001
             self.show_error(str(e))
             return
-        for prompt, answer in rows:      # JSONL answers: stop, compare and probe by them
+        self._add_answered(rows, set_name or Path(path).stem)
+
+    def _add_answered(self, rows: list[tuple[str, str | None]], set_name: str) -> None:
+        """Add (prompt, answer) rows as a set to run; the answers, where given, stop, score
+        (Compare) and probe (Neuron Adjust) their prompts."""
+        for prompt, answer in rows:
             if answer is not None:
                 self.prompt_answers[prompt] = answer
-        self.add_prompts([prompt for prompt, _ in rows], set_name or Path(path).stem)
+        self.add_prompts([prompt for prompt, _ in rows], set_name)
         self.run_list.setChecked(True)
 
     def _load_file_dialog(self) -> None:
@@ -1275,10 +1276,12 @@ class MainWindow(QMainWindow):
             return
         if self.running:
             return
-        sets: dict[str, list[str]] = {}
+        from neurolens.methods.neuron_adjust import skill_texts
         answers = self.prompt_answers if params.get("with_answers") else {}
+        rows: dict[str, list[dict]] = {}
         for s, p in self.prompts:
-            sets.setdefault(s, []).append(p + (answers.get(p) or ""))
+            rows.setdefault(s, []).append({"prompt": p, "answer": answers.get(p)})
+        sets = {s: skill_texts(r) for s, r in rows.items()}
         params = dict(params)
         # the report says "answers probed" only where some prompt had one to probe
         params["with_answers"] = any(answers.get(p) for _, p in self.prompts)
