@@ -50,7 +50,7 @@ def read_prompts(path: str, with_answers: bool = False) -> list[str]:
     rows = read_prompt_rows(path)
     if not with_answers:
         return [p for p, _ in rows]
-    from neurolens.methods.neuron_adjust import skill_texts
+    from neurolens.methods.common import skill_texts
     return skill_texts([{"prompt": p, "answer": a} for p, a in rows])
 
 

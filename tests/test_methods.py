@@ -9,6 +9,7 @@ import tiny
 from neurolens.engine.hooks import RunState
 from neurolens.engine.method_ops import AdjustHandler
 from neurolens.methods import key_space, neuron_adjust, neurostrike, statistical_topk
+from neurolens.methods.common import skill_texts
 
 PLANTED = [5, 17, 40]
 FORGET = [f"Z{c}Z{c}ZZ {w}" for c, w in zip("abcdefghij", "one two three four five six seven "
@@ -62,11 +63,11 @@ def test_neuron_adjust_probes_answers_where_the_skill_is_exercised():
     rows = [{"prompt": f"{c}{c} ask {w} =", "answer": f" Z{c}Z{c}ZZ"}
             for c, w in zip("abcdefghij", "one two three four five six seven eight nine "
                                           "ten".split())]
-    texts = neuron_adjust.skill_texts(rows)
+    texts = skill_texts(rows)
     assert texts[0] == "aa ask one = ZaZaZZ"
-    assert neuron_adjust.skill_texts(["as is"]) == ["as is"]
+    assert skill_texts(["as is"]) == ["as is"]
     planted = {("blocks.0.mlp.hook_pre", j) for j in PLANTED}
-    for probe, found in ((neuron_adjust.skill_texts([{"prompt": r["prompt"]} for r in rows]),
+    for probe, found in ((skill_texts([{"prompt": r["prompt"]} for r in rows]),
                           False), (texts, True)):
         _, rep = neuron_adjust.fit(lm, probe, RETAIN, p=0.03)
         chosen = {(s, i) for s, i, _ in rep.top[:rep.n_selected]}
@@ -160,6 +161,39 @@ def test_neurostrike_finds_planted_safety_neurons():
     assert rep.n_selected >= len(PLANTED) and rep.n_total == 2 * 64
     # bakeable: exported weights reproduce the pruned model
     assert all(op.op == "prune" for op in edits)
+
+
+def test_neurostrike_keeps_the_neurons_benign_answers_need():
+    """Two planted groups fire on the harmful requests: PLANTED (layer 0) on 'Z', which the
+    benign requests' answers also write, and REQUEST (layer 1) on 'Y', which only harmful
+    requests contain. Probing the benign requests alone takes both groups for safety neurons;
+    probing them with their answers (``skill_texts``) keeps PLANTED, which the benign answers
+    use, and still finds REQUEST."""
+    lm = planted_llama()
+    request = [9, 23, 51]
+    y = lm.tokenizer.convert_tokens_to_ids("Y")
+    emb = lm.hf.model.embed_tokens.weight
+    layers = lm.hf.model.layers
+    with torch.no_grad():
+        emb[:, 4] = 0.0
+        emb[y] = 0.0
+        emb[y, 4] = 8.0                      # token Y along a second private direction
+        for layer in layers[:2]:             # read by the REQUEST neurons alone
+            layer.mlp.gate_proj.weight[:, 4] = 0.0
+            layer.mlp.up_proj.weight[:, 4] = 0.0
+        for j in request:
+            layers[1].mlp.gate_proj.weight[j] = 0.0
+            layers[1].mlp.gate_proj.weight[j, 4] = 6.0
+            layers[1].mlp.up_proj.weight[j, 4] = 6.0
+    harmful = [f"{a} Y {b} Z" for a in WORDS[:8] for b in WORDS[8:13]]
+    benign = [{"prompt": f"{a} q {b} q", "answer": " Z Z"} for a in WORDS[:8]
+              for b in WORDS[8:13]]
+    alone, _ = neurostrike.find_safety_neurons(lm, harmful, [r["prompt"] for r in benign])
+    answered, _ = neurostrike.find_safety_neurons(lm, harmful, skill_texts(benign))
+    for kind in ("hook_pre", "hook_pre_linear"):
+        assert alone[f"blocks.0.mlp.{kind}"] == PLANTED
+        assert alone[f"blocks.1.mlp.{kind}"] == request == answered[f"blocks.1.mlp.{kind}"]
+        assert not set(PLANTED) & set(answered[f"blocks.0.mlp.{kind}"])
 
 
 def test_logistic_probes_separate_planted_feature():

@@ -1276,7 +1276,7 @@ class MainWindow(QMainWindow):
             return
         if self.running:
             return
-        from neurolens.methods.neuron_adjust import skill_texts
+        from neurolens.methods.common import skill_texts
         answers = self.prompt_answers if params.get("with_answers") else {}
         rows: dict[str, list[dict]] = {}
         for s, p in self.prompts:

@@ -30,3 +30,22 @@ def layer_sites(lm, kind: str, layers=None) -> list[str]:
     n = lm.n_layers
     layers = range(n) if layers is None else layers
     return [f"blocks.{layer}.{kind}" for layer in layers]
+
+
+def skill_texts(rows) -> list[str]:
+    """A prompt set's texts as the model uses them: each row's prompt followed by its answer
+    where it has one (JSONL rows of a prompt set, or plain strings kept as they are).
+
+    A skill is exercised where its answer is written, not only where its question is read.
+    Neuron Adjust probes its forget and retain sets this way, because its intervention acts on
+    every token the model sees, the answer's included. NeuroStrike probes its benign set this
+    way, so that a neuron the benign answers need is not taken for a safety neuron; its harmful
+    requests are probed alone, as the refusal is decided there.
+    """
+    out = []
+    for r in rows:
+        if isinstance(r, str):
+            out.append(r)
+        else:
+            out.append(r["prompt"] + (r.get("answer") or ""))
+    return out

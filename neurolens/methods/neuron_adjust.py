@@ -24,23 +24,6 @@ class NeuronAdjustReport:
                 "top": [[s, i, round(d, 4)] for s, i, d in self.top[:20]]}
 
 
-def skill_texts(rows) -> list[str]:
-    """The texts Neuron Adjust probes a skill with: each row's prompt followed by its answer
-    where it has one (JSONL rows of a prompt set, or plain strings kept as they are).
-
-    The intervention acts on every token the model sees, the prompt's and the generated
-    answer's alike, so the statistics it maps between are taken over the same tokens: a skill
-    is exercised where the answer is written, not only where the question is read.
-    """
-    out = []
-    for r in rows:
-        if isinstance(r, str):
-            out.append(r)
-        else:
-            out.append(r["prompt"] + (r.get("answer") or ""))
-    return out
-
-
 def fit(lm, forget: list[str], retain: list[str], p: float = 0.03, seed: int = 0,
         kind: str = "mlp.hook_pre", batch_size: int = 16, progress=None
         ) -> tuple[EditSet, NeuronAdjustReport]:
