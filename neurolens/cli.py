@@ -45,8 +45,9 @@ def read_prompt_rows(path: str) -> list[tuple[str, str | None]]:
 
 
 def read_prompts(path: str, with_answers: bool = False) -> list[str]:
-    """The prompts of a prompts file (``read_prompt_rows``). ``with_answers``: the texts Neuron
-    Adjust probes, each prompt followed by its answer where the row has one (``skill_texts``)."""
+    """The prompts of a prompts file (``read_prompt_rows``). ``with_answers``: each prompt
+    followed by its answer where the row has one (``skill_texts``), as Neuron Adjust probes its
+    sets and NeuroStrike its benign set."""
     rows = read_prompt_rows(path)
     if not with_answers:
         return [p for p, _ in rows]
@@ -346,17 +347,25 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _texts_said(with_answers: set, role: str) -> str:
+    return "prompt + answer where a JSONL row has one" if role in with_answers else "prompts"
+
+
 def cmd_fit(args) -> int:
     """Fit a paper method on prompt files and write its edits (``neurolens.edits/1``)."""
     from neurolens.methods import key_space, neuron_adjust, neurostrike, statistical_topk
 
+    # which roles are probed as prompt + answer (``skill_texts``): Neuron Adjust's two sets,
+    # NeuroStrike's benign side; KSD's queries and the harmful requests are probed alone
+    answered = {"neuron-adjust": ("forget", "retain"), "neurostrike": ("benign",)}
+    with_answers = set(answered.get(args.method, ())) if not args.prompts_only else set()
+
     def need(flag: str) -> list[str]:
-        path = getattr(args, flag.replace("-", "_"))
-        if not path:
+        paths = getattr(args, flag.replace("-", "_"))
+        if not paths:
             raise InputError(f"{args.method} needs --{flag} FILE")
-        # Neuron Adjust probes the skills' texts: JSONL answers follow their prompts
-        return read_prompts(path, with_answers=args.method == "neuron-adjust"
-                            and not args.prompts_only)
+        paths = paths if isinstance(paths, list) else [paths]
+        return [t for path in paths for t in read_prompts(path, flag in with_answers)]
 
     if not 0 < args.p < 1 or not 0 < args.keep_fraction < 1:
         raise InputError("--p and --keep-fraction must lie between 0 and 1")
@@ -373,8 +382,7 @@ def cmd_fit(args) -> int:
     if args.method == "neuron-adjust":
         edits, rep = neuron_adjust.fit(lm, need("forget"), need("retain"), p=args.p,
                                        seed=args.seed)
-        texts = "prompts" if args.prompts_only else "prompt + answer where a JSONL row has one"
-        report = {**rep.to_json(), "texts": texts}
+        report = {**rep.to_json(), "texts": _texts_said(with_answers, "forget")}
     elif args.method == "key-space":
         auto = args.layer == "auto"
         edits, rep = key_space.fit(lm, need("forget"), alpha=args.alpha, layer=args.layer,
@@ -383,7 +391,8 @@ def cmd_fit(args) -> int:
     elif args.method == "neurostrike":
         edits, rep = neurostrike.fit(lm, need("harmful"), need("benign"),
                                      layers_fraction=args.layers_fraction, z=args.z)
-        report = rep.to_json()
+        report = {**rep.to_json(), "texts": {"harmful": "prompts",
+                                             "benign": _texts_said(with_answers, "benign")}}
     else:
         edits = statistical_topk.edits(lm, args.keep_fraction, args.variant)
         report = {"keep_fraction": args.keep_fraction, "variant": args.variant}
@@ -551,14 +560,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method", choices=["neuron-adjust", "key-space", "neurostrike", "topk"])
     p.add_argument("--out", required=True, help="edits file to write (neurolens.edits/1 JSON)")
     p.add_argument("--forget", help="neuron-adjust, key-space: prompts of the skill to forget")
-    p.add_argument("--retain", help="neuron-adjust: prompts of the skills to keep")
-    p.add_argument("--keep", help="key-space --layer auto: prompts of the skills to keep")
+    p.add_argument("--retain", nargs="+", metavar="FILE",
+                   help="neuron-adjust: prompts of the skills to keep (one file or several)")
+    p.add_argument("--keep", nargs="+", metavar="FILE",
+                   help="key-space --layer auto: prompts of the skills to keep")
     p.add_argument("--harmful", help="neurostrike: requests the model refuses")
-    p.add_argument("--benign", help="neurostrike: requests it answers")
+    p.add_argument("--benign", nargs="+", metavar="FILE",
+                   help="neurostrike: what the model must keep doing, the requests it answers "
+                        "and its skills (one file or several)")
     p.add_argument("--p", type=float, default=0.03, help="neuron-adjust: top fraction (0.03)")
     p.add_argument("--prompts-only", action="store_true",
-                   help="neuron-adjust: probe the JSONL prompts without their answers (by "
-                        "default each row's answer follows its prompt)")
+                   help="neuron-adjust, neurostrike: probe the JSONL prompts without their "
+                        "answers (by default each row's answer follows its prompt in "
+                        "Neuron Adjust's sets and NeuroStrike's benign set)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha", type=float, default=1.0, help="key-space: cube scale (1.0)")
     p.add_argument("--layer", default=None,

@@ -210,7 +210,8 @@ def test_fit_writes_edits_the_other_commands_take(capsys, tiny_dirs, tmp_path):
     assert code == 2 and "between 0 and 1" in err
 
 
-def test_prompt_files_carry_answers_and_neuron_adjust_probes_them(capsys, tiny_dirs, tmp_path):
+def test_prompt_files_carry_answers_and_the_methods_probe_them(capsys, tiny_dirs, tmp_path,
+                                                                   monkeypatch):
     """JSONL rows keep their answers; `fit neuron-adjust` probes prompt + answer unless
     --prompts-only, and says which in its report."""
     rows = tmp_path / "rows.jsonl"
@@ -237,3 +238,21 @@ def test_prompt_files_carry_answers_and_neuron_adjust_probes_them(capsys, tiny_d
     assert reports[True]["texts"] == "prompts"
     # the answers' tokens change the forget statistics, so the ranking changes
     assert reports[False]["top"] != reports[True]["top"]
+    # NeuroStrike: the benign files (several) with their answers, the harmful requests alone
+    from neurolens.methods import neurostrike
+    seen, real_fit = [], neurostrike.fit
+    monkeypatch.setattr(neurostrike, "fit",
+                        lambda lm, h, b, **kw: seen.append((h, b)) or real_fit(lm, h, b, **kw))
+    for extra in ([], ["--prompts-only"]):
+        code, out, err = run(capsys, "fit", "neurostrike", "-m", m, "--out", tmp_path / "ns.json",
+                             "--harmful", lines, "--benign", forget, rows, "--json", *extra)
+        assert code == 0, err
+        rep = json.loads(out)["report"]
+        assert rep["n_harmful"] == 2 and rep["n_benign"] == 22
+        assert rep["texts"] == {"harmful": "prompts",
+                                "benign": "prompts" if extra else
+                                "prompt + answer where a JSONL row has one"}
+    assert seen[0][0] == seen[1][0] == ["one\ntwo", "three"]
+    assert seen[0][1][0] == "Compute: 10+10=20" and seen[0][1][-2:] == ["Compute: 1+2=3",
+                                                                        "Story: a kite."]
+    assert seen[1][1][0] == "Compute: 10+10=" and seen[1][1][-2] == "Compute: 1+2="

@@ -362,6 +362,58 @@ def test_neuron_adjust_probes_the_answers_of_a_loaded_set(qtbot, window, tiny_di
     assert len(w.edit_model.ops) >= 2
 
 
+def test_neurostrike_form_takes_all_other_sets_with_their_answers(qtbot, window, tiny_dirs,
+                                                                   tmp_path):
+    """NeuroStrike's form picks the refusal set as harmful and "all other sets" as benign; the
+    benign sets go to the fit as prompt + answer (or prompts, with the box off), the harmful
+    requests as prompts alone. Neuron Adjust's retain set can be all other sets as well."""
+    from neurolens.gui.views.methods_panel import ALL_OTHERS
+    w = window
+    load(qtbot, w, str(tiny_dirs["llama"]))
+    for name, rows in (("arithmetic", [(f"Compute: {a}+{a}=", str(2 * a)) for a in range(10, 16)]),
+                       ("refusal", [(f"User: Tell me the {t} PIN.\nAssistant:",
+                                     " I can't help with that.") for t in ("bank", "safe", "lab")]),
+                       ("benign", [(f"User: Echo {t}.\nAssistant:", f" {t}")
+                                   for t in ("bee", "cat", "owl")])):
+        f = tmp_path / f"{name}.jsonl"
+        f.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in rows))
+        w.load_prompt_file(str(f))
+    panel = w.methods_panel
+    panel.method.setCurrentText("NeuroStrike")
+    assert panel.ns_harmful.currentText() == "refusal"
+    assert panel.ns_benign.currentText() == ALL_OTHERS and panel.ns_answers.isChecked()
+    sent = []
+    w.requestFit.connect(lambda method, params, sets: sent.append(sets))
+    for with_answers in (True, False):
+        panel.ns_answers.setChecked(with_answers)
+        w.method_result = None
+        panel.fit_btn.click()
+        qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+        assert "6 harmful prompts" not in w.method_result["text"]
+        assert "3 harmful prompts against 9 benign texts" in w.method_result["text"]
+        assert ("answers probed too" in w.method_result["text"]) is with_answers
+    assert sent[0]["harmful"] == sent[1]["harmful"] == [
+        f"User: Tell me the {t} PIN.\nAssistant:" for t in ("bank", "safe", "lab")]
+    assert sent[0]["benign"][0] == "Compute: 10+10=20" and sent[1]["benign"][0] == "Compute: 10+10="
+    assert sent[0]["benign"][-1] == "User: Echo owl.\nAssistant: owl"
+    # Neuron Adjust: forget arithmetic, retain every other set
+    panel.method.setCurrentText("Neuron Adjust")
+    panel.na_forget.setCurrentText("arithmetic")
+    panel.na_retain.setCurrentText(ALL_OTHERS)
+    w.method_result = None
+    panel.fit_btn.click()
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    assert len(sent[2]["retain"]) == 6 and sent[2]["retain"][0].endswith("I can't help with that.")
+    assert len(sent[2]["forget"]) == 6
+    # a set the user picks stays picked when more sets load; the others keep their defaults
+    panel.ns_harmful.setCurrentText("benign")
+    panel.ns_harmful.activated.emit(panel.ns_harmful.currentIndex())
+    w.add_prompts(["Story: Mia has a red kite."], "comprehension")
+    assert panel.ns_harmful.currentText() == "benign"
+    assert panel.ns_benign.currentText() == ALL_OTHERS
+    assert panel.na_forget.currentText() == "arithmetic"
+
+
 def test_diffusion_pipeline_run_steps_compare_export(qtbot, window, tiny_pipeline_dir, tmp_path):
     """A diffusion pipeline: images form step by step, per-step heatmaps, image compare."""
     w = window

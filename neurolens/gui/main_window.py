@@ -38,6 +38,10 @@ from neurolens.spec.sites import SITE_KINDS, neuron_label
 from neurolens.store import CaptureStore
 
 SHIPPED_SETS = ("arithmetic", "comprehension", "code", "refusal", "benign")
+#: the roles a method's form names prompt sets for
+ROLES = ("forget", "retain", "keep", "harmful", "benign", "target", "base")
+#: the roles each method probes as prompt + answer when its form asks (``skill_texts``)
+ANSWERED_ROLES = {"Neuron Adjust": ("forget", "retain"), "NeuroStrike": ("benign",)}
 #: diffusion prompt sets shipped with the demo diffusion model: (file, split, set name)
 DIFFUSION_SETS = (("diffusion_memorized", None, "memorized"),
                   ("diffusion_ordinary", "eval", "ordinary"),
@@ -1276,15 +1280,8 @@ class MainWindow(QMainWindow):
             return
         if self.running:
             return
-        from neurolens.methods.common import skill_texts
-        answers = self.prompt_answers if params.get("with_answers") else {}
-        rows: dict[str, list[dict]] = {}
-        for s, p in self.prompts:
-            rows.setdefault(s, []).append({"prompt": p, "answer": answers.get(p)})
-        sets = {s: skill_texts(r) for s, r in rows.items()}
         params = dict(params)
-        # the report says "answers probed" only where some prompt had one to probe
-        params["with_answers"] = any(answers.get(p) for _, p in self.prompts)
+        sets = self._method_sets(method, params)
         if self._current_req is not None:
             params["current"] = list(self._current_req.prompts)
         params["steps"] = self.steps_spin.value()
@@ -1293,6 +1290,37 @@ class MainWindow(QMainWindow):
         self._set_busy(True, f"fitting {method}…")
         self.progress_bar.setRange(0, 0)
         self.requestFit.emit(method, params, sets)
+
+    def _method_sets(self, method: str, params: dict) -> dict[str, list[str]]:
+        """The texts of each role the method's form names (forget, retain, harmful, benign...):
+        the named set's prompts, or every set but the partner role's for ALL_OTHERS; prompt +
+        answer (``skill_texts``) for the roles the method probes that way when the form asks.
+        Also "all": every loaded prompt. Sets ``params["with_answers"]`` to whether some text
+        of an answered role carried an answer."""
+        from neurolens.gui.views.methods_panel import ALL_OTHERS, COMPLEMENTS
+        from neurolens.methods.common import skill_texts
+        rows: dict[str, list[dict]] = {}
+        for s, p in self.prompts:
+            rows.setdefault(s, []).append({"prompt": p, "answer": self.prompt_answers.get(p)})
+        answered = ANSWERED_ROLES.get(method, ()) if params.get("with_answers") else ()
+        sets: dict[str, list[str]] = {}
+        had_answer = False
+        for role in ROLES:
+            name = params.get(role)
+            if not isinstance(name, str):
+                continue
+            names = ([n for n in rows if n != params.get(COMPLEMENTS[role])]
+                     if name == ALL_OTHERS and role in COMPLEMENTS else [name])
+            picked = [r for n in names for r in rows.get(n, [])]
+            if role in answered:
+                sets[role] = skill_texts(picked)
+                had_answer = had_answer or any(r["answer"] for r in picked)
+            else:
+                sets[role] = [r["prompt"] for r in picked]
+        sets["all"] = [p for _, p in self.prompts]
+        # the report says "answers probed" only where some text had one to probe
+        params["with_answers"] = had_answer
+        return sets
 
     method_result = None
 

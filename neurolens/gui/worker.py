@@ -350,10 +350,11 @@ class Worker(QObject):
         try:
             from neurolens.methods import key_space, neuron_adjust, neurostrike, statistical_topk
 
-            def need(name):
-                if not sets.get(name):
-                    raise NeurolensError(f"the prompt set '{name}' is empty or missing")
-                return sets[name]
+            def need(role):
+                if not sets.get(role):
+                    raise NeurolensError(f"the prompt set '{params.get(role, role)}' ({role}) "
+                                         "is empty or missing")
+                return sets[role]
             lm = self.lm
             neurons: list = []
             inside = None
@@ -368,7 +369,7 @@ class Worker(QObject):
                 if params["target"] == params["base"]:
                     raise NeurolensError("the memorized and base sets must be different")
                 res = memorization.find_subspace(
-                    lm, need(params["target"]), need(params["base"]), rho=params["rho"],
+                    lm, need("target"), need("base"), rho=params["rho"],
                     tau=params["tau"], steps=max(params.get("steps", 20), params["tau"]))
                 edits, r = res.edits, res.report
                 text = (f"Memorization subspace: {r['weights_deleted']} of {r['ffn_out_weights']}"
@@ -377,8 +378,8 @@ class Worker(QObject):
             elif method == "Neuron Adjust":
                 if params["forget"] == params["retain"]:
                     raise NeurolensError("forget and retain must be different prompt sets")
-                edits, rep = neuron_adjust.fit(lm, need(params["forget"]),
-                                               need(params["retain"]), p=params["p"],
+                edits, rep = neuron_adjust.fit(lm, need("forget"),
+                                               need("retain"), p=params["p"],
                                                seed=params["seed"])
                 neurons = [(op.site, j) for op in edits for j in op.neurons]
                 text = (f"Neuron Adjust: {rep.n_selected} of {rep.n_total} neurons "
@@ -386,9 +387,9 @@ class Worker(QObject):
                         f"{' (answers probed too)' if params.get('with_answers') else ''}")
             elif method == "Key Space Detection":
                 auto = params["layer"] == "auto"
-                edits, rep = key_space.fit(lm, need(params["forget"]), alpha=params["alpha"],
+                edits, rep = key_space.fit(lm, need("forget"), alpha=params["alpha"],
                                            layer=params["layer"],
-                                           keep=need(params["keep"]) if auto else None)
+                                           keep=need("keep") if auto else None)
                 best, chosen = rep.chosen, ""
                 if best is not None:
                     chosen = (f" (chosen: {best['forget_inside']:.0%} of held-back forget "
@@ -409,15 +410,17 @@ class Worker(QObject):
                     inside = key_space.inside(vecs, op.mu, op.s, op.k, op.alpha).tolist()
                     text += f"; {sum(inside)} of {len(inside)} shown prompts inside"
             elif method == "NeuroStrike":
-                edits, rep = neurostrike.fit(lm, need(params["harmful"]), need(params["benign"]),
+                edits, rep = neurostrike.fit(lm, need("harmful"), need("benign"),
                                              layers_fraction=params["layers_fraction"])
                 neurons = [(op.site, j) for op in edits for j in op.neurons]
                 text = (f"NeuroStrike: {rep.n_selected} safety neurons ({rep.percent:.2f}% of "
                         f"FFN neurons) pruned in the first {params['layers_fraction']:.0%} "
-                        "of layers")
+                        f"of layers; {rep.n_harmful} harmful prompts against {rep.n_benign} "
+                        f"benign texts"
+                        f"{' (answers probed too)' if params.get('with_answers') else ''}")
             else:
                 edits = statistical_topk.edits(lm, params["keep_fraction"], params["variant"])
-                probe = [p for ps in sets.values() for p in ps][:64]
+                probe = sets.get("all", [])[:64]
                 text = f"Statistical top-k keeping {params['keep_fraction']:.1%}"
                 if probe:
                     rep = statistical_topk.measure(lm, probe, params["keep_fraction"],

@@ -51,6 +51,8 @@ class NeuroStrikeReport:
     n_total: int
     per_module: dict[str, list[int]] = field(default_factory=dict)
     probe_accuracy: dict[str, float] = field(default_factory=dict)
+    n_harmful: int = 0
+    n_benign: int = 0
 
     @property
     def percent(self) -> float:
@@ -59,6 +61,7 @@ class NeuroStrikeReport:
     def to_json(self) -> dict:
         return {"layers_fraction": self.layers_fraction, "n_selected": self.n_selected,
                 "n_total": self.n_total, "percent": round(self.percent, 4),
+                "n_harmful": self.n_harmful, "n_benign": self.n_benign,
                 "per_module": {k: len(v) for k, v in self.per_module.items()},
                 "probe_accuracy": {k: round(v, 3) for k, v in self.probe_accuracy.items()}}
 
@@ -87,7 +90,12 @@ def find_safety_neurons(lm, harmful: list[str], benign: list[str], z: float = 3.
 
 def fit(lm, harmful: list[str], benign: list[str], layers_fraction: float = 1.0, z: float = 3.0,
         batch_size: int = 16, progress=None) -> tuple[EditSet, NeuroStrikeReport]:
-    """Find safety neurons and prune them in the first ``layers_fraction`` of the layers."""
+    """Find safety neurons and prune them in the first ``layers_fraction`` of the layers.
+
+    ``harmful``: the requests the model refuses, as prompts. ``benign``: what the model must
+    keep doing, best its answered requests and skills as prompt + answer (``skill_texts``), so
+    that neurons the benign answers need are not taken for safety neurons.
+    """
     if layers_fraction not in LAYER_FRACTIONS:
         raise ValueError("layers_fraction must be 0.25, 0.5, 0.75 or 1.0")
     found, accs = find_safety_neurons(lm, harmful, benign, z, batch_size=batch_size,
@@ -104,5 +112,6 @@ def fit(lm, harmful: list[str], benign: list[str], layers_fraction: float = 1.0,
         per_module[site] = neurons
         unique.update((layer, j) for j in neurons)
     width = lm.sites()["blocks.0.mlp.hook_post"]
-    report = NeuroStrikeReport(layers_fraction, len(unique), n_layers * width, per_module, accs)
+    report = NeuroStrikeReport(layers_fraction, len(unique), n_layers * width, per_module, accs,
+                               len(harmful), len(benign))
     return EditSet(ops, ModelRef(lm.name_or_path, lm.fingerprint)), report

@@ -10,6 +10,10 @@ from neurolens.methods.neurostrike import LAYER_FRACTIONS
 
 METHODS = ["Neuron Adjust", "Key Space Detection", "NeuroStrike", "Statistical top-k",
            "Memorization subspace"]
+#: the choice, in a set combo that has a partner, of every loaded set but the partner's
+ALL_OTHERS = "all other sets"
+#: (role, partner role): a role whose combo offers ALL_OTHERS, and the set it leaves out
+COMPLEMENTS = {"retain": "forget", "keep": "forget", "benign": "harmful"}
 
 
 class MethodsPanel(QWidget):
@@ -75,6 +79,14 @@ class MethodsPanel(QWidget):
         self.ns_harmful, self.ns_benign = QComboBox(), QComboBox()
         f.addRow("harmful set", self.ns_harmful)
         f.addRow("benign set", self.ns_benign)
+        self.ns_benign.setToolTip("what the model must keep doing: its answered requests and "
+                                  "skills; neurons they need are not taken for safety neurons")
+        self.ns_answers = QCheckBox("probe the benign answers too")
+        self.ns_answers.setChecked(True)
+        self.ns_answers.setToolTip("benign prompts loaded with answers are probed as prompt + "
+                                   "answer, so neurons the answers need are kept; the harmful "
+                                   "requests are probed alone")
+        f.addRow("", self.ns_answers)
         self.ns_frac = QComboBox()
         self.ns_frac.addItems([f"{f:.0%}" for f in LAYER_FRACTIONS])
         self.ns_frac.setCurrentIndex(len(LAYER_FRACTIONS) - 1)
@@ -106,6 +118,9 @@ class MethodsPanel(QWidget):
         self.mz_tau.setToolTip("union of the masks of the first tau denoising steps")
         f.addRow("tau (steps)", self.mz_tau)
 
+        for combo in self.set_combos():
+            combo.activated.connect(lambda _i, c=combo: c.setProperty("picked", True))
+
         self.fit_btn = QPushButton("Fit and add edit")
         self.fit_btn.clicked.connect(self._fit)
         lay.addWidget(self.fit_btn)
@@ -123,18 +138,30 @@ class MethodsPanel(QWidget):
         if self.method.currentText() not in want:
             self.method.setCurrentText(want[0])
 
+    def set_combos(self) -> list[QComboBox]:
+        return [self.na_forget, self.na_retain, self.ks_forget, self.ks_keep, self.ns_harmful,
+                self.ns_benign, self.mz_target, self.mz_base]
+
     def set_names(self, names: list[str]) -> None:
+        """Offer the loaded prompt sets; a combo with a partner also offers ALL_OTHERS."""
+        harmful = next((n for n in names if "refus" in n.lower() or "harm" in n.lower()), None)
         for combo, default in ((self.na_forget, 0), (self.na_retain, 1), (self.ks_forget, 0),
                                (self.ks_keep, 1),
-                               (self.ns_harmful, 0), (self.ns_benign, 1), (self.mz_target, 0),
-                               (self.mz_base, 1)):
-            cur = combo.currentText()
+                               (self.ns_harmful, harmful or 0), (self.ns_benign, ALL_OTHERS),
+                               (self.mz_target, 0), (self.mz_base, 1)):
+            # a set the user picked stays picked; the others follow the loaded sets' defaults
+            cur = combo.currentText() if combo.property("picked") else None
+            offer = list(names)
+            if combo in (self.na_retain, self.ks_keep, self.ns_benign) and len(names) > 1:
+                offer.append(ALL_OTHERS)
             combo.blockSignals(True)
             combo.clear()
-            combo.addItems(names)
-            if cur in names:
+            combo.addItems(offer)
+            if cur in offer:
                 combo.setCurrentText(cur)
-            elif len(names) > default:
+            elif isinstance(default, str) and default in offer:
+                combo.setCurrentText(default)
+            elif isinstance(default, int) and len(names) > default:
                 combo.setCurrentIndex(default)
             combo.blockSignals(False)
         for first, second in ((self.na_forget, self.na_retain), (self.ks_forget, self.ks_keep),
@@ -160,6 +187,7 @@ class MethodsPanel(QWidget):
         if m == "NeuroStrike":
             return m, {"harmful": self.ns_harmful.currentText(),
                        "benign": self.ns_benign.currentText(),
+                       "with_answers": self.ns_answers.isChecked(),
                        "layers_fraction": LAYER_FRACTIONS[self.ns_frac.currentIndex()]}
         if m == "Memorization subspace":
             return m, {"target": self.mz_target.currentText(), "base": self.mz_base.currentText(),
