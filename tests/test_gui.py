@@ -389,17 +389,16 @@ def test_neurostrike_form_takes_all_other_sets_with_their_answers(qtbot, window,
         w.method_result = None
         panel.fit_btn.click()
         qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
-        assert "6 harmful prompts" not in w.method_result["text"]
         assert "3 harmful prompts against 9 benign texts" in w.method_result["text"]
         assert ("answers probed too" in w.method_result["text"]) is with_answers
     assert sent[0]["harmful"] == sent[1]["harmful"] == [
         f"User: Tell me the {t} PIN.\nAssistant:" for t in ("bank", "safe", "lab")]
     assert sent[0]["benign"][0] == "Compute: 10+10=20" and sent[1]["benign"][0] == "Compute: 10+10="
     assert sent[0]["benign"][-1] == "User: Echo owl.\nAssistant: owl"
-    # Neuron Adjust: forget arithmetic, retain every other set
+    # Neuron Adjust: forget arithmetic, retain every other set (the default with 3+ sets)
     panel.method.setCurrentText("Neuron Adjust")
-    panel.na_forget.setCurrentText("arithmetic")
-    panel.na_retain.setCurrentText(ALL_OTHERS)
+    assert panel.na_forget.currentText() == "arithmetic"
+    assert panel.na_retain.currentText() == panel.ks_keep.currentText() == ALL_OTHERS
     w.method_result = None
     panel.fit_btn.click()
     qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)

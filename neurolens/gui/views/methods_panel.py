@@ -145,9 +145,11 @@ class MethodsPanel(QWidget):
     def set_names(self, names: list[str]) -> None:
         """Offer the loaded prompt sets; a combo with a partner also offers ALL_OTHERS."""
         harmful = next((n for n in names if "refus" in n.lower() or "harm" in n.lower()), None)
-        for combo, default in ((self.na_forget, 0), (self.na_retain, 1), (self.ks_forget, 0),
-                               (self.ks_keep, 1),
-                               (self.ns_harmful, harmful or 0), (self.ns_benign, ALL_OTHERS),
+        # the sets to keep default to all but the partner's once there are three or more
+        others = ALL_OTHERS if len(names) > 2 else 1
+        for combo, default in ((self.na_forget, 0), (self.na_retain, others),
+                               (self.ks_forget, 0), (self.ks_keep, others),
+                               (self.ns_harmful, harmful or 0), (self.ns_benign, others),
                                (self.mz_target, 0), (self.mz_base, 1)):
             # a set the user picked stays picked; the others follow the loaded sets' defaults
             cur = combo.currentText() if combo.property("picked") else None
