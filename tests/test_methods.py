@@ -207,6 +207,20 @@ def test_logistic_probes_separate_planted_feature():
     assert np.argmin(w[1]) == 7 and w[1, 7] < 0
 
 
+def test_probe_accuracy_counts_the_intercept():
+    """With one harmful row in ten, the threshold lies well above the features' mean: scored
+    without the probe's intercept, most benign rows above the mean would count as harmful."""
+    rng = np.random.default_rng(1)
+    y = (np.arange(400) % 10 == 0).astype(float)
+    x = rng.normal(size=(1, 400, 3))
+    x[0, :, 0] += 6 * y
+    w, b = neurostrike.logistic_probes(x, y, bias=True)
+    assert b[0] < -1
+    acc = neurostrike.probe_accuracy(x, y, w, b)[0]
+    assert acc >= 0.98
+    assert neurostrike.probe_accuracy(x, y, w, np.zeros(1))[0] < 0.8
+
+
 def test_statistical_topk_values_and_fraction():
     g = torch.tensor([[1.0, 2.0, 3.0, 4.0, 10.0]])
     th = statistical_topk.threshold(g, 0.2)

@@ -11,11 +11,12 @@ from neurolens.spec.edits import EditSet, ModelRef, Prune
 
 
 def logistic_probes(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 300,
-                    lr: float = 0.5) -> np.ndarray:
+                    lr: float = 0.5, bias: bool = False):
     """Fit one L2-regularised logistic regression per module at once.
 
     x: [modules, n, d] features, y: [n] labels in {0, 1}. Features are standardised per module
-    (so weights compare across neurons); returns weights [modules, d] in standardised units.
+    (so weights compare across neurons); returns weights [modules, d] in standardised units,
+    and with ``bias`` also the intercepts [modules].
     Full-batch gradient descent with Nesterov momentum, vectorised over modules.
     """
     import torch
@@ -37,7 +38,14 @@ def logistic_probes(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int =
         vw = 0.9 * vw - lr * gw
         vb = 0.9 * vb - lr * gb
         w, b = w + vw, b + vb
-    return w.numpy()
+    return (w.numpy(), b[:, 0].numpy()) if bias else w.numpy()
+
+
+def probe_accuracy(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per module, the share of rows the probes (``logistic_probes(..., bias=True)``) classify
+    right, intercept included: x [modules, n, d], y [n], w [modules, d], b [modules]."""
+    xs = (x - x.mean(1, keepdims=True)) / np.maximum(x.std(1, ddof=1, keepdims=True), 1e-8)
+    return ((np.einsum("mnd,md->mn", xs, w) + b[:, None] > 0) == (y[None] > 0.5)).mean(1)
 
 
 #: the shares of layers (from the first) the paper prunes in
@@ -76,9 +84,8 @@ def find_safety_neurons(lm, harmful: list[str], benign: list[str], z: float = 3.
     feats_b = probe_reduced(lm, benign, sites, "max", batch_size, progress=progress)
     x = np.stack([np.concatenate([feats_h[s], feats_b[s]]) for s in sites])  # [m, n, d]
     y = np.concatenate([np.ones(len(harmful)), np.zeros(len(benign))])
-    w = logistic_probes(x, y)
-    xs = (x - x.mean(1, keepdims=True)) / np.maximum(x.std(1, ddof=1, keepdims=True), 1e-8)
-    acc = ((np.einsum("mnd,md->mn", xs, w) > 0) == (y[None] > 0.5)).mean(1)
+    w, b = logistic_probes(x, y, bias=True)
+    acc = probe_accuracy(x, y, w, b)
     zs = (w - w.mean(1, keepdims=True)) / np.maximum(w.std(1, keepdims=True), 1e-12)
     out, accs = {}, {}
     for i, s in enumerate(sites):
