@@ -559,12 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("method", choices=["neuron-adjust", "key-space", "neurostrike", "topk"])
     p.add_argument("--out", required=True, help="edits file to write (neurolens.edits/1 JSON)")
-    p.add_argument("--forget", help="neuron-adjust, key-space: prompts of the skill to forget")
+    p.add_argument("--forget", metavar="FILE",
+                   help="neuron-adjust, key-space: prompts of the skill to forget")
     p.add_argument("--retain", nargs="+", metavar="FILE",
                    help="neuron-adjust: prompts of the skills to keep (one file or several)")
     p.add_argument("--keep", nargs="+", metavar="FILE",
                    help="key-space --layer auto: prompts of the skills to keep")
-    p.add_argument("--harmful", help="neurostrike: requests the model refuses")
+    p.add_argument("--harmful", metavar="FILE", help="neurostrike: requests the model refuses")
     p.add_argument("--benign", nargs="+", metavar="FILE",
                    help="neurostrike: what the model must keep doing, the requests it answers "
                         "and its skills (one file or several)")
