@@ -309,6 +309,14 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     assert [o.op for o in w.edit_model.ops] == ["adjust"] * len(w.edit_model.ops)
     n_sel = round(0.03 * 2 * 64)
     assert len(w.selection) == n_sel           # the selected neurons are shown
+    # ...marked on the post-activation map too: gate neuron j is the FFN's neuron j
+    assert w.kind_combo.currentText() == "mlp.hook_post"
+    assert {s.rsplit(".", 1)[1] for s, _ in w.selection} == {"hook_pre"}
+    assert sorted(w.layer_map._marks) == sorted({(int(s.split(".")[1]), j) for s, j in w.selection})
+    marks = list(w.layer_map._marks)
+    w.kind_combo.setCurrentText("mlp.hook_pre")      # the fitted kind itself: the same cells
+    assert w.layer_map._marks == marks
+    w.kind_combo.setCurrentText("mlp.hook_post")
     assert "answers probed" not in w.method_result["text"]    # typed prompts have none
     w.method_result = None
     panel.method.setCurrentText("Key Space Detection")

@@ -38,6 +38,8 @@ from neurolens.spec.sites import SITE_KINDS, neuron_label
 from neurolens.store import CaptureStore
 
 SHIPPED_SETS = ("arithmetic", "comprehension", "code", "refusal", "benign")
+#: site kinds indexed by the FFN neuron: neuron j of one is neuron j of the others
+FFN_NEURON_KINDS = {"mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post"}
 #: the roles a method's form names prompt sets for
 ROLES = ("forget", "retain", "keep", "harmful", "benign", "target", "base")
 #: the roles each method probes as prompt + answer when its form asks (``skill_texts``)
@@ -833,13 +835,18 @@ class MainWindow(QMainWindow):
             return self.model_info["site_list"][layer]
         return f"blocks.{layer}.{self.kind_combo.currentText()}"
 
-    def site_row(self, site: str) -> int | None:
-        """Heatmap row of a site of the current kind (None when it is not shown)."""
+    def site_row(self, site: str, same_neurons: bool = False) -> int | None:
+        """Heatmap row of a site of the current kind (None when it is not shown).
+        ``same_neurons``: also a site of another FFN kind of the same layer, whose neuron j is
+        the shown kind's neuron j (gate, up and post-activation of one FFN neuron)."""
         if self.diffusion:
             sl = self.model_info["site_list"]
             return sl.index(site) if site in sl else None
         parts = site.split(".", 2)
-        if len(parts) == 3 and parts[2] == self.kind_combo.currentText():
+        if len(parts) != 3:
+            return None
+        shown = self.kind_combo.currentText()
+        if parts[2] == shown or (same_neurons and {parts[2], shown} <= FFN_NEURON_KINDS):
             return int(parts[1])
         return None
 
@@ -1056,10 +1063,12 @@ class MainWindow(QMainWindow):
             self.inspect(*self.selection[-1])
 
     def _mark_selection(self) -> None:
+        # a method's neurons on the gate or up projection are marked on the post-activation
+        # map as well (the same FFN neuron)
         cells = []
         for s, i in self.selection:
-            row = self.site_row(s) if self.model_info else None
-            if row is not None:
+            row = self.site_row(s, same_neurons=True) if self.model_info else None
+            if row is not None and (row, i) not in cells:
                 cells.append((row, i))
         self.layer_map.mark(cells)
 
