@@ -354,11 +354,9 @@ def _texts_said(with_answers: set, role: str) -> str:
 def cmd_fit(args) -> int:
     """Fit a paper method on prompt files and write its edits (``neurolens.edits/1``)."""
     from neurolens.methods import key_space, neuron_adjust, neurostrike, statistical_topk
+    from neurolens.methods.common import ANSWERED_ROLES
 
-    # which roles are probed as prompt + answer (``skill_texts``): Neuron Adjust's two sets,
-    # NeuroStrike's benign side; KSD's queries and the harmful requests are probed alone
-    answered = {"neuron-adjust": ("forget", "retain"), "neurostrike": ("benign",)}
-    with_answers = set(answered.get(args.method, ())) if not args.prompts_only else set()
+    with_answers = set(ANSWERED_ROLES.get(args.method, ())) if not args.prompts_only else set()
 
     def need(flag: str) -> list[str]:
         paths = getattr(args, flag.replace("-", "_"))
@@ -374,6 +372,10 @@ def cmd_fit(args) -> int:
             int(args.layer)
         except ValueError:
             raise InputError(f"--layer takes a layer index or 'auto', not {args.layer!r}") from None
+    if args.method == "neurostrike" and args.harmful and any(
+            Path(b).resolve() == Path(args.harmful).resolve() for b in args.benign or []):
+        raise InputError(f"--harmful {args.harmful} is among the --benign files: NeuroStrike "
+                         "needs the requests the model refuses apart from those it answers")
     lm = _load(args)
     if _is_diffusion(lm):
         raise InputError(f"{args.method} works on language models; for a diffusion pipeline use "
@@ -561,12 +563,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="edits file to write (neurolens.edits/1 JSON)")
     p.add_argument("--forget", metavar="FILE",
                    help="neuron-adjust, key-space: prompts of the skill to forget")
-    p.add_argument("--retain", nargs="+", metavar="FILE",
+    p.add_argument("--retain", nargs="+", action="extend", metavar="FILE",
                    help="neuron-adjust: prompts of the skills to keep (one file or several)")
-    p.add_argument("--keep", nargs="+", metavar="FILE",
+    p.add_argument("--keep", nargs="+", action="extend", metavar="FILE",
                    help="key-space --layer auto: prompts of the skills to keep")
     p.add_argument("--harmful", metavar="FILE", help="neurostrike: requests the model refuses")
-    p.add_argument("--benign", nargs="+", metavar="FILE",
+    p.add_argument("--benign", nargs="+", action="extend", metavar="FILE",
                    help="neurostrike: what the model must keep doing, the requests it answers "
                         "and its skills (one file or several)")
     p.add_argument("--p", type=float, default=0.03, help="neuron-adjust: top fraction (0.03)")

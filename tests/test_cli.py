@@ -252,6 +252,14 @@ def test_prompt_files_carry_answers_and_the_methods_probe_them(capsys, tiny_dirs
         assert rep["texts"] == {"harmful": "prompts",
                                 "benign": "prompts" if extra else
                                 "prompt + answer where a JSONL row has one"}
+    # a repeated flag adds its files; the harmful file among the benign ones is refused
+    code, out, err = run(capsys, "fit", "neurostrike", "-m", m, "--out", tmp_path / "ns.json",
+                         "--harmful", lines, "--benign", forget, "--benign", rows, "--json")
+    assert code == 0, err
+    assert json.loads(out)["report"]["n_benign"] == 22 and seen[-1][1] == seen[0][1]
+    code, out, err = run(capsys, "fit", "neurostrike", "-m", m, "--out", tmp_path / "ns.json",
+                         "--harmful", lines, "--benign", forget, lines)
+    assert code == 2 and "among the --benign files" in err and err.count("\n") == 1
     assert seen[0][0] == seen[1][0] == ["one\ntwo", "three"]
     assert seen[0][1][0] == "Compute: 10+10=20" and seen[0][1][-2:] == ["Compute: 1+2=3",
                                                                         "Story: a kite."]

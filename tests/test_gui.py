@@ -412,6 +412,24 @@ def test_neurostrike_form_takes_all_other_sets_with_their_answers(qtbot, window,
     qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
     assert len(sent[2]["retain"]) == 6 and sent[2]["retain"][0].endswith("I can't help with that.")
     assert len(sent[2]["forget"]) == 6
+    # a set named like the choice is still a set of its own; "harmless" is not taken for harmful
+    w.add_prompts(["User: Echo elk.\nAssistant:"], ALL_OTHERS)
+    w.add_prompts(["User: Echo yak.\nAssistant:"], "harmless")
+    assert panel.ns_harmful.currentText() == "refusal"
+    panel.na_retain.setCurrentIndex(panel.na_retain.findText(ALL_OTHERS))  # the user's set
+    assert panel.params()[1]["retain"] == ALL_OTHERS
+    w.method_result = None
+    panel.fit_btn.click()
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    assert sent[-1]["retain"] == ["User: Echo elk.\nAssistant:"]
+    # NeuroStrike refuses one set on both sides, in a dialog
+    panel.method.setCurrentText("NeuroStrike")
+    panel.ns_benign.setCurrentText("refusal")
+    w.method_result, n_errors = None, len(w.errors)
+    panel.fit_btn.click()
+    qtbot.waitUntil(lambda: len(w.errors) > n_errors, timeout=60_000)
+    assert "harmful and benign must be different" in w.errors[-1] and w.method_result is None
+    panel.ns_benign.setCurrentIndex(panel.ns_benign.findData("benign"))
     # a set the user picks stays picked when more sets load; the others keep their defaults
     panel.ns_harmful.setCurrentText("benign")
     panel.ns_harmful.activated.emit(panel.ns_harmful.currentIndex())

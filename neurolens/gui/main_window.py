@@ -42,8 +42,8 @@ SHIPPED_SETS = ("arithmetic", "comprehension", "code", "refusal", "benign")
 FFN_NEURON_KINDS = {"mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post"}
 #: the roles a method's form names prompt sets for
 ROLES = ("forget", "retain", "keep", "harmful", "benign", "target", "base")
-#: the roles each method probes as prompt + answer when its form asks (``skill_texts``)
-ANSWERED_ROLES = {"Neuron Adjust": ("forget", "retain"), "NeuroStrike": ("benign",)}
+#: the Methods panel's names of the methods that probe sets with answers (``ANSWERED_ROLES``)
+METHOD_IDS = {"Neuron Adjust": "neuron-adjust", "NeuroStrike": "neurostrike"}
 #: diffusion prompt sets shipped with the demo diffusion model: (file, split, set name)
 DIFFUSION_SETS = (("diffusion_memorized", None, "memorized"),
                   ("diffusion_ordinary", "eval", "ordinary"),
@@ -1302,24 +1302,28 @@ class MainWindow(QMainWindow):
 
     def _method_sets(self, method: str, params: dict) -> dict[str, list[str]]:
         """The texts of each role the method's form names (forget, retain, harmful, benign...):
-        the named set's prompts, or every set but the partner role's for ALL_OTHERS; prompt +
-        answer (``skill_texts``) for the roles the method probes that way when the form asks.
-        Also "all": every loaded prompt. Sets ``params["with_answers"]`` to whether some text
-        of an answered role carried an answer."""
-        from neurolens.gui.views.methods_panel import ALL_OTHERS, COMPLEMENTS
-        from neurolens.methods.common import skill_texts
+        the named set's prompts, or every set but the partner role's for ALL_OTHERS (whose
+        names then stand in ``params``); prompt + answer (``skill_texts``) for the roles the
+        method probes that way when the form asks. Also "all": every loaded prompt. Sets
+        ``params["with_answers"]`` to whether some text of an answered role carried an
+        answer."""
+        from neurolens.gui.views.methods_panel import ALL_OTHERS_KEY, COMPLEMENTS
+        from neurolens.methods.common import ANSWERED_ROLES, skill_texts
         rows: dict[str, list[dict]] = {}
         for s, p in self.prompts:
             rows.setdefault(s, []).append({"prompt": p, "answer": self.prompt_answers.get(p)})
-        answered = ANSWERED_ROLES.get(method, ()) if params.get("with_answers") else ()
+        answered = (ANSWERED_ROLES.get(METHOD_IDS.get(method, ""), ())
+                    if params.get("with_answers") else ())
         sets: dict[str, list[str]] = {}
         had_answer = False
         for role in ROLES:
             name = params.get(role)
             if not isinstance(name, str):
                 continue
-            names = ([n for n in rows if n != params.get(COMPLEMENTS[role])]
-                     if name == ALL_OTHERS and role in COMPLEMENTS else [name])
+            names = [name]
+            if name == ALL_OTHERS_KEY and role in COMPLEMENTS:
+                names = [n for n in rows if n != params.get(COMPLEMENTS[role])]
+                params[role] = " + ".join(names)
             picked = [r for n in names for r in rows.get(n, [])]
             if role in answered:
                 sets[role] = skill_texts(picked)

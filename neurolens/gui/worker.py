@@ -387,6 +387,8 @@ class Worker(QObject):
                         f"{' (answers probed too)' if params.get('with_answers') else ''}")
             elif method == "Key Space Detection":
                 auto = params["layer"] == "auto"
+                if auto and params["forget"] == params["keep"]:
+                    raise NeurolensError("forget and keep must be different prompt sets")
                 edits, rep = key_space.fit(lm, need("forget"), alpha=params["alpha"],
                                            layer=params["layer"],
                                            keep=need("keep") if auto else None)
@@ -410,6 +412,8 @@ class Worker(QObject):
                     inside = key_space.inside(vecs, op.mu, op.s, op.k, op.alpha).tolist()
                     text += f"; {sum(inside)} of {len(inside)} shown prompts inside"
             elif method == "NeuroStrike":
+                if params["harmful"] == params["benign"]:
+                    raise NeurolensError("harmful and benign must be different prompt sets")
                 edits, rep = neurostrike.fit(lm, need("harmful"), need("benign"),
                                              layers_fraction=params["layers_fraction"])
                 neurons = [(op.site, j) for op in edits for j in op.neurons]

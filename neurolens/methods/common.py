@@ -49,3 +49,8 @@ def skill_texts(rows) -> list[str]:
         else:
             out.append(r["prompt"] + (r.get("answer") or ""))
     return out
+
+
+#: per method, the roles whose sets are probed as prompt + answer (``skill_texts``); the others
+#: (KSD's queries, NeuroStrike's harmful requests) are probed as prompts alone
+ANSWERED_ROLES = {"neuron-adjust": ("forget", "retain"), "neurostrike": ("benign",)}

@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neurolens.methods.common import layer_sites, probe_stats
+from neurolens.methods.common import skill_texts  # defined here before; still importable
 from neurolens.spec.edits import Adjust, EditSet, ModelRef
+
+
+__all__ = ["NeuronAdjustReport", "fit", "skill_texts"]
 
 
 @dataclass

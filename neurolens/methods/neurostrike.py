@@ -10,6 +10,13 @@ from neurolens.methods.common import layer_sites, probe_reduced
 from neurolens.spec.edits import EditSet, ModelRef, Prune
 
 
+def standardise(x: np.ndarray) -> np.ndarray:
+    """Features [modules, n, d] to zero mean and unit (sample) deviation per module and feature,
+    the units the probes are fitted and scored in."""
+    x = np.asarray(x, dtype=np.float64)
+    return (x - x.mean(1, keepdims=True)) / np.maximum(x.std(1, ddof=1, keepdims=True), 1e-8)
+
+
 def logistic_probes(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 300,
                     lr: float = 0.5, bias: bool = False):
     """Fit one L2-regularised logistic regression per module at once.
@@ -20,10 +27,7 @@ def logistic_probes(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int =
     Full-batch gradient descent with Nesterov momentum, vectorised over modules.
     """
     import torch
-    X = torch.as_tensor(x, dtype=torch.float64)
-    mu = X.mean(1, keepdim=True)
-    sd = X.std(1, keepdim=True).clamp_min(1e-8)
-    X = (X - mu) / sd
+    X = torch.as_tensor(standardise(x), dtype=torch.float64)
     Y = torch.as_tensor(y, dtype=torch.float64)[None, :]
     m, n, d = X.shape
     w = torch.zeros(m, d, dtype=torch.float64)
@@ -44,8 +48,7 @@ def logistic_probes(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int =
 def probe_accuracy(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per module, the share of rows the probes (``logistic_probes(..., bias=True)``) classify
     right, intercept included: x [modules, n, d], y [n], w [modules, d], b [modules]."""
-    xs = (x - x.mean(1, keepdims=True)) / np.maximum(x.std(1, ddof=1, keepdims=True), 1e-8)
-    return ((np.einsum("mnd,md->mn", xs, w) + b[:, None] > 0) == (y[None] > 0.5)).mean(1)
+    return ((np.einsum("mnd,md->mn", standardise(x), w) + b[:, None] > 0) == (y[None] > 0.5)).mean(1)
 
 
 #: the shares of layers (from the first) the paper prunes in

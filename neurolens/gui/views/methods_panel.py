@@ -10,10 +10,17 @@ from neurolens.methods.neurostrike import LAYER_FRACTIONS
 
 METHODS = ["Neuron Adjust", "Key Space Detection", "NeuroStrike", "Statistical top-k",
            "Memorization subspace"]
-#: the choice, in a set combo that has a partner, of every loaded set but the partner's
+#: the choice, in a set combo that has a partner, of every loaded set but the partner's: its
+#: text, and its value in ``params()`` (no set name holds a NUL, so none can be taken for it)
 ALL_OTHERS = "all other sets"
+ALL_OTHERS_KEY = "\0all other sets"
 #: (role, partner role): a role whose combo offers ALL_OTHERS, and the set it leaves out
 COMPLEMENTS = {"retain": "forget", "keep": "forget", "benign": "harmful"}
+
+
+def _value(combo: QComboBox) -> str:
+    """The set a combo names (ALL_OTHERS_KEY for that choice); "" while there is none."""
+    return combo.currentData() or ""
 
 
 class MethodsPanel(QWidget):
@@ -144,55 +151,56 @@ class MethodsPanel(QWidget):
 
     def set_names(self, names: list[str]) -> None:
         """Offer the loaded prompt sets; a combo with a partner also offers ALL_OTHERS."""
-        harmful = next((n for n in names if "refus" in n.lower() or "harm" in n.lower()), None)
+        harmful = (next((n for n in names if "refus" in n.lower()), None)
+                   or next((n for n in names if n.lower().startswith("harmful")), None))
         # the sets to keep default to all but the partner's once there are three or more
-        others = ALL_OTHERS if len(names) > 2 else 1
+        others = ALL_OTHERS_KEY if len(names) > 2 else 1
         for combo, default in ((self.na_forget, 0), (self.na_retain, others),
                                (self.ks_forget, 0), (self.ks_keep, others),
                                (self.ns_harmful, harmful or 0), (self.ns_benign, others),
                                (self.mz_target, 0), (self.mz_base, 1)):
             # a set the user picked stays picked; the others follow the loaded sets' defaults
-            cur = combo.currentText() if combo.property("picked") else None
-            offer = list(names)
-            if combo in (self.na_retain, self.ks_keep, self.ns_benign) and len(names) > 1:
-                offer.append(ALL_OTHERS)
+            cur = combo.currentData() if combo.property("picked") else None
             combo.blockSignals(True)
             combo.clear()
-            combo.addItems(offer)
-            if cur in offer:
-                combo.setCurrentText(cur)
-            elif isinstance(default, str) and default in offer:
-                combo.setCurrentText(default)
+            for n in names:
+                combo.addItem(n, n)
+            if combo in (self.na_retain, self.ks_keep, self.ns_benign) and len(names) > 1:
+                combo.addItem(ALL_OTHERS, ALL_OTHERS_KEY)
+            if cur is not None and combo.findData(cur) >= 0:
+                combo.setCurrentIndex(combo.findData(cur))
+            elif isinstance(default, str) and combo.findData(default) >= 0:
+                combo.setCurrentIndex(combo.findData(default))
             elif isinstance(default, int) and len(names) > default:
                 combo.setCurrentIndex(default)
             combo.blockSignals(False)
         for first, second in ((self.na_forget, self.na_retain), (self.ks_forget, self.ks_keep),
                               (self.ns_harmful, self.ns_benign),
                               (self.mz_target, self.mz_base)):
-            if second.currentText() == first.currentText():
-                other = [n for n in names if n != first.currentText()]
+            if second.currentData() == first.currentData():
+                other = [n for n in names if n != first.currentData()]
                 if other:
-                    second.setCurrentText(other[0])
+                    second.setCurrentIndex(second.findData(other[0]))
 
     def params(self) -> tuple[str, dict]:
         m = self.method.currentText()
         if m == "Neuron Adjust":
-            return m, {"forget": self.na_forget.currentText(),
-                       "retain": self.na_retain.currentText(),
+            return m, {"forget": _value(self.na_forget),
+                       "retain": _value(self.na_retain),
                        "p": self.na_p.value() / 100, "seed": self.na_seed.value(),
                        "with_answers": self.na_answers.isChecked()}
         if m == "Key Space Detection":
             auto = self.ks_layer.value() == self.KS_AUTO
-            return m, {"forget": self.ks_forget.currentText(), "alpha": self.ks_alpha.value(),
+            return m, {"forget": _value(self.ks_forget), "alpha": self.ks_alpha.value(),
                        "layer": "auto" if auto else self.ks_layer.value(),
-                       "keep": self.ks_keep.currentText()}
+                       "keep": _value(self.ks_keep)}
         if m == "NeuroStrike":
-            return m, {"harmful": self.ns_harmful.currentText(),
-                       "benign": self.ns_benign.currentText(),
+            return m, {"harmful": _value(self.ns_harmful),
+                       "benign": _value(self.ns_benign),
                        "with_answers": self.ns_answers.isChecked(),
                        "layers_fraction": LAYER_FRACTIONS[self.ns_frac.currentIndex()]}
         if m == "Memorization subspace":
-            return m, {"target": self.mz_target.currentText(), "base": self.mz_base.currentText(),
+            return m, {"target": _value(self.mz_target), "base": _value(self.mz_base),
                        "rho": self.mz_rho.value() / 100, "tau": self.mz_tau.value()}
         return m, {"keep_fraction": self.tk_keep.value() / 100,
                    "variant": self.tk_variant.currentText()}
