@@ -173,6 +173,7 @@ def cmd_capture(args) -> int:
     sites = args.site or ["blocks.*.mlp.hook_post"]
     if _is_diffusion(lm):
         return _capture_diffusion(args, lm, prompts, edits, sites, out)
+    args.reduce = args.reduce or "tokens"
 
     def progress(done, total):
         if not args.quiet and sys.stderr.isatty():
@@ -196,7 +197,7 @@ def _capture_diffusion(args, dm, prompts, edits, sites, out: Path) -> int:
     import numpy as np
     from safetensors.numpy import save_file
 
-    reduce = args.reduce
+    reduce = args.reduce or "mean"
     if reduce == "last":
         raise InputError("--reduce last has no meaning for a diffusion UNet (use mean, max or "
                          "tokens)")
@@ -477,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow pickle weights (.bin/.pt); they can run code")
         p.add_argument("--trust-remote-code", action="store_true",
                        help="run model code shipped with the checkpoint")
-        p.add_argument("--debug", action="store_true", help="show tracebacks")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks")
 
     def prompt_args(p, required=True):
         p.add_argument("--prompt", help="prompt text (\\n for a newline)")
@@ -505,9 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     prompt_args(p)
     p.add_argument("--site", action="append", help="site or pattern (repeatable; default "
                    "blocks.*.mlp.hook_post)")
-    p.add_argument("--reduce", default="tokens", choices=["tokens", "last", "mean", "max"],
+    p.add_argument("--reduce", default=None, choices=["tokens", "last", "mean", "max"],
                    help="LM: per token (default), last token, mean or max over tokens; "
-                        "diffusion: mean / max over spatial tokens per step, or tokens")
+                        "diffusion: mean (default) / max over spatial tokens per step, or "
+                        "tokens")
     p.add_argument("--steps", type=int, default=20, help="diffusion: denoising steps")
     p.add_argument("--guidance", type=float, default=3.0, help="diffusion: guidance scale")
     p.add_argument("--seed", type=int, default=0, help="diffusion: seed of the first prompt")
@@ -595,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model for the demo-model cases (default: the shipped demo model)")
     p.add_argument("--only", action="append", help="run only cases whose key contains this")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("gui", help="open the desktop app (default command)")
@@ -603,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", help="load, run, save the window as PNG, exit")
     p.add_argument("--prompt", help="prompt to run")
     p.add_argument("--timeout", type=float, default=300.0, help="screenshot mode time limit (s)")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_gui)
 
     p = sub.add_parser("eval", help="skill metrics (demo prompt formats)")

@@ -123,6 +123,17 @@ def test_bad_input_one_line_exit_2(capsys, tiny_dirs, tmp_path, case):
     assert "Traceback" not in err
 
 
+def test_debug_before_or_after_the_command_raises(capsys, tmp_path):
+    """--debug lets the error through (the traceback) wherever it stands; without it, one line."""
+    from neurolens.errors import LoadError
+    missing = str(tmp_path / "nothing")
+    code, out, err = run(capsys, "info", "-m", missing)
+    assert code == 2 and err.count("\n") == 1 and "model folder not found" in err
+    for argv in (["--debug", "info", "-m", missing], ["info", "-m", missing, "--debug"]):
+        with pytest.raises(LoadError, match="model folder not found"):
+            main(argv)
+
+
 def test_corrupt_weights_clear_error(capsys, tiny_dirs, tmp_path):
     d = tmp_path / "corrupt"
     d.mkdir()

@@ -256,6 +256,13 @@ def test_cli_info_run_capture_compare_export(tiny_pipeline_dir, tmp_path, capsys
     t = load_file(tmp_path / "c.safetensors")
     key = "unet.mid_block.attentions.0.transformer_blocks.0.ff.hook_post/0"
     assert t[key].shape == (3, 256)
+    # without --reduce: the mean over spatial tokens too (as dm.capture); tokens keeps them
+    assert main(["capture", "-m", m, "--prompt", "a digit 3", "--steps", "2",
+                 "--out", str(tmp_path / "c2.safetensors")]) == 0
+    assert load_file(tmp_path / "c2.safetensors")[key].shape == (2, 256)
+    assert main(["capture", "-m", m, "--prompt", "a digit 3", "--steps", "2", "--reduce",
+                 "tokens", "--out", str(tmp_path / "c3.safetensors")]) == 0
+    assert load_file(tmp_path / "c3.safetensors")[key].ndim == 3
     assert main(["capture", "-m", m, "--prompt", "x", "--reduce", "last",
                  "--out", str(tmp_path / "d.safetensors")]) == 2
 
