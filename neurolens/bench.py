@@ -125,8 +125,11 @@ def _nnsight_capture(lm, ids, mask, sites):
     import copy
     refs = [lm.resolve(s) for s in sites]
     # nnsight patches the modules it wraps for good (every call then goes through its
-    # dispatcher); wrap a copy so the neurolens runs measure the unwrapped model
-    model = NNsight(copy.deepcopy(lm.hf))
+    # dispatcher); wrap a copy so the neurolens runs measure the unwrapped model. The copy
+    # shares the original's weight tensors: a second copy of the weights sits elsewhere in
+    # memory, and that placement alone moved neurolens' own time by 4% here
+    shared = {id(t): t for t in [*lm.hf.parameters(), *lm.hf.buffers()]}
+    model = NNsight(copy.deepcopy(lm.hf, shared))
 
     def envoy(path):
         e = model
