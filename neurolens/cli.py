@@ -173,20 +173,20 @@ def cmd_capture(args) -> int:
     sites = args.site or ["blocks.*.mlp.hook_post"]
     if _is_diffusion(lm):
         return _capture_diffusion(args, lm, prompts, edits, sites, out)
-    args.reduce = args.reduce or "tokens"
+    reduce = args.reduce or "tokens"
 
     def progress(done, total):
         if not args.quiet and sys.stderr.isatty():
             print(f"\rcapturing {done}/{total} prompts", end="", file=sys.stderr, flush=True)
-    cap = lm.capture(prompts, sites, reduce=args.reduce, edits=edits, batch_size=args.batch_size,
+    cap = lm.capture(prompts, sites, reduce=reduce, edits=edits, batch_size=args.batch_size,
                      out=out, progress=progress)
     if sys.stderr.isatty() and not args.quiet:
         print(file=sys.stderr)
     n_tok = sum(len(t) for t in cap.tokens)
     payload = {"out": str(out), "sites": cap.sites, "prompts": len(prompts), "tokens": n_tok,
-               "reduce": args.reduce, "bytes": out.stat().st_size}
+               "reduce": reduce, "bytes": out.stat().st_size}
     _emit(args, payload, f"captured {len(cap.sites)} site(s) x {len(prompts)} prompt(s) "
-          f"({n_tok} tokens, reduce={args.reduce}) -> {out} "
+          f"({n_tok} tokens, reduce={reduce}) -> {out} "
           f"({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 

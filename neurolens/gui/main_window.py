@@ -38,8 +38,6 @@ from neurolens.spec.sites import SITE_KINDS, neuron_label
 from neurolens.store import CaptureStore
 
 SHIPPED_SETS = ("arithmetic", "comprehension", "code", "refusal", "benign")
-#: site kinds indexed by the FFN neuron: neuron j of one is neuron j of the others
-FFN_NEURON_KINDS = {"mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post"}
 #: the roles a method's form names prompt sets for
 ROLES = ("forget", "retain", "keep", "harmful", "benign", "target", "base")
 #: the Methods panel's names of the methods that probe sets with answers (``ANSWERED_ROLES``)
@@ -835,18 +833,15 @@ class MainWindow(QMainWindow):
             return self.model_info["site_list"][layer]
         return f"blocks.{layer}.{self.kind_combo.currentText()}"
 
-    def site_row(self, site: str, same_neurons: bool = False) -> int | None:
-        """Heatmap row of a site of the current kind (None when it is not shown).
-        ``same_neurons``: also a site of another FFN kind of the same layer, whose neuron j is
-        the shown kind's neuron j (gate, up and post-activation of one FFN neuron)."""
+    def site_row(self, site: str) -> int | None:
+        """Heatmap row of a site's neurons (None when they are not shown). The map shows one of
+        the NEURON_KINDS, and neuron j of any of them is the same FFN neuron j (gate, up
+        projection, post-activation), so a site of any of them marks its layer's row."""
         if self.diffusion:
             sl = self.model_info["site_list"]
             return sl.index(site) if site in sl else None
         parts = site.split(".", 2)
-        if len(parts) != 3:
-            return None
-        shown = self.kind_combo.currentText()
-        if parts[2] == shown or (same_neurons and {parts[2], shown} <= FFN_NEURON_KINDS):
+        if len(parts) == 3 and parts[2] in NEURON_KINDS:
             return int(parts[1])
         return None
 
@@ -1067,7 +1062,7 @@ class MainWindow(QMainWindow):
         # map as well (the same FFN neuron)
         cells = []
         for s, i in self.selection:
-            row = self.site_row(s, same_neurons=True) if self.model_info else None
+            row = self.site_row(s) if self.model_info else None
             if row is not None and (row, i) not in cells:
                 cells.append((row, i))
         self.layer_map.mark(cells)

@@ -48,7 +48,8 @@ def logistic_probes(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int =
 def probe_accuracy(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per module, the share of rows the probes (``logistic_probes(..., bias=True)``) classify
     right, intercept included: x [modules, n, d], y [n], w [modules, d], b [modules]."""
-    return ((np.einsum("mnd,md->mn", standardise(x), w) + b[:, None] > 0) == (y[None] > 0.5)).mean(1)
+    scores = np.einsum("mnd,md->mn", standardise(x), w) + b[:, None]
+    return ((scores > 0) == (y[None] > 0.5)).mean(1)
 
 
 #: the shares of layers (from the first) the paper prunes in
