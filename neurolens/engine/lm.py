@@ -44,6 +44,21 @@ def _as_list(prompts: str | Iterable[str]) -> tuple[list[str], bool]:
     return out, False
 
 
+def _through_norm(direction: torch.Tensor, norm, model_type: str) -> torch.Tensor:
+    """The linear part of the final norm applied to a residual direction: LayerNorms (they
+    subtract the mean) centre it first; the weight multiplies (Gemma's RMSNorm stores w - 1)."""
+    name = type(norm).__name__.lower()
+    if isinstance(norm, torch.nn.LayerNorm) or ("layernorm" in name and "rms" not in name):
+        direction = direction - direction.mean()
+    weight = getattr(norm, "weight", None)
+    if weight is not None:
+        scale = weight.detach().float().to(direction.device)
+        if model_type.startswith("gemma"):
+            scale = 1.0 + scale
+        direction = direction * scale
+    return direction
+
+
 class Capture:
     """Result of :meth:`LanguageModel.capture`: ``cap[site][i]`` is ``[tokens, width]`` numpy."""
 
@@ -487,25 +502,25 @@ class LanguageModel:
     # -- neuron analysis ---------------------------------------------------------------------------
     def logit_lens(self, layer: int, neuron: int, k: int = 10) -> dict:
         """Tokens that neuron ``layer.neuron`` (a ``hook_post`` unit) promotes and suppresses:
-        its down-projection column times the unembedding (final-norm scale folded in)."""
+        its output direction through the final norm's linear part and the unembedding, as
+        TransformerLens folds it: a LayerNorm centres the direction (subtracts its mean) and
+        multiplies by its weight; an RMSNorm multiplies by its weight (Gemma: 1 + weight)."""
         arch = self.adapter.arch
         if arch is None or not arch.unembed:
             raise InputError("the logit lens needs a known causal-LM architecture")
         from neurolens.engine.adapters import try_module
         down = get_module(self.hf, f"{self.adapter.layers_path}.{layer}.{arch.down}")
         w = down.weight.detach()
-        col = (w[neuron, :] if arch.conv1d else w[:, neuron]).float()
+        col = (w[neuron, :] if arch.conv1d else w[:, neuron]).float()   # Conv1D rows: inputs
         _, norm = try_module(self.hf, arch.final_norm)
-        if norm is not None and getattr(norm, "weight", None) is not None:
-            scale = norm.weight.detach().float()
-            if self.model_type.startswith("gemma"):
-                scale = 1.0 + scale  # Gemma's RMSNorm stores weight - 1
-            col = col * scale
+        if norm is not None:
+            col = _through_norm(col, norm, self.model_type)
         _, head = try_module(self.hf, arch.unembed)
         if head is None:
             head = self.hf.get_output_embeddings()
-        with torch.inference_mode():
-            scores = (head.weight.detach().float() @ col.to(head.weight.device)).cpu()
+        hw = head.weight.detach()
+        with torch.inference_mode():   # in the weights' dtype: no float32 copy of the vocabulary
+            scores = (hw @ col.to(device=hw.device, dtype=hw.dtype)).float().cpu()
         top = torch.topk(scores, k)
         bot = torch.topk(-scores, k)
         dec = self.tokenizer.decode if self.tokenizer is not None else str
