@@ -430,10 +430,14 @@ w.close()
 
 def case_gui(n_prompts: int, n_tokens: int) -> list[Case]:
     import json
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    r = subprocess.run([sys.executable, "-c", _GUI, str(n_prompts), str(n_tokens),
-                        _MODEL or ""],
-                       capture_output=True, text=True, timeout=1800, env=env)
+    import tempfile
+    # a settings folder of its own: the scripted window never touches the user's recent models
+    # or autosave (see neurolens.gui.settings)
+    with tempfile.TemporaryDirectory(prefix="neurolens-bench-settings-") as settings:
+        env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "NEUROLENS_SETTINGS_DIR": settings}
+        r = subprocess.run([sys.executable, "-c", _GUI, str(n_prompts), str(n_tokens),
+                            _MODEL or ""],
+                           capture_output=True, text=True, timeout=1800, env=env)
     if r.returncode != 0:
         raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
     d = json.loads(r.stdout.strip().splitlines()[-1])

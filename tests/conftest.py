@@ -12,6 +12,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 import tiny  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_settings(tmp_path_factory):
+    """The app's settings (recent models) and autosave go to a temporary folder for the whole
+    run, in this process and in every subprocess it starts (the variable is inherited): no test
+    reads or writes the user's own (see neurolens.gui.settings)."""
+    d = tmp_path_factory.mktemp("settings")
+    old = os.environ.get("NEUROLENS_SETTINGS_DIR")
+    os.environ["NEUROLENS_SETTINGS_DIR"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("NEUROLENS_SETTINGS_DIR", None)
+    else:
+        os.environ["NEUROLENS_SETTINGS_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
     """Saved tiny checkpoints: {arch: folder}."""

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+import neurolens as nl
 from neurolens.cli import main, read_prompt_rows, read_prompts
 
 
@@ -64,7 +65,12 @@ def test_compare_and_export(capsys, tiny_dirs, tmp_path):
                          "--prompt", "abc", "--json", "--max-new-tokens", "4")
     assert code == 0, err
     d = json.loads(out)
-    assert d["n_prompts"] == 1 and d["mean_kl"] > 0
+    # the CLI reports what the API computes (the API is checked against plain transformers)
+    want = nl.load(tiny_dirs["llama"]).compare(["abc"], nl.EditSet.load(e),
+                                               max_new_tokens=4).to_json()
+    assert d["n_prompts"] == 1 and d["mean_kl"] == want["mean_kl"] and d["mean_kl"] > 1e-6
+    assert d["items"][0]["kl_per_token"] == want["items"][0]["kl_per_token"]
+    assert d["items"][0]["first_divergence"] == want["items"][0]["first_divergence"]
     code, out, err = run(capsys, "export", "-m", tiny_dirs["llama"], "--edits", e,
                          "--out", tmp_path / "x")
     assert code == 0 and "baked into the weights" in out

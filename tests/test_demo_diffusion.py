@@ -9,8 +9,9 @@ import neurolens as nl
 from neurolens.resources import DEMO_DIFFUSION, model_path, prompts_dir
 
 HERE = model_path(DEMO_DIFFUSION)
-pytestmark = pytest.mark.skipif(not (HERE / "model_index.json").is_file(),
-                                reason="demo diffusion model not shipped")
+pytestmark = [pytest.mark.skipif(not (HERE / "model_index.json").is_file(),
+                                 reason="demo diffusion model not shipped"),
+              pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

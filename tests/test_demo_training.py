@@ -11,6 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from neurolens.demo import corpus
 from neurolens.demo.train_lm import l1_per_layer, main, topk_calibration_loss
 
+pytestmark = pytest.mark.slow     # trains; the fast lane (-m "not slow") skips it
+
 
 def test_tiny_training_run_saves_a_loadable_llama(tmp_path):
     assert main(["--tiny", "--out", str(tmp_path / "m")]) == 0
@@ -166,7 +168,22 @@ def test_tiny_diffusion_training_saves_a_plain_diffusers_pipeline(tmp_path):
     assert len(mem) == 10 and len({m["prompt"] for m in mem}) == 10
     assert {m["split"] for m in mem} == {"A", "B"}
     imgs, labels = td.digits_16()
-    assert imgs.shape == (1797, 16, 16) and 0 <= imgs.min() and imgs.max() <= 1
+    # by hand: scikit-learn's 8x8 digits (0..16) over 16, doubled by bilinear interpolation
+    # with half-pixel centres (output pixel o samples input coordinate (o + 0.5) / 2 - 0.5,
+    # clamped at the border)
+    from sklearn.datasets import load_digits
+    raw = load_digits()
+    up = np.zeros((16, 8))
+    for o in range(16):
+        c = max((o + 0.5) / 2 - 0.5, 0.0)
+        i = int(c)
+        up[o, i] += 1 - (c - i)
+        up[o, min(i + 1, 7)] += c - i
+    want = np.einsum("oi,nij,pj->nop", up, raw.images / 16.0, up)
+    assert imgs.shape == (1797, 16, 16) and imgs.dtype == np.float32
+    np.testing.assert_allclose(imgs, want, atol=1e-6, rtol=0)
+    assert imgs.min() == 0.0 and imgs.max() == 1.0
+    assert (labels == raw.target).all()
     assert all(labels[m["image_index"]] == m["digit"] for m in mem)
 
 

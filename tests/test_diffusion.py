@@ -223,7 +223,11 @@ def test_wanda_contrast_masks_match_a_direct_computation(dm):
     assert (masks[site] == expect).all() and masks[site].any()
     # at most k per row per step, so at most 2k per row after the union
     assert masks[site].sum(1).max() <= 2 * k
-    assert mz.iou(masks, masks) == 1.0
+    # IoU over every site's cells: hand-made masks sharing 2 of 5 marked cells
+    a = {"s": np.array([[1, 1, 0, 0]], bool), "t": np.array([[1, 0]], bool)}
+    b = {"s": np.array([[0, 1, 1, 0]], bool), "t": np.array([[1, 1]], bool)}
+    assert mz.iou(a, b) == pytest.approx(2 / 5)
+    assert mz.iou({"s": np.zeros((1, 3), bool)}, {"s": np.zeros((1, 3), bool)}) == 0.0
 
 
 def test_find_subspace_gives_a_bakeable_edit(dm, tmp_path):
@@ -283,6 +287,7 @@ def test_cli_info_run_capture_compare_export(tiny_pipeline_dir, tmp_path, capsys
     assert "language models" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_reproduce_memorization_protocol_runs_end_to_end(dm, monkeypatch):
     """The protocol on the random tiny pipeline: structure and bookkeeping, not the effect."""
     from neurolens.evals import memorization as ev
@@ -292,6 +297,10 @@ def test_reproduce_memorization_protocol_runs_end_to_end(dm, monkeypatch):
             for d in range(3)] + [{"prompt": f"a digit {d}", "digit": d, "split": "probe"}
                                   for d in range(3)]
     monkeypatch.setattr(ev, "load_sets", lambda folder=None: (mem, ordi))
+    from neurolens.methods import memorization as mz
+    seen_iou = []
+    real_iou = mz.iou
+    monkeypatch.setattr(mz, "iou", lambda a, b: seen_iou.append((a, b)) or real_iou(a, b))
     r = ev.reproduce(dm, steps=3, tau=2, sweep=(0.01, 0.1), log=lambda m: None)
     assert [w["rho"] for w in r["sweep"]] == [0.01, 0.1]
     # rho is chosen on the probe prompts: the first sweep row that passes there, else the
@@ -306,7 +315,15 @@ def test_reproduce_memorization_protocol_runs_end_to_end(dm, monkeypatch):
     assert set(r["memorized_raw_correlation"]) == {"before", "after", "ratio"}
     assert r["sweep"][1]["weights_deleted"] > r["sweep"][0]["weights_deleted"] > 0
     assert len(r["memorized_similarity"]["per_prompt_before"]) == 4
-    assert 0 <= r["mask_iou_A_B"] <= 1
+    # each sweep row's IoU is that of the masks found on subsets A and B (one call per row, in
+    # the sweep's order), recomputed with numpy; the headline is the chosen row's
+    assert len(seen_iou) == len(r["sweep"])
+    for w, (ma, mb) in zip(r["sweep"], seen_iou):
+        assert ma is not mb and set(ma) == set(mb)
+        inter = sum(int(np.logical_and(ma[s], mb[s]).sum()) for s in ma)
+        union = sum(int(np.logical_or(ma[s], mb[s]).sum()) for s in ma)
+        assert w["iou_A_B"] == round(inter / union if union else 0.0, 4)
+    assert r["mask_iou_A_B"] == next(w["iou_A_B"] for w in r["sweep"] if w["rho"] == r["rho"])
     assert r["_images"]["after"].shape == (3 * 8, 16, 16, 1)
     assert set(r["targets_met"]) == {"similarity_halved", "accuracy_within_10pct"}
     text = ev.format_table({k: v for k, v in r.items() if k != "_images"})

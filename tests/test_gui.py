@@ -1,6 +1,8 @@
 """The real window, offscreen, driven like a user would (pytest-qt)."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,11 @@ from PySide6.QtGui import QPolygonF
 from conftest import needs_demo
 
 pytestmark = pytest.mark.gui
+
+#: limits for waits on a condition (qtbot.waitUntil returns as soon as it holds): generous, so a
+#: loaded machine is slow rather than failing
+WAIT = 60_000
+LONG = 180_000
 
 
 @pytest.fixture
@@ -26,15 +33,15 @@ def window(qtbot, tmp_path):
 def load(qtbot, w, name):
     w.model_info = None
     w.open_model(name)
-    qtbot.waitUntil(lambda: w.model_info is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.model_info is not None, timeout=WAIT)
 
 
-def run_and_wait(qtbot, w, timeout=60_000):
+def run_and_wait(qtbot, w, timeout=LONG):
     """Run and wait until the GUI thread has handled the result (signals are queued)."""
     w.run()
     assert w.running
     qtbot.waitUntil(lambda: w.last_outputs is not None, timeout=timeout)
-    qtbot.waitUntil(lambda: w.layer_map.has_data(), timeout=5000)
+    qtbot.waitUntil(lambda: w.layer_map.has_data(), timeout=WAIT)
 
 
 def test_load_run_heatmaps_and_click(qtbot, window, tiny_dirs):
@@ -48,7 +55,7 @@ def test_load_run_heatmaps_and_click(qtbot, window, tiny_dirs):
     assert w.layer_map.data.shape == (2, 64)
     st = w.store.stats("blocks.1.mlp.hook_post")
     np.testing.assert_allclose(w.layer_map.data[1], st.mean, rtol=1e-5)
-    qtbot.waitUntil(lambda: w.token_map.has_data(), timeout=5000)
+    qtbot.waitUntil(lambda: w.token_map.has_data(), timeout=WAIT)
     n_prompt = w.store.prompt_len[0]
     assert w.token_map.data.shape[0] >= n_prompt and w.token_map.data.shape[1] == 64
     assert "Compute" in w.output_label.text()
@@ -57,7 +64,7 @@ def test_load_run_heatmaps_and_click(qtbot, window, tiny_dirs):
     assert w.selection == [("blocks.1.mlp.hook_post", 7)]
     assert "L1.N7" in w.inspector.title.text()
     assert w.inspector.top.count() >= 1
-    qtbot.waitUntil(lambda: w.inspector.lens.rowCount() == 10, timeout=5000)
+    qtbot.waitUntil(lambda: w.inspector.lens.rowCount() == 10, timeout=WAIT)
     # shift-click adds; a saved set appears in the side list
     w.layer_map.click_cell(0, 3, additive=True)
     assert len(w.selection) == 2
@@ -73,8 +80,11 @@ def test_prompt_sets_scatter_and_lasso(qtbot, window, tiny_dirs):
     w.run_list.setChecked(True)
     w.max_tokens.setValue(2)
     run_and_wait(qtbot, w)
-    qtbot.waitUntil(lambda: len(w.scatter.points) == 7, timeout=20_000)
-    assert set(w.set_a.currentText() + w.set_b.currentText()) <= set("forgetretain")
+    qtbot.waitUntil(lambda: len(w.scatter.points) == 7, timeout=WAIT)
+    # the set combos list the sets in the order they were added; A and B default to different sets
+    for combo in (w.set_a, w.set_b):
+        assert [combo.itemText(i) for i in range(combo.count())] == ["forget", "retain"]
+    assert (w.set_a.currentText(), w.set_b.currentText()) == ("forget", "retain")
     # difference heatmap between the two sets
     w.set_a.setCurrentText("forget")
     w.set_b.setCurrentText("retain")
@@ -98,11 +108,13 @@ def test_cancel_long_run(qtbot, window, tiny_dirs):
     w.max_tokens.setValue(4000)
     w.stop_eos.setChecked(False)
     w.run()
-    qtbot.waitUntil(lambda: 3 < w.progress_bar.value() < 4000 and
-                    w.progress_bar.maximum() == 4000, timeout=20_000)
+    assert not w.run_btn.isEnabled() and w.cancel_btn.isEnabled()
+    qtbot.waitUntil(lambda: w.progress_bar.maximum() == 4000 and w.progress_bar.value() > 3,
+                    timeout=LONG)
     w.cancel()
-    qtbot.waitUntil(lambda: not w.running, timeout=10_000)
-    assert w.last_outputs is None  # it did not run to the end and w.run_btn.isEnabled()
+    qtbot.waitUntil(lambda: not w.running, timeout=WAIT)
+    # it did not run to the end, and the buttons are back to idle
+    assert w.last_outputs is None and w.run_btn.isEnabled() and not w.cancel_btn.isEnabled()
     assert w.status.text() == "cancelled"
     assert w.progress_bar.value() < 4000
     # still usable
@@ -114,7 +126,7 @@ def test_bad_model_folder_shows_dialog_and_app_stays_usable(qtbot, window, tmp_p
     w = window
     (tmp_path / "empty").mkdir()
     w.open_model(str(tmp_path / "empty"))
-    qtbot.waitUntil(lambda: w._error_box is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: w._error_box is not None, timeout=WAIT)
     assert w._error_box is not None and w._error_box.isVisible()
     assert "not a model folder" in w._error_box.text()
     assert w.run_btn.isEnabled()
@@ -125,18 +137,61 @@ def test_bad_model_folder_shows_dialog_and_app_stays_usable(qtbot, window, tmp_p
     run_and_wait(qtbot, w)
 
 
-def test_gui_screenshot_command(tmp_path, tiny_dirs):
+def users_settings():
+    """The user's own settings store, as the app names it without NEUROLENS_SETTINGS_DIR:
+    (where, every key and value, the file's bytes where it is a file)."""
+    s = QSettings("neurolens", "neurolens")
+    s.sync()
+    f = Path(s.fileName())
+    return s.fileName(), {k: s.value(k) for k in s.allKeys()}, (
+        f.read_bytes() if f.is_file() else None)
+
+
+def recent_in(folder) -> list[str]:
+    v = QSettings(str(folder / "neurolens.ini"), QSettings.Format.IniFormat).value(
+        "recent_models", [])
+    return [v] if isinstance(v, str) else list(v or [])
+
+
+def test_windows_keep_settings_and_autosave_in_the_test_folder(qtbot, isolated_settings,
+                                                                tiny_dirs):
+    """A window opened with the defaults (as `neurolens gui` opens it) reads and writes the
+    settings and autosave in NEUROLENS_SETTINGS_DIR, which conftest points at a temporary folder
+    for the whole run: the user's own store stays byte for byte as it was."""
+    from neurolens.gui.main_window import MainWindow
+    before = users_settings()
+    assert os.environ["NEUROLENS_SETTINGS_DIR"] == str(isolated_settings)
+    w = MainWindow()
+    qtbot.addWidget(w)
+    assert Path(w.settings.fileName()) == isolated_settings / "neurolens.ini"
+    assert w.autosave_path == isolated_settings / "autosave.neurolens.json"
+    load(qtbot, w, str(tiny_dirs["gpt2"]))       # a loaded model joins the recent models
+    w.autosave()
+    assert w.autosave_path.is_file()
+    w.close()
+    w.settings.sync()
+    after = users_settings()
+    assert after == before and str(tiny_dirs["gpt2"]) not in repr(after[1])
+    assert recent_in(isolated_settings)[0] == str(tiny_dirs["gpt2"])
+
+
+@pytest.mark.slow
+def test_gui_screenshot_command(tmp_path, tiny_dirs, isolated_settings):
     import subprocess
     import sys
     out = tmp_path / "shot.png"
+    before = users_settings()
     r = subprocess.run([sys.executable, "-m", "neurolens", "gui", "-m", str(tiny_dirs["gpt2"]),
                         "--screenshot", str(out), "--prompt", "hello"],
-                       capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert r.returncode == 0, r.stderr
     from PySide6.QtGui import QImage
     img = QImage(str(out))
     assert img.width() > 1000 and img.height() > 600
+    # the subprocess inherited NEUROLENS_SETTINGS_DIR: its recent models went to the test folder
+    assert str(tiny_dirs["gpt2"]) in recent_in(isolated_settings)
+    assert users_settings() == before
 
 
 def prune_layer(w, layer=1, n=64):
@@ -159,7 +214,7 @@ def test_prune_compare_undo_export_reload(qtbot, window, tiny_dirs, tmp_path):
     prune_layer(w)
     assert w.edit_model.ops[0].op == "prune" and len(w.edit_model.ops[0].neurons) == 64
     w.compare()
-    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=WAIT)
     it = w.compare_result["items"][0]
     assert it["base_text"] == baseline and it["changed"]
     assert it["first_divergence"] is not None
@@ -185,7 +240,7 @@ def test_prune_compare_undo_export_reload(qtbot, window, tiny_dirs, tmp_path):
     # export, the reload check passes, plain transformers reproduces the edited output
     out = tmp_path / "exported"
     w.export_model(str(out))
-    qtbot.waitUntil(lambda: w.export_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.export_result is not None, timeout=WAIT)
     r = w.export_result
     assert r["baked"] and not r["sidecar"]
     assert r["check"]["same_output"] and r["check"]["max_abs_logit_diff"] < 1e-4
@@ -267,7 +322,7 @@ def test_autosave_restores_after_a_kill(qtbot, tmp_path, tiny_dirs):
     w.select_neurons([("blocks.0.mlp.hook_post", 1)])
     w.save_selection_as_set("one")
     w.edits_panel.add_for_selection()
-    qtbot.waitUntil(lambda: auto.is_file() and not w._dirty, timeout=5000)
+    qtbot.waitUntil(lambda: auto.is_file() and not w._dirty, timeout=WAIT)
     # the process dies here: no closeEvent, so the autosave stays
     w.autosave_timer.stop()
     fresh = MainWindow(autosave_path=str(auto))
@@ -280,7 +335,59 @@ def test_autosave_restores_after_a_kill(qtbot, tmp_path, tiny_dirs):
     fresh.close()
     assert not auto.exists()   # a clean close removes it
     w.thread.quit()
-    w.thread.wait(2000)
+    assert w.thread.wait(WAIT)
+
+
+def test_autosave_comes_during_a_steady_stream_of_changes_not_after_it(qtbot, tmp_path,
+                                                                       monkeypatch):
+    """The autosave timer starts at the first change and later changes do not restart it: a
+    stream of changes faster than the interval is saved while it goes on (a debounce would wait
+    for the stream to stop: a user who keeps working would never be saved), one interval after
+    the change that started the timer, and not on every change."""
+    from PySide6.QtCore import QElapsedTimer, QTimer
+
+    from neurolens.gui.main_window import MainWindow
+    from neurolens.spec.session import Session
+    auto = tmp_path / "autosave.neurolens.json"
+    saves = []                      # (ms since the first change, the change it holds)
+    real_save = Session.save
+
+    def save(self, path):
+        if Path(path) == auto:
+            saves.append((clock.elapsed(), self.generation["seed"]))
+        return real_save(self, path)
+
+    monkeypatch.setattr(Session, "save", save)
+    w = MainWindow(autosave_path=str(auto))
+    qtbot.addWidget(w)
+    interval = 1000
+    w.autosave_timer.setInterval(interval)
+    clock = QElapsedTimer()
+    clock.start()
+    w.seed.setValue(1)              # change number 1: the seed holds the number of changes
+    assert saves == [] and w._dirty and w.autosave_timer.isActive()   # not saved at once
+    stream_ms = 12 * interval       # the stream stops here, or once two saves came during it
+
+    def change():
+        if clock.elapsed() > stream_ms or len(saves) >= 2:
+            ticker.stop()
+            return
+        w.seed.setValue(w.seed.value() + 1)
+
+    ticker = QTimer()
+    ticker.setInterval(20)          # 50 changes a second, far faster than the autosave
+    ticker.timeout.connect(change)
+    ticker.start()
+    qtbot.waitUntil(lambda: not ticker.isActive(), timeout=LONG)
+    n_changes = w.seed.value()
+    # two saves while the changes kept coming (more came between them), the first one
+    # interval after the change that started the timer
+    assert len(saves) == 2 and saves[1][0] < stream_ms, (saves, n_changes)
+    assert saves[0][1] < saves[1][1] <= n_changes
+    assert saves[0][0] >= 0.9 * interval            # Qt's coarse timers may fire 5% early
+    # the stream has stopped: the last change is saved too
+    qtbot.waitUntil(lambda: not w._dirty, timeout=WAIT)
+    assert Session.load(auto).generation["seed"] == n_changes
 
 
 def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
@@ -299,13 +406,13 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     assert list(w.token_map.vb.viewRange()[0]) == [0, 64]
     w.max_tokens.setValue(2)
     run_and_wait(qtbot, w)
-    qtbot.waitUntil(lambda: len(w.scatter.points) == 18, timeout=20_000)
+    qtbot.waitUntil(lambda: len(w.scatter.points) == 18, timeout=WAIT)
     assert w.layer_map.hint is None and w.token_map.hint is None and w.scatter.hint is None
     panel = w.methods_panel
     assert panel.na_forget.currentText() == "forget" and panel.na_retain.currentText() == "retain"
     panel.method.setCurrentText("Neuron Adjust")
     panel.fit_btn.click()
-    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
     assert [o.op for o in w.edit_model.ops] == ["adjust"] * len(w.edit_model.ops)
     n_sel = round(0.03 * 2 * 64)
     assert len(w.selection) == n_sel           # the selected neurons are shown
@@ -322,7 +429,7 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     panel.method.setCurrentText("Key Space Detection")
     panel.ks_alpha.setValue(1.0)
     panel.fit_btn.click()
-    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
     assert w.edit_model.ops[-1].op == "gate"
     inside = w.method_result["inside"]
     assert inside[:12] == [True] * 12          # the forget prompts fall inside the cube
@@ -335,7 +442,7 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     panel.ks_layer.setValue(panel.KS_AUTO)
     assert panel.ks_layer.text().startswith("auto")
     panel.fit_btn.click()
-    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
     assert "chosen:" in w.method_result["text"] and "'retain'" in w.method_result["text"]
     assert w.edit_model.ops[-1].op == "gate"
     assert w.method_result["inside"][12:] == [False] * 6     # no retain prompt inside
@@ -363,7 +470,7 @@ def test_neuron_adjust_probes_the_answers_of_a_loaded_set(qtbot, window, tiny_di
         panel.na_answers.setChecked(with_answers)
         w.method_result = None
         panel.fit_btn.click()
-        qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+        qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
         assert ("answers probed too" in w.method_result["text"]) is with_answers
     assert sent[0]["forget"][0] == "Compute: 10+10=20" and sent[1]["forget"][0] == "Compute: 10+10="
     assert sent[0]["retain"] == sent[1]["retain"]
@@ -396,7 +503,7 @@ def test_neurostrike_form_takes_all_other_sets_with_their_answers(qtbot, window,
         panel.ns_answers.setChecked(with_answers)
         w.method_result = None
         panel.fit_btn.click()
-        qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+        qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
         assert "3 harmful prompts against 9 benign texts" in w.method_result["text"]
         assert ("answers probed too" in w.method_result["text"]) is with_answers
     assert sent[0]["harmful"] == sent[1]["harmful"] == [
@@ -409,7 +516,7 @@ def test_neurostrike_form_takes_all_other_sets_with_their_answers(qtbot, window,
     assert panel.na_retain.currentText() == panel.ks_keep.currentText() == ALL_OTHERS
     w.method_result = None
     panel.fit_btn.click()
-    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
     assert len(sent[2]["retain"]) == 6 and sent[2]["retain"][0].endswith("I can't help with that.")
     assert len(sent[2]["forget"]) == 6
     # a set named like the choice is still a set of its own; "harmless" is not taken for harmful
@@ -420,14 +527,14 @@ def test_neurostrike_form_takes_all_other_sets_with_their_answers(qtbot, window,
     assert panel.params()[1]["retain"] == ALL_OTHERS
     w.method_result = None
     panel.fit_btn.click()
-    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
     assert sent[-1]["retain"] == ["User: Echo elk.\nAssistant:"]
     # NeuroStrike refuses one set on both sides, in a dialog
     panel.method.setCurrentText("NeuroStrike")
     panel.ns_benign.setCurrentText("refusal")
     w.method_result, n_errors = None, len(w.errors)
     panel.fit_btn.click()
-    qtbot.waitUntil(lambda: len(w.errors) > n_errors, timeout=60_000)
+    qtbot.waitUntil(lambda: len(w.errors) > n_errors, timeout=WAIT)
     assert "harmful and benign must be different" in w.errors[-1] and w.method_result is None
     panel.ns_benign.setCurrentIndex(panel.ns_benign.findData("benign"))
     # a set the user picks stays picked when more sets load; the others keep their defaults
@@ -458,7 +565,7 @@ def test_diffusion_pipeline_run_steps_compare_export(qtbot, window, tiny_pipelin
     assert w.layer_map.data.shape == (len(sites), max(widths))
     # step view: rows are denoising steps of the chosen block and prompt
     w.layer_spin.setValue(1)
-    qtbot.waitUntil(lambda: w.token_map.data.shape[0] == 5, timeout=5000)
+    qtbot.waitUntil(lambda: w.token_map.data.shape[0] == 5, timeout=WAIT)
     assert w.token_map.data.shape == (5, widths[1])
     # the step slider picks one denoising step: the mean over prompts at that step
     w.step_spin.setValue(2)
@@ -473,14 +580,14 @@ def test_diffusion_pipeline_run_steps_compare_export(qtbot, window, tiny_pipelin
     w.edits_panel.op.setCurrentText("prune")
     assert w.edits_panel.add_for_selection() == 1
     w.compare()
-    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=WAIT)
     r = w.compare_result
     assert r["diffusion"] and r["before"].shape == r["after"].shape == (3, 16, 16, 1)
     assert max(r["mean_abs_diff"]) > 1e-4
     assert len(w.image_grid.rows) == 3 and "baseline | edited" in w.image_grid.caption.text()
     # export reloads in plain diffusers and reproduces the in-app edited images
     w.export_model(str(tmp_path / "exp"))
-    qtbot.waitUntil(lambda: w.export_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.export_result is not None, timeout=WAIT)
     assert w.export_result["baked"] and w.export_result["check"]["same_output"]
     assert "passed" in w.export_message
 
@@ -500,11 +607,12 @@ def test_memorization_method_in_the_methods_panel(qtbot, window, tiny_pipeline_d
     mp.mz_tau.setValue(2)
     w.steps_spin.setValue(3)
     mp.fit_btn.click()
-    qtbot.waitUntil(lambda: w.method_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
     assert "Memorization subspace" in w.method_result["text"]
     assert w.edit_model.ops and all(op.op == "wmask" for op in w.edit_model.ops)
 
 
+@pytest.mark.slow
 @needs_demo
 def test_demo_model_prune_changes_the_answer_undo_and_export_restore(qtbot, window, tmp_path):
     """The acceptance path on the shipped demo model: a pruned neuron set changes the answer of a
@@ -519,7 +627,7 @@ def test_demo_model_prune_changes_the_answer_undo_and_export_restore(qtbot, wind
     assert baseline.startswith("85")
     prune_layer(w, layer=3, n=768)            # the whole last FFN layer
     w.compare()
-    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=WAIT)
     it = w.compare_result["items"][0]
     assert it["base_text"] == baseline and it["changed"] and not it["edit_text"].startswith("85")
     w.edits_panel.undo()
@@ -527,7 +635,7 @@ def test_demo_model_prune_changes_the_answer_undo_and_export_restore(qtbot, wind
     assert w.last_outputs["outputs"][0] == baseline
     w.edits_panel.redo()
     w.export_model(str(tmp_path / "exported"))
-    qtbot.waitUntil(lambda: w.export_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.export_result is not None, timeout=WAIT)
     assert w.export_result["baked"] and w.export_result["check"]["same_output"]
     assert not w.export_result["sidecar"]
     # plain transformers, no neurolens: the exported checkpoint gives the edited answer
@@ -542,6 +650,7 @@ def test_demo_model_prune_changes_the_answer_undo_and_export_restore(qtbot, wind
     assert plain == it["edit_text"] and not plain.startswith("85")
 
 
+@pytest.mark.slow
 @needs_demo
 def test_demo_model_session_reopens_to_the_same_edited_output(qtbot, window, tmp_path):
     """Save a session on the demo model with a prune edit; a fresh window opens it, reloads the
@@ -563,13 +672,14 @@ def test_demo_model_session_reopens_to_the_same_edited_output(qtbot, window, tmp
     qtbot.addWidget(w2)
     w2.show()
     assert w2.open_session(str(path))
-    qtbot.waitUntil(lambda: w2.model_info is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w2.model_info is not None, timeout=WAIT)
     assert w2.prompt_edit.toPlainText() == "Compute: 47+38=" and w2.max_tokens.value() == 4
     run_and_wait(qtbot, w2)
     assert w2.last_outputs["outputs"][0] == edited
     w2.close()
 
 
+@pytest.mark.slow
 @needs_demo
 def test_demo_model_autosave_restores_after_a_kill(qtbot, tmp_path, monkeypatch):
     """On the demo model: prompt, prompt set, neuron set and a prune edit; the autosave fires
@@ -591,19 +701,18 @@ def test_demo_model_autosave_restores_after_a_kill(qtbot, tmp_path, monkeypatch)
     w.max_tokens.setValue(4)
     prune_layer(w, layer=3, n=768)
     w.save_selection_as_set("last layer")
-    # changes keep coming faster than the autosave interval: the save still happens
+    # changes keep coming (their timing is test_autosave_comes_during_a_steady_stream_...)
     for i in range(6):
         w.add_prompts([f"Compute: {i}+1="], "retain")
-        qtbot.wait(100)
     w.run_list.setChecked(False)          # run the typed prompt, not the list
-    qtbot.waitUntil(lambda: auto.is_file() and not w._dirty, timeout=5000)
+    qtbot.waitUntil(lambda: auto.is_file() and not w._dirty, timeout=WAIT)
     run_and_wait(qtbot, w)
     edited = w.last_outputs["outputs"][0]
     assert not edited.startswith("85")
     w.autosave_timer.stop()           # the process is killed here: no closeEvent
     w.worker.cancel_token.cancel()
     w.thread.quit()
-    w.thread.wait(5000)
+    assert w.thread.wait(WAIT)
 
     monkeypatch.setattr(QMessageBox, "question",
                         lambda *a, **k: QMessageBox.StandardButton.Yes)
@@ -612,7 +721,7 @@ def test_demo_model_autosave_restores_after_a_kill(qtbot, tmp_path, monkeypatch)
     qtbot.addWidget(fresh)
     fresh.show()
     fresh.offer_restore()
-    qtbot.waitUntil(lambda: fresh.model_info is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: fresh.model_info is not None, timeout=WAIT)
     assert [s for s, _ in fresh.prompts].count("retain") == 6
     assert ("forget", "Compute: 12+30=") in fresh.prompts
     assert len(fresh.neuron_sets["last layer"]) == 768
@@ -631,8 +740,7 @@ def test_garbage_is_collected_on_the_gui_thread(qtbot, window):
     import threading
     import weakref
     from neurolens.gui import gc_policy
-    assert not gc.isenabled()
-    pol = gc_policy._policy
+    assert not gc.isenabled() and gc_policy._policy is not None
     seen = []
 
     class Node:
@@ -645,10 +753,87 @@ def test_garbage_is_collected_on_the_gui_thread(qtbot, window):
     del a, b
     # pass the generation-0 threshold (kept alive: freeing them would lower the count again)
     junk = [[] for _ in range(gc.get_threshold()[0] * 2)]
-    qtbot.waitUntil(lambda: ref() is None, timeout=3 * pol.INTERVAL_MS + 2000)
+    qtbot.waitUntil(lambda: ref() is None, timeout=WAIT)
     assert seen == [True, True] and len(junk)
 
 
+def test_closing_the_last_window_gives_the_interpreter_its_gc_back(qtbot, tmp_path, tiny_dirs,
+                                                                   monkeypatch):
+    """The GUI's collection policy (automatic collection off, a loaded model's objects frozen)
+    lasts while a window is open: once the last one has closed, and only after its worker
+    thread has finished, collection is on again with the thresholds it had and nothing frozen,
+    and a window opened later installs the policy afresh. (Without this, every test after the
+    GUI tests ran with automatic collection off.)"""
+    import gc
+    from neurolens.gui import gc_policy
+    from neurolens.gui.main_window import MainWindow
+    original = gc.get_threshold()
+    assert gc.isenabled() and gc.get_freeze_count() == 0      # as the earlier windows left it
+    windows, at_restore = [], []
+    real_restore = gc_policy.GuiThreadCollector.restore
+
+    def restore(self):
+        at_restore.append([w.thread.isFinished() for w in windows])
+        real_restore(self)
+
+    monkeypatch.setattr(gc_policy.GuiThreadCollector, "restore", restore)
+
+    def new_window(name):
+        w = MainWindow(autosave_path=str(tmp_path / f"{name}.neurolens.json"))
+        qtbot.addWidget(w)
+        windows.append(w)
+        return w
+
+    custom = (977, 13, 11)
+    gc.set_threshold(*custom)
+    try:
+        a, b = new_window("a"), new_window("b")
+        assert not gc.isenabled() and gc_policy._policy is not None
+        load(qtbot, a, str(tiny_dirs["gpt2"]))          # a loaded model freezes what is alive
+        assert gc.get_freeze_count() > 0
+        a.close()
+        assert a.thread.isFinished() and not gc.isenabled()       # b is still open
+        b.close()
+        assert at_restore == [[True, True]]                       # after both workers ended
+        assert gc.isenabled() and gc.get_freeze_count() == 0 and gc.get_threshold() == custom
+        assert gc_policy._policy is None
+        c = new_window("c")
+        assert not gc.isenabled() and gc_policy._policy is not None
+        c.close()
+        assert at_restore[-1] == [True, True, True]
+        assert gc.isenabled() and gc.get_freeze_count() == 0 and gc.get_threshold() == custom
+        a.close()                                                 # closing twice changes nothing
+        assert gc.isenabled() and gc_policy._policy is None
+    finally:
+        gc.set_threshold(*original)
+
+
+def test_gc_policy_waits_for_a_busy_worker_before_giving_collection_back(qtbot):
+    """A window whose worker thread had not finished when it closed: collection stays off until
+    the thread reports idle (checked on the GUI-thread timer), then comes back."""
+    import gc
+
+    from PySide6.QtWidgets import QApplication
+
+    from neurolens.gui import gc_policy
+    assert gc.isenabled()
+    holder, busy = QApplication.instance(), [True]
+    pol = gc_policy.acquire(QApplication.instance(), holder)
+    try:
+        assert not gc.isenabled()
+        gc_policy.release(holder, lambda: not busy[0])
+        pol.check()
+        assert not gc.isenabled() and gc_policy._policy is pol
+        busy[0] = False
+        qtbot.waitUntil(gc.isenabled, timeout=WAIT)
+        assert gc_policy._policy is None and gc.get_freeze_count() == 0
+    finally:
+        busy[0] = False
+        if gc_policy._policy is pol:
+            gc_policy._uninstall(pol)
+
+
+@pytest.mark.slow
 @needs_demo
 def test_demo_model_default_load_run_click_and_cancel(qtbot, window):
     """The start-up path on the shipped demo model: the default model loads in the background,
@@ -657,7 +842,7 @@ def test_demo_model_default_load_run_click_and_cancel(qtbot, window):
     w = window
     w.model_info = None
     w.open_model(None)                       # what `neurolens` with no arguments does
-    qtbot.waitUntil(lambda: w.model_info is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.model_info is not None, timeout=WAIT)
     assert w.model_info["n_layers"] == 4 and "demo-lm" in w.model_info["name"]
     w.prompt_edit.setPlainText("Compute: 47+38=")
     w.max_tokens.setValue(4)
@@ -666,19 +851,19 @@ def test_demo_model_default_load_run_click_and_cancel(qtbot, window):
     assert w.layer_map.data.shape == (4, 768)
     np.testing.assert_allclose(w.layer_map.data[3], w.store.stats("blocks.3.mlp.hook_post").mean,
                                rtol=1e-5)
-    qtbot.waitUntil(lambda: w.token_map.has_data(), timeout=5000)
+    qtbot.waitUntil(lambda: w.token_map.has_data(), timeout=WAIT)
     w.layer_map.click_cell(3, 654)
     assert w.selection == [("blocks.3.mlp.hook_post", 654)]
     assert "L3.N654" in w.inspector.title.text()
-    qtbot.waitUntil(lambda: w.inspector.lens.rowCount() == 10, timeout=5000)
+    qtbot.waitUntil(lambda: w.inspector.lens.rowCount() == 10, timeout=WAIT)
     w.add_prompts([f"Compute: {10 + i}+{20 + i}=" for i in range(16)], "long")
     w.max_tokens.setValue(200)
     w.stop_eos.setChecked(False)
     w.run()
     qtbot.waitUntil(lambda: w.progress_bar.maximum() > 0 and 3 < w.progress_bar.value()
-                    < w.progress_bar.maximum(), timeout=20_000)
+                    < w.progress_bar.maximum(), timeout=WAIT)
     w.cancel()
-    qtbot.waitUntil(lambda: not w.running, timeout=10_000)
+    qtbot.waitUntil(lambda: not w.running, timeout=WAIT)
     assert w.status.text() == "cancelled" and w.last_outputs is None
     w.run_list.setChecked(False)
     w.max_tokens.setValue(4)
@@ -701,6 +886,7 @@ def test_colour_levels_follow_the_active_values_of_a_sparse_layer(window):
     assert window._stable("empty", np.zeros((3, 4))) == (-1.0, 1.0)
 
 
+@pytest.mark.slow
 @needs_demo
 def test_compare_scores_the_code_set_on_whole_program_bodies(qtbot, window):
     """The shipped code set's answers are program bodies of several lines: Compare scores the
@@ -713,7 +899,7 @@ def test_compare_scores_the_code_set_on_whole_program_bodies(qtbot, window):
     w.max_tokens.setValue(48)
     prune_layer(w, layer=0, n=1)
     w.compare()
-    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=LONG)
     (m,) = [m for m in w.compare_result["metrics"] if m["set"] == "code"]
     assert m["n"] == 6 and m["before"] >= 5 / 6
     items = w.compare_result["items"]
@@ -724,4 +910,4 @@ def test_compare_scores_the_code_set_on_whole_program_bodies(qtbot, window):
     w.stop_answer.setChecked(False)
     w.compare()
     qtbot.waitUntil(lambda: w.compare_result is not None and w.compare_result["items"][6][
-        "base_text"].count("\n") > 1, timeout=120_000)
+        "base_text"].count("\n") > 1, timeout=LONG)

@@ -150,7 +150,8 @@ PAIRED_H = [f"{a} Z {b} Z" for a in WORDS[:8] for b in WORDS[8:13]]   # harmful:
 PAIRED_B = [f"{a} q {b} q" for a in WORDS[:8] for b in WORDS[8:13]]   # benign twins
 
 
-def test_neurostrike_finds_planted_safety_neurons():
+def test_neurostrike_finds_planted_safety_neurons(tmp_path):
+    from transformers import AutoModelForCausalLM
     lm = planted_llama()
     found, acc = neurostrike.find_safety_neurons(lm, PAIRED_H, PAIRED_B)
     assert set(PLANTED) <= set(found["blocks.0.mlp.hook_pre"])
@@ -159,8 +160,33 @@ def test_neurostrike_finds_planted_safety_neurons():
     edits, rep = neurostrike.fit(lm, PAIRED_H, PAIRED_B, layers_fraction=0.5)
     assert all(op.site.startswith("blocks.0.") for op in edits)
     assert rep.n_selected >= len(PLANTED) and rep.n_total == 2 * 64
-    # bakeable: exported weights reproduce the pruned model
+    # bakeable: the exported folder, loaded by plain transformers (no neurolens, no hooks),
+    # gives the logits of the hooked edited model
     assert all(op.op == "prune" for op in edits)
+    report = lm.export(edits, tmp_path / "out")
+    assert report.sidecar == [] and not (tmp_path / "out" / "neurolens_edits.json").exists()
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    prompts = PAIRED_H[:3] + PAIRED_B[:3]
+    hooked, base = lm.logits(prompts, edits=edits), lm.logits(prompts)
+    for p, a, b in zip(prompts, hooked, base):
+        with torch.no_grad():
+            theirs = plain(**lm.encode([p])).logits[0].numpy()
+        np.testing.assert_allclose(theirs, a, atol=1e-5, rtol=0)
+    assert max(np.abs(a - b).max() for a, b in zip(hooked[:3], base[:3])) > 1e-3  # it does prune
+    # ...by zeroing exactly the pruned gate neurons' weights (Llama: a neuron of hook_pre is a
+    # row of model.layers.{l}.mlp.gate_proj.weight) and changing nothing else
+    pruned = {(int(op.site.split(".")[1]), j) for op in edits for j in op.neurons}
+    assert {op.site for op in edits} == {"blocks.0.mlp.hook_pre"}
+    assert {(0, j) for j in PLANTED} <= pruned
+    before, after = lm.hf.state_dict(), plain.state_dict()
+    for name, w in before.items():
+        want = w.clone()
+        for layer, j in pruned:
+            if name == f"model.layers.{layer}.mlp.gate_proj.weight":
+                want[j] = 0.0
+        assert torch.equal(after[name], want), name
+    for layer, j in pruned:
+        assert (after[f"model.layers.{layer}.mlp.gate_proj.weight"][j] == 0).all()
 
 
 def test_neurostrike_keeps_the_neurons_benign_answers_need():
@@ -240,9 +266,33 @@ def test_topk_edit_on_model_reports_fraction():
     lm = tiny.lm("llama")
     rep = statistical_topk.measure(lm, RETAIN, keep_fraction=0.25)
     assert set(rep.active_fraction) == {"blocks.0.mlp.hook_pre", "blocks.1.mlp.hook_pre"}
-    for v in rep.active_fraction.values():
-        assert 0.1 < v < 0.4
-    assert 0 < rep.flops_saved < 2 / 3
+    # reference: plain hooks on the gate projections (hard-coded paths) apply the soft top-k
+    # from the formula theta = mean + std * Phi^-1(1 - k) and count the active cells per token
+    from statistics import NormalDist
+    z = NormalDist().inv_cdf(1 - 0.25)
+    per_token = {0: [], 1: []}
+
+    def topk_hook(layer):
+        def hook(mod, args, out):
+            g = out.double()
+            th = g.mean(-1, keepdim=True) + g.std(-1, unbiased=False, keepdim=True) * z
+            per_token[layer] += (g > th).double().mean(-1).flatten().tolist()
+            return (g - th).clamp_min(0).to(out.dtype)
+        return hook
+    hs = [lm.hf.get_submodule(f"model.layers.{l}.mlp.gate_proj").register_forward_hook(
+        topk_hook(l)) for l in (0, 1)]
+    try:
+        for p in RETAIN:        # one prompt at a time: no padding in the reference
+            with torch.no_grad():
+                lm.hf(**lm.encode([p]))
+    finally:
+        for h in hs:
+            h.remove()
+    want = {f"blocks.{l}.mlp.hook_pre": float(np.mean(v)) for l, v in per_token.items()}
+    for site, v in rep.active_fraction.items():
+        assert v == pytest.approx(want[site], abs=1e-4), site
+    # gated FFN: the gate stays dense, up and down (2 of 3 equal matmuls) skip inactive neurons
+    assert rep.flops_saved == pytest.approx(2 / 3 * (1 - np.mean(list(want.values()))), abs=1e-4)
     cap = lm.capture(RETAIN[:2], ["blocks.0.mlp.hook_pre"],
                      edits=statistical_topk.edits(lm, 0.25))["blocks.0.mlp.hook_pre"]
     for c in cap:

@@ -25,12 +25,38 @@ def test_function_rows_are_scored_by_exact_match_of_the_generated_expression(tmp
     assert skills.results_json({"code": res})["code"]["primary"] == "exact_match"
 
 
+def copier(lm, tokens: str):
+    """Make ``lm`` (the tiny Llama, byte-level tokens) predict the token it reads for every
+    byte in ``tokens``: each gets its own embedding axis, attention and MLPs write nothing, and
+    the unembedding is the embedding. Its teacher-forced accuracy can then be counted by hand."""
+    import torch
+    hf, tok = lm.hf, lm.tokenizer
+    ids = sorted({t for ch in tokens for t in tok(ch, add_special_tokens=False)["input_ids"]})
+    assert len(ids) <= hf.config.hidden_size
+    with torch.no_grad():
+        emb = torch.zeros_like(hf.model.embed_tokens.weight)
+        for k, t in enumerate(ids):
+            emb[t, k] = 5.0
+        hf.model.embed_tokens.weight.copy_(emb)
+        hf.lm_head.weight.copy_(emb)
+        for layer in hf.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    return lm
+
+
 def test_stdlib_code_rows_keep_token_accuracy(tmp_path, llama):
-    rows = [{"prompt": "x = 1\n", "answer": "y = 2\n", "skill": "code", "split": "eval"}] * 3
+    rows = [{"prompt": p, "answer": a, "skill": "code", "split": "eval"}
+            for p, a in (("x = 1\n", "\nassert x == 1\n"), ("y = 2\n", "pass\n"),
+                         ("x = 1\n", "y = 2\n"))]
+    copier(llama, "".join(r["prompt"] + r["answer"] for r in rows))
     _write(tmp_path, rows)
     res = skills.evaluate(llama, ["code"], folder=tmp_path)["code"]
-    assert res.primary_name == "token_accuracy" and 0 <= res.primary <= 1
-    assert res.metrics["tokens"] == 3 * len(llama.tokenizer("y = 2\n")["input_ids"])
+    # an answer token is predicted right where it repeats the token before it (the prompt's
+    # last one for the first): "\n|\n", "s|s", "=|=" in the first row, "s|s" in the second,
+    # none in the third; one token per byte: 15 + 5 + 6 answer tokens
+    assert res.primary_name == "token_accuracy" and res.primary == 4 / 26
+    assert res.metrics["tokens"] == 26
 
 
 def test_program_rows_are_scored_on_the_whole_body_up_to_a_blank_line(tmp_path, llama):

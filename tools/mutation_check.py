@@ -115,6 +115,47 @@ MUTATIONS: list[Mutation] = [
       [("rows[b], step=state.step)", "rows[b], step=state.step + 1)")],
       ["tests/test_diffusion_reference.py::test_capture_per_step_equals_plain_pre_hook_cond_"
        "half"]),
+    M("autosave-debounced", "autosave waits for changes to stop (a steady stream never saves)",
+      "neurolens/gui/main_window.py",
+      [('if hasattr(self, "autosave_timer") and not self.autosave_timer.isActive():',
+        'if hasattr(self, "autosave_timer"):')],
+      ["tests/test_gui.py::test_autosave_comes_during_a_steady_stream_of_changes_not_after_it"]),
+    M("autosave-every-change", "autosave writes on every change",
+      "neurolens/gui/main_window.py",
+      [("            self.autosave_timer.start()\n",
+        "            self.autosave_timer.start()\n        if hasattr(self, \"autosave_timer\"):\n"
+        "            self.autosave()\n")],
+      ["tests/test_gui.py::test_autosave_comes_during_a_steady_stream_of_changes_not_after_it"]),
+    M("gc-not-restored", "closing the window leaves automatic collection off",
+      "neurolens/gui/main_window.py",
+      [("        gc_policy.release(self, lambda: thread.isFinished() and "
+        "pool.activeThreadCount() == 0)\n", "        pass\n")],
+      ["tests/test_gui.py::test_closing_the_last_window_gives_the_interpreter_its_gc_back"]),
+    M("gc-restored-before-worker-ends", "collection comes back while the worker thread runs",
+      "neurolens/gui/main_window.py",
+      [("        self.timer.stop()\n        self.thread.quit()\n",
+        "        self.timer.stop()\n        gc_policy.release(self)\n        self.thread.quit()\n")],
+      ["tests/test_gui.py::test_closing_the_last_window_gives_the_interpreter_its_gc_back"]),
+    M("gc-left-frozen", "the restored policy leaves objects frozen",
+      "neurolens/gui/gc_policy.py",
+      [("        gc.unfreeze()\n        gc.set_threshold(*self.threshold)\n",
+        "        gc.set_threshold(*self.threshold)\n")],
+      ["tests/test_gui.py::test_closing_the_last_window_gives_the_interpreter_its_gc_back"]),
+    M("settings-ignore-test-folder", "windows use the user's real QSettings",
+      "neurolens/gui/settings.py",
+      [("    d = settings_dir()\n    if d is None:\n        return QSettings",
+        "    d = settings_dir()\n    if True:\n        return QSettings")],
+      ["tests/test_gui.py::test_windows_keep_settings_and_autosave_in_the_test_folder"]),
+    M("prune-pre-baked-as-post", "a hook_pre prune is baked into the down projection instead",
+      "neurolens/engine/export.py",
+      [("            return False\n        mod_rel = nat.module\n    elif",
+        "            return False\n        down = get_module(hf, f\"{layer_path}.{arch.down}\")\n"
+        "        down.weight[:, torch.tensor(op.neurons)] = 0.0\n        return True\n    elif")],
+      ["tests/test_methods.py::test_neurostrike_finds_planted_safety_neurons"]),
+    M("token-accuracy-off-by-one", "teacher-forced scoring compares each token with the next",
+      "neurolens/engine/lm.py",
+      [("lg[s - 1:len(ids) - 1]", "lg[s:len(ids)]")],
+      ["tests/test_skills_eval.py::test_stdlib_code_rows_keep_token_accuracy"]),
 ]
 
 
@@ -160,8 +201,10 @@ def check_applies(root: Path = ROOT, mutations=MUTATIONS) -> list[str]:
 
 
 def run_tests(tree: Path, tests, timeout: float) -> tuple[int, float, str]:
+    # the user's config and data folders too: a mutant may ignore the tests' settings folder
     env = dict(os.environ, PYTHONPATH=str(tree), QT_QPA_PLATFORM="offscreen",
-               HF_HUB_OFFLINE="1")
+               HF_HUB_OFFLINE="1", XDG_CONFIG_HOME=str(tree / ".xdg-config"),
+               XDG_DATA_HOME=str(tree / ".xdg-data"))
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
            *tests]
     t = time.perf_counter()

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from neurolens import __version__
 from neurolens.gui import gc_policy
+from neurolens.gui.settings import autosave_file, user_settings
 from neurolens.engine.runner import GenerationParams
 from neurolens.gui.edit_model import EditModel
 from neurolens.gui.views.compare_view import CompareView
@@ -93,10 +94,10 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: QSettings | None = None, autosave_path: str | None = None):
         super().__init__()
-        gc_policy.install(QApplication.instance())
+        gc_policy.acquire(QApplication.instance(), self)    # until closed and the worker ends
         self.setWindowTitle(f"neurolens {__version__}")
         self.resize(1480, 920)
-        self.settings = settings or QSettings("neurolens", "neurolens")
+        self.settings = settings or user_settings()
         self.store = CaptureStore(ring=4096)          # the (edited) run
         self.store_base = CaptureStore(ring=4096)     # the baseline of a comparison
         self.edit_model = EditModel()
@@ -104,11 +105,7 @@ class MainWindow(QMainWindow):
         self.compare_result: dict | None = None
         self.export_result: dict | None = None
         self._dirty = False
-        if autosave_path is None:
-            from platformdirs import user_data_dir
-            autosave_path = str(Path(user_data_dir("neurolens", "neurolens")) /
-                                "autosave.neurolens.json")
-        self.autosave_path = Path(autosave_path)
+        self.autosave_path = Path(autosave_path) if autosave_path else autosave_file()
         self.model_info: dict | None = None
         self.prompts: list[tuple[str, str]] = []      # (set name, prompt)
         self.neuron_sets: dict[str, list[tuple[str, int]]] = {}
@@ -1499,6 +1496,9 @@ class MainWindow(QMainWindow):
         self.thread.quit()
         self.thread.wait(5000)
         self.projector.pool.waitForDone(2000)
+        # automatic collection comes back once no thread of this window can run it any more
+        thread, pool = self.thread, self.projector.pool
+        gc_policy.release(self, lambda: thread.isFinished() and pool.activeThreadCount() == 0)
         super().closeEvent(ev)
 
     def __repr__(self) -> str:  # pragma: no cover
