@@ -44,6 +44,8 @@ def M(name, what, file, replace, tests) -> Mutation:
     return Mutation(name, what, file, tuple(replace), tuple(tests))
 
 
+P = "tests/test_protocols.py::"
+
 MUTATIONS: list[Mutation] = [
     M("phi3-halves-swapped", "Phi-3's fused gate_up_proj: hook_pre reads the up half",
       "neurolens/engine/adapters.py",
@@ -156,6 +158,28 @@ MUTATIONS: list[Mutation] = [
       "neurolens/engine/lm.py",
       [("lg[s - 1:len(ids) - 1]", "lg[s:len(ids)]")],
       ["tests/test_skills_eval.py::test_stdlib_code_rows_keep_token_accuracy"]),
+    M("ksd-cube-collapsed", "KSD's gate is fitted with k* = 0: its cube never holds a prompt",
+      "neurolens/methods/key_space.py",
+      [("    op = Gate(site, mu, s, k, alpha=alpha, refusal=refusal,",
+        "    op = Gate(site, mu, s, 0.0, alpha=alpha, refusal=refusal,")],
+      [P + "test_ksd_unlearning_forgets_one_skill_and_keeps_the_others"]),
+    M("neurostrike-negative-weights", "NeuroStrike takes the neurons with negative probe weights",
+      "neurolens/methods/neurostrike.py",
+      [("& (w[i] > 0))[0]", "& (w[i] < 0))[0]")],
+      [P + "test_neurostrike_pruning_breaks_the_refusal"]),
+    M("topk-threshold-low", "the statistical top-k threshold is mean + 0.8 z std",
+      "neurolens/engine/method_ops.py",
+      [("return mean.add_(var.sqrt_(), alpha=z)", "return mean.add_(var.sqrt_(), alpha=0.8 * z)")],
+      [P + "test_statistical_topk_realises_its_keep_fraction_per_layer"]),
+    M("memorization-lowest-scores", "the memorization masks take each row's lowest scores",
+      "neurolens/methods/memorization.py",
+      [("top = np.argpartition(-st, k - 1, axis=1)[:, :k]",
+        "top = np.argpartition(st, k - 1, axis=1)[:, :k]")],
+      [P + "test_memorization_edit_removes_copies_and_keeps_digits"]),
+    M("mask-edit-noop", "a MaskWeights edit leaves the layer's output as it is",
+      "neurolens/engine/diffusion.py",
+      [("return y - torch.nn.functional.linear(x.to(y.dtype), wm)", "return y")],
+      [P + "test_memorization_edit_removes_copies_and_keeps_digits"]),
 ]
 
 

@@ -46,24 +46,44 @@ def _rel_row(base, ed) -> dict:
     return {s: round(rel[s], 4) for s in SKILL_ORDER}
 
 
-def unlearning(lm, limit=None, p: float = 0.03, log=print) -> dict:
-    """Forget arithmetic, then separately forget code (retain the others): KSD and NA 3%."""
+UNLEARNING_FORGETS = ("arithmetic", "code")
+UNLEARNING_METHODS = ("KSD", "NA")
+
+
+def unlearning(lm, limit=None, p: float = 0.03, log=print, forgets=UNLEARNING_FORGETS,
+               methods=UNLEARNING_METHODS) -> dict:
+    """Forget arithmetic, then separately forget code (retain the others): KSD and NA 3%.
+
+    ``forgets`` (skills of ``KSD_ALPHA``) and ``methods`` ("KSD", "NA") run a part of the
+    protocol: each row is fitted and evaluated exactly as in the whole one."""
     from neurolens.methods import key_space, neuron_adjust
 
+    for m in methods:
+        if m not in UNLEARNING_METHODS:
+            raise ValueError(f"unknown method {m!r} (choose from "
+                             f"{', '.join(UNLEARNING_METHODS)})")
+    for f in forgets:
+        if f not in KSD_ALPHA:
+            raise ValueError(f"unknown skill to forget {f!r} (choose from "
+                             f"{', '.join(KSD_ALPHA)})")
     base = _eval_all(lm, limit=limit, log=log)
     rows = []
-    for forget in ("arithmetic", "code"):
+    for forget in forgets:
         retain_skills = [s for s in ("arithmetic", "comprehension", "code", "refusal", "benign")
                          if s != forget]
-        forget_p = _probe(forget)
-        retain_p = [p_ for s in retain_skills for p_ in _probe(s, 100)]
-        alpha = KSD_ALPHA[forget]
-        # the probe layer is chosen on the probe split: the layer whose cube holds the forget
-        # prompts and keeps the other skills' prompts out
-        ks_edits, ks_rep = key_space.fit(lm, forget_p, alpha=alpha, layer="auto", keep=retain_p)
-        log(f"KSD: forget {forget} (alpha {alpha}, {ks_rep.site} chosen on the probe split)")
-        ed = _eval_all(lm, ks_edits, limit, log)
-        rows.append(_row("KSD", forget, base, ed, ks_rep.to_json()))
+        if "KSD" in methods:
+            forget_p = _probe(forget)
+            retain_p = [p_ for s in retain_skills for p_ in _probe(s, 100)]
+            alpha = KSD_ALPHA[forget]
+            # the probe layer is chosen on the probe split: the layer whose cube holds the
+            # forget prompts and keeps the other skills' prompts out
+            ks_edits, ks_rep = key_space.fit(lm, forget_p, alpha=alpha, layer="auto",
+                                             keep=retain_p)
+            log(f"KSD: forget {forget} (alpha {alpha}, {ks_rep.site} chosen on the probe split)")
+            ed = _eval_all(lm, ks_edits, limit, log)
+            rows.append(_row("KSD", forget, base, ed, ks_rep.to_json()))
+        if "NA" not in methods:
+            continue
         log(f"NA {p:.0%}: forget {forget}")
         # Neuron Adjust probes the skills' texts, answers included (``skill_texts``); KSD
         # above probes the queries, as its detector fires on the query's last token
@@ -100,10 +120,11 @@ def neurostrike(lm, limit=None, fractions=(0.25, 0.5, 0.75, 1.0), log=print) -> 
     # the three skills (``skill_texts``)
     harmful = _probe("refusal")
     benign = [t for s in BENIGN_SETS for t in _texts(s)]
-    found, accs = ns.find_safety_neurons(lm, harmful, benign)
-    rows = []
+    rows, accs = [], {}
     for f in fractions:
         edits, rep = ns.fit(lm, harmful, benign, layers_fraction=f)
+        # every fit probes the same sets: its report carries the probes' accuracies
+        accs = rep.probe_accuracy
         log(f"NeuroStrike: prune {rep.n_selected} neurons ({rep.percent:.2f}%) in the first "
             f"{f:.0%} of layers")
         ed = _eval_all(lm, edits, limit, log)
