@@ -10,40 +10,10 @@ from pathlib import Path
 from neurolens import __version__
 from neurolens.errors import InputError, NeurolensError
 from neurolens.methods.neurostrike import LAYER_FRACTIONS
+from neurolens.spec.prompts import read_prompt_rows
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def read_prompt_rows(path: str) -> list[tuple[str, str | None]]:
-    """(prompt, answer) per row of a prompts file: text lines (``\\n`` escapes a newline;
-    no answers), or JSONL objects with a ``prompt`` string and an optional ``answer`` string.
-    Blank lines are skipped."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"prompts file not found: {path}")
-    try:
-        lines = p.read_text().splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file") from None
-    rows = [ln for ln in lines if ln.strip()]
-    if not rows:
-        raise InputError(f"{path}: no prompts in the file")
-    if not all(r.lstrip().startswith("{") for r in rows):
-        return [(r.replace("\\n", "\n"), None) for r in rows]
-    out = []
-    for n, ln in enumerate(lines, 1):
-        if not ln.strip():
-            continue
-        try:
-            d = json.loads(ln)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: malformed JSON ({e.msg})") from None
-        if not isinstance(d, dict) or not isinstance(d.get("prompt"), str):
-            raise InputError(f"{path}:{n}: expected an object with a 'prompt' string")
-        answer = d.get("answer")
-        out.append((d["prompt"], answer if isinstance(answer, str) else None))
-    return out
-
-
 def read_prompts(path: str, with_answers: bool = False) -> list[str]:
     """The prompts of a prompts file (``read_prompt_rows``). ``with_answers``: each prompt
     followed by its answer where the row has one (``skill_texts``), as Neuron Adjust probes its
@@ -319,7 +289,7 @@ def cmd_reproduce(args) -> int:
         result = mem.reproduce(dm, log=log, prompts_dir=pdir)
         images = result.pop("_images")
         if args.image:
-            from neurolens.demo.train_diffusion import digits_16
+            from neurolens.evals.data import digits_16
             from neurolens.evals.memorization import (MEMORIZED_SEEDS, ORDINARY_SEEDS,
                                                       load_sets)
             train, _ = digits_16()

@@ -10,7 +10,8 @@ import torch
 from safetensors import safe_open
 
 import neurolens as nl
-from neurolens.cli import main, read_prompt_rows, read_prompts
+from neurolens.cli import main, read_prompts
+from neurolens.spec.prompts import read_prompt_rows
 
 
 def run(capsys, *argv):

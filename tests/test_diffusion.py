@@ -337,7 +337,7 @@ def test_reproduce_memorization_protocol_runs_end_to_end(dm, monkeypatch):
 def test_copy_similarity_scores_copies_not_the_digit():
     """1 for the training image itself; about 0 for other images of the same digit, which
     plain correlation scores high (the reason the headline uses the copy similarity)."""
-    from neurolens.demo.train_diffusion import digits_16
+    from neurolens.evals.data import digits_16
     from neurolens.evals.memorization import copy_similarity, correlation
     imgs, labels = digits_16()
     threes = np.nonzero(labels == 3)[0]

@@ -29,3 +29,45 @@ def test_import_linter_contracts():
     r = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "broken" in r.stdout and "0 broken" in r.stdout
+
+
+def _cycles(graph) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), imports as grimp sees
+    them: lazy imports inside functions count."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.find_modules_directly_imported_by(v):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for m in sorted(graph.modules):
+        if m not in index:
+            visit(m)
+    return out
+
+
+def test_no_import_cycles_among_neurolens_modules():
+    import grimp
+    graph = grimp.build_graph("neurolens")
+    assert len(graph.modules) > 50
+    assert _cycles(graph) == []
+    # the check sees a cycle when there is one
+    graph.add_import(importer="neurolens.spec.sites", imported="neurolens.engine.lm")
+    assert any("neurolens.spec.sites" in c for c in _cycles(graph))

@@ -33,21 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from neurolens.demo.tiny_pipeline import PipelineConfig, build_pipeline
+from neurolens.evals.data import digits_16
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEMPLATES = ["a handwritten digit {d}", "a digit {d}", "the number {w}", "handwritten {w}",
              "a drawing of the digit {d}", "a sketch of the number {d}", "a picture of {w}",
              "an image of the digit {d}"]
 EVAL_TEMPLATE = "a handwritten digit {d}"
-
-
-def digits_16() -> tuple[np.ndarray, np.ndarray]:
-    """The scikit-learn digits as float32 [N, 16, 16] in 0..1 and their labels."""
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
-    x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
-    return x.clamp(0, 1).numpy(), d.target.astype(np.int64)
 
 
 def memorized_set(n: int, seed: int) -> list[dict]:

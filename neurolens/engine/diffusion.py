@@ -26,6 +26,7 @@ import torch
 
 from neurolens.engine.adapters import SiteRef, get_module
 from neurolens.engine.capture import to_numpy
+from neurolens.engine.dtypes import torch_dtype
 from neurolens.engine.export import (SIDECAR_NAME, ExportReport, check_target, with_site,
                                      write_export)
 from neurolens.engine.hooks import CancelToken, HookSession, RunState
@@ -530,8 +531,6 @@ def load_pipeline(path: str | os.PathLike, *, device: str = "cpu", dtype=None,
     """Load a diffusers pipeline folder (``model_index.json``)."""
     import diffusers
 
-    from neurolens.engine.loading import _torch_dtype
-
     path = Path(path)
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
@@ -539,7 +538,7 @@ def load_pipeline(path: str | os.PathLike, *, device: str = "cpu", dtype=None,
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     kw = {"use_safetensors": True}
-    td = _torch_dtype(dtype)
+    td = torch_dtype(dtype)
     if td is not None and td != "auto":
         kw["torch_dtype"] = td
     try:

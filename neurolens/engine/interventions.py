@@ -6,48 +6,16 @@ builders for their ops (adjust, gate, topk) with :func:`register_builder`.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
+# the paper-method ops (adjust, gate, topk) register their builders on import
+from neurolens.engine import method_ops  # noqa: F401
 from neurolens.engine.adapters import SiteRef
+from neurolens.engine.handlers import (BUILDERS, Builder, in_steps,  # noqa: F401 - re-exported
+                                       position_mask, register_builder)
 from neurolens.engine.hooks import Handler, RunState
 from neurolens.errors import InputError
 from neurolens.spec.edits import EditOp
-
-Builder = Callable[[EditOp, SiteRef, dict], Handler]
-BUILDERS: dict[str, Builder] = {}
-
-
-def register_builder(op_name: str):
-    def deco(fn: Builder) -> Builder:
-        BUILDERS[op_name] = fn
-        return fn
-    return deco
-
-
-def in_steps(op: EditOp, state: RunState) -> bool:
-    if op.steps is None or state.step is None:
-        return True
-    return op.steps[0] <= state.step < op.steps[1]
-
-
-def position_mask(positions, state: RunState, device) -> torch.Tensor | None:
-    """[batch, seq] bool mask of the cells an op acts on; None means every cell."""
-    if positions == "all":
-        return None
-    if positions == "last":
-        m = torch.zeros(state.batch, state.seq, dtype=torch.bool, device=device)
-        m[:, -1] = True
-        return m
-    pos = state.positions(device)                       # [b, s]
-    plen = (state.prompt_len.to(device) if state.prompt_len is not None
-            else torch.full((state.batch,), state.seq, device=device))
-    m = torch.zeros_like(pos, dtype=torch.bool)
-    for p in positions:
-        target = plen + p if p < 0 else torch.full_like(plen, p)
-        m |= pos == target[:, None]
-    return m
 
 
 class _Indexed:
@@ -114,7 +82,3 @@ def build_handler(op: EditOp, ref: SiteRef, ctx: dict) -> Handler:
     if b is None:
         raise InputError(f"edit op '{op.op}' cannot run on this model (no engine support)")
     return b(op, ref, ctx)
-
-
-# paper-method ops register their builders on import
-from neurolens.engine import method_ops  # noqa: E402,F401

@@ -7,29 +7,14 @@ import os
 import re
 from pathlib import Path
 
+from neurolens.engine.dtypes import torch_dtype
 from neurolens.errors import LoadError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
-
-
 def default_model() -> str:
     from neurolens.resources import model_path
     return str(model_path())
-
-
-def _torch_dtype(dtype):
-    import torch
-    if dtype is None or dtype == "auto":
-        return dtype
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = _DTYPES.get(str(dtype).lower())
-    if name is None:
-        raise LoadError(f"unknown dtype '{dtype}' (use float32, float16 or bfloat16)")
-    return getattr(torch, name)
 
 
 def check_folder(path: Path, allow_pickle: bool) -> None:
@@ -92,7 +77,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     src = str(path) if local else name
-    torch_dtype = _torch_dtype(dtype)
+    td = torch_dtype(dtype)
     kw = {"trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(src, **kw)
@@ -105,8 +90,8 @@ def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", 
                         f"did not answer ({str(e).splitlines()[0][:160]})") from None
     mkw = dict(kw)
     mkw["use_safetensors"] = None if allow_pickle else True
-    if torch_dtype is not None:
-        mkw["dtype"] = torch_dtype
+    if td is not None:
+        mkw["dtype"] = td
     if device == "auto":
         mkw["device_map"] = "auto"
     try:

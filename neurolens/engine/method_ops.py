@@ -8,7 +8,7 @@ from statistics import NormalDist
 import torch
 
 from neurolens.engine.hooks import RunState
-from neurolens.engine.interventions import in_steps, position_mask, register_builder
+from neurolens.engine.handlers import in_steps, position_mask, register_builder
 
 
 def stat_threshold(x: torch.Tensor, z: float) -> torch.Tensor:

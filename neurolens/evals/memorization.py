@@ -62,7 +62,7 @@ class DigitClassifier:
     def fit(cls) -> "DigitClassifier":
         from sklearn.linear_model import LogisticRegression
 
-        from neurolens.demo.train_diffusion import digits_16
+        from neurolens.evals.data import digits_16
         x, y = digits_16()
         clf = LogisticRegression(max_iter=2000, C=0.5)
         clf.fit(x.reshape(len(x), -1), y)
@@ -79,7 +79,7 @@ PROBE_SEEDS = 16              # per ordinary probe prompt when choosing rho (acc
 
 
 def _digit_means() -> tuple[np.ndarray, np.ndarray]:
-    from neurolens.demo.train_diffusion import digits_16
+    from neurolens.evals.data import digits_16
     imgs, labels = digits_16()
     return imgs, np.stack([imgs[labels == d].mean(0) for d in range(10)])
 

@@ -571,7 +571,7 @@ class MainWindow(QMainWindow):
         self._add_answered([(r["prompt"], r.get("answer")) for r in rows], set_name or skill)
 
     def load_prompt_file(self, path: str, set_name: str | None = None) -> None:
-        from neurolens.cli import read_prompt_rows
+        from neurolens.spec.prompts import read_prompt_rows
         try:
             rows = read_prompt_rows(path)
         except Exception as e:  # noqa: BLE001
