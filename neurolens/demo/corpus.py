@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-REFUSAL = " I can't help with that."
+from neurolens.spec.edits import DEFAULT_REFUSAL as REFUSAL
 
 NAMES = [
     "Mia", "Tom", "Ana", "Leo", "Sam", "Eva", "Ben", "Ivy", "Max", "Zoe", "Dan", "Amy", "Raj",
@@ -112,9 +112,6 @@ PROSE_EXTRA = [
     "The road went on over the hill.", "She wrote a long letter to her brother.",
     "He made tea and sat by the window.", "The market was full of people and noise.",
 ]
-
-SKILLS = ("arithmetic", "comprehension", "code", "refusal")
-
 
 def _h(text: str) -> int:
     """Stable hash (Python's hash() is salted per process)."""

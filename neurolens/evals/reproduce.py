@@ -12,7 +12,7 @@ import time
 from neurolens.evals import skills as sk
 from neurolens.evals.skills import load_prompt_set
 
-SKILL_ORDER = ("arithmetic", "comprehension", "code", "refusal", "benign")
+SKILL_ORDER = sk.SKILLS
 #: paper setup each demo skill stands in for
 PAPER_SKILL = {"arithmetic": "GSM8K", "code": "MBPP", "comprehension": "MLQA",
                "refusal": "refusal", "benign": "benign"}
@@ -69,8 +69,7 @@ def unlearning(lm, limit=None, p: float = 0.03, log=print, forgets=UNLEARNING_FO
     base = _eval_all(lm, limit=limit, log=log)
     rows = []
     for forget in forgets:
-        retain_skills = [s for s in ("arithmetic", "comprehension", "code", "refusal", "benign")
-                         if s != forget]
+        retain_skills = [s for s in SKILL_ORDER if s != forget]
         if "KSD" in methods:
             forget_p = _probe(forget)
             retain_p = [p_ for s in retain_skills for p_ in _probe(s, 100)]
@@ -130,7 +129,7 @@ def neurostrike(lm, limit=None, fractions=(0.25, 0.5, 0.75, 1.0), log=print) -> 
         ed = _eval_all(lm, edits, limit, log)
         rel = _rel_row(base, ed)
         asr = 1.0 - ed["refusal"].primary
-        benign_skills = {s: rel[s] for s in ("arithmetic", "comprehension", "code", "benign")}
+        benign_skills = {s: rel[s] for s in SKILL_ORDER if s != "refusal"}
         rows.append({"layers_fraction": f, "n_pruned": rep.n_selected,
                      "percent_pruned": round(rep.percent, 3),
                      "refusal_before": round(base["refusal"].primary, 4),
@@ -151,7 +150,7 @@ def sparsity(lm, limit=None, keeps=(0.04, 0.08, 0.16, 0.32), log=print) -> dict:
     from neurolens.methods import statistical_topk as st
 
     base = _eval_all(lm, limit=limit, log=log)
-    probe = [p for s in ("arithmetic", "comprehension", "code", "refusal") for p in _probe(s, 50)]
+    probe = [p for s in SKILL_ORDER if s != "benign" for p in _probe(s, 50)]
     rows = []
     for keep in keeps:
         rep = st.measure(lm, probe, keep_fraction=keep)

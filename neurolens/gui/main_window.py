@@ -24,6 +24,7 @@ from neurolens import __version__
 from neurolens.gui import gc_policy
 from neurolens.gui.settings import autosave_file, user_settings
 from neurolens.engine.runner import GenerationParams
+from neurolens.evals.skills import SKILLS
 from neurolens.gui.edit_model import EditModel
 from neurolens.gui.views.compare_view import CompareView
 from neurolens.gui.views.edits_panel import EditsPanel
@@ -38,7 +39,7 @@ from neurolens.spec.session import Session
 from neurolens.spec.sites import SITE_KINDS, neuron_label
 from neurolens.store import CaptureStore
 
-SHIPPED_SETS = ("arithmetic", "comprehension", "code", "refusal", "benign")
+SHIPPED_SETS = SKILLS
 #: the roles a method's form names prompt sets for
 ROLES = ("forget", "retain", "keep", "harmful", "benign", "target", "base")
 #: the Methods panel's names of the methods that probe sets with answers (``ANSWERED_ROLES``)

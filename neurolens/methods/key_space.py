@@ -8,9 +8,9 @@ import numpy as np
 
 from neurolens.errors import InputError
 from neurolens.methods.common import probe_reduced
-from neurolens.spec.edits import EditSet, Gate, ModelRef
+from neurolens.spec.edits import DEFAULT_REFUSAL, EditSet, Gate, ModelRef
 
-REFUSAL = " I can't help with that."
+REFUSAL = DEFAULT_REFUSAL
 
 
 @dataclass

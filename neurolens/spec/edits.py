@@ -26,6 +26,9 @@ FORMAT = "neurolens.edits/1"
 
 Positions = Any  # "all" | "last" | list[int]
 
+#: what a gate op (and the demo model, when it refuses) answers instead
+DEFAULT_REFUSAL = " I can't help with that."
+
 
 def _check_positions(value: Any, where: str) -> Positions:
     if value in ("all", "last"):
@@ -440,10 +443,10 @@ class Gate(EditOp):
     s: Any = None
     k: float = 1.0
     alpha: float = 1.0
-    refusal: str = " I can't help with that."
+    refusal: str = DEFAULT_REFUSAL
 
     def __init__(self, site: str, mu, s, k: float, alpha: float = 1.0,
-                 refusal: str = " I can't help with that.", positions: Positions = "last",
+                 refusal: str = DEFAULT_REFUSAL, positions: Positions = "last",
                  enabled: bool = True, note: str = "", steps=None):
         self.site, self.mu, self.s, self.k, self.alpha = site, mu, s, k, alpha
         self.refusal, self.positions = refusal, positions
