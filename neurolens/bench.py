@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from neurolens.spec.sites import site_name
+
 
 @dataclass
 class Case:
@@ -200,7 +202,7 @@ def case_edited_generation(lm, batch: int, new_tokens: int, reps: int) -> list[C
         raise RuntimeError("the gate abstains on every comprehension prompt: no row to time")
     prompts = (prompts * batch)[:batch]
     edits = {
-        "prune": EditSet([Prune(f"blocks.{l}.mlp.hook_post", list(range(0, width, 50)))
+        "prune": EditSet([Prune(site_name(l, "mlp.hook_post"), list(range(0, width, 50)))
                           for l in range(lm.n_layers)]),
         "gate": gate,
         "adjust": neuron_adjust.fit(lm, arith, other, p=0.03)[0],

@@ -9,7 +9,8 @@ import pytest
 
 import neurolens as nl
 from neurolens.spec.edits import EditOp, EditSet, ModelRef, OPS, register_op
-from neurolens.spec.sites import neuron_label, parse_neuron_label, parse_site, match_sites
+from neurolens.spec.sites import (match_sites, neuron_label, parse_neuron_label, parse_site,
+                                   site_name)
 
 WIDTHS = {f"blocks.{l}.mlp.hook_post": 16 for l in range(3)}
 WIDTHS.update({f"blocks.{l}.mlp.hook_pre": 16 for l in range(3)})
@@ -128,3 +129,10 @@ def test_site_names_and_labels():
     assert parse_neuron_label("garbage") is None
     assert match_sites("blocks.*.mlp.hook_post", list(WIDTHS)) == [
         f"blocks.{l}.mlp.hook_post" for l in range(3)]
+
+
+def test_site_names_are_built_in_one_place():
+    assert site_name(3, "mlp.hook_post") == "blocks.3.mlp.hook_post"
+    assert site_name(0, "hook_resid_post") == "blocks.0.hook_resid_post"
+    s = parse_site(site_name(12, "mlp.hook_pre_linear"))
+    assert (s.layer, s.kind) == (12, "mlp.hook_pre_linear")

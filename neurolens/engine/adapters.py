@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from neurolens.errors import InputError
-from neurolens.spec.sites import SITE_KINDS, parse_site
+from neurolens.spec.sites import SITE_KINDS, parse_site, site_name
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ class Adapter:
     def canonical_sites(self) -> list[str]:
         if self.arch is None:
             return []
-        return [f"blocks.{i}.{k}" for i in range(self.n_layers) for k in SITE_KINDS
+        return [site_name(i, k) for i in range(self.n_layers) for k in SITE_KINDS
                 if k in self.arch.sites]
 
     def resolve(self, model, name: str) -> SiteRef:

@@ -36,7 +36,7 @@ from neurolens.gui.views.scatter import PALETTE, KeySpaceScatter
 from neurolens.gui.worker import Projector, RunRequest, Worker, lower_thread_priority
 from neurolens.spec.edits import EditSet
 from neurolens.spec.session import Session
-from neurolens.spec.sites import SITE_KINDS, neuron_label
+from neurolens.spec.sites import SITE_KINDS, neuron_label, site_name
 from neurolens.store import CaptureStore
 
 SHIPPED_SETS = SKILLS
@@ -829,7 +829,7 @@ class MainWindow(QMainWindow):
     def site(self, layer: int) -> str:
         if self.diffusion:
             return self.model_info["site_list"][layer]
-        return f"blocks.{layer}.{self.kind_combo.currentText()}"
+        return site_name(layer, self.kind_combo.currentText())
 
     def site_row(self, site: str) -> int | None:
         """Heatmap row of a site's neurons (None when they are not shown). The map shows one of

@@ -20,6 +20,7 @@ from neurolens.engine.runner import (Cancelled, Failed, Finished, GenerationPara
 from neurolens.errors import NeurolensError
 from neurolens.spec.edits import EditSet
 from neurolens.store import CaptureStore
+from neurolens.spec.sites import site_name
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class Worker(QObject):
         ("cancelled", None, texts) | ("failed", message, texts)."""
         lm = self.lm
         store.clear()
-        sites = [f"blocks.{layer}.{k}" for k in req.site_kinds for layer in range(lm.n_layers)]
+        sites = [site_name(layer, k) for k in req.site_kinds for layer in range(lm.n_layers)]
         texts: dict[int, str] = {}
         done = 0
         last_emit = 0.0

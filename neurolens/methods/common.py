@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from neurolens.spec.sites import site_name
 from neurolens.store import CaptureStore
 from neurolens.store.stats import RunningStats
 
@@ -29,7 +30,7 @@ def probe_reduced(lm, prompts: list[str], sites: list[str], reduce: str, batch_s
 def layer_sites(lm, kind: str, layers=None) -> list[str]:
     n = lm.n_layers
     layers = range(n) if layers is None else layers
-    return [f"blocks.{layer}.{kind}" for layer in layers]
+    return [site_name(layer, kind) for layer in layers]
 
 
 def skill_texts(rows) -> list[str]:

@@ -9,6 +9,7 @@ import numpy as np
 from neurolens.errors import InputError
 from neurolens.methods.common import probe_reduced
 from neurolens.spec.edits import DEFAULT_REFUSAL, EditSet, Gate, ModelRef
+from neurolens.spec.sites import site_name
 
 REFUSAL = DEFAULT_REFUSAL
 
@@ -98,7 +99,7 @@ def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | str | None = Non
         cube = fit_cube(a)
         dense = "mlp.hook_pre"
         if (kind == "mlp.hook_post" and k_star_at_limit(cube[2], len(a))
-                and f"blocks.{layer}.{dense}" in lm.sites()):
+                and site_name(layer, dense) in lm.sites()):
             layer2, table2, a2 = _choose_layer(lm, forget, keep, alpha, dense, batch_size,
                                                progress)
             cube2 = fit_cube(a2)
@@ -106,12 +107,12 @@ def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | str | None = Non
                 fallback = (f"hook_post k* at its limit at layer {layer} (sparse features); "
                             f"probed {dense} instead")
                 layer, table, a, cube, kind = layer2, table2, a2, cube2, dense
-        site = f"blocks.{layer}.{kind}"
+        site = site_name(layer, kind)
     else:
         layer = lm.n_layers - 1 if layer is None else int(layer)
         if layer < 0:
             layer += lm.n_layers
-        site = f"blocks.{layer}.{kind}"
+        site = site_name(layer, kind)
         a = probe_reduced(lm, forget, [site], "last", batch_size, progress=progress)[site]
         cube = fit_cube(a)
     mu, s, k = cube
@@ -146,7 +147,7 @@ def select_layer(lm, forget: list[str], others: list[str], alpha: float = 1.0,
 
 def _choose_layer(lm, forget, others, alpha, kind, batch_size, progress):
     """select_layer, plus the chosen layer's forget vectors (fit reuses them)."""
-    sites = [f"blocks.{i}.{kind}" for i in range(lm.n_layers)]
+    sites = [site_name(i, kind) for i in range(lm.n_layers)]
     fa = probe_reduced(lm, forget, sites, "last", batch_size, progress=progress)
     fo = probe_reduced(lm, others, sites, "last", batch_size)
     table = []

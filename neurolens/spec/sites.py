@@ -24,6 +24,11 @@ class SiteName:
         return f"blocks.{self.layer}.{self.kind}"
 
 
+def site_name(layer: int, kind: str) -> str:
+    """The canonical name of ``kind`` (e.g. ``mlp.hook_post``) in block ``layer``."""
+    return str(SiteName(int(layer), kind))
+
+
 def parse_site(name: str) -> SiteName | None:
     """Parse a canonical name; None for native module paths and other names."""
     m = _CANON.match(name)
