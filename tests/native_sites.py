@@ -1,5 +1,6 @@
 """Where each canonical site lives in each tested architecture, written out by hand from the
-transformers model code (not from neurolens' architecture table), and plain-torch readers.
+transformers model code (not from neurolens' architecture table), and plain torch / transformers
+references (readers, greedy generation).
 
 A site is ``(module path with {l} for the layer, "input" | "output", fused half or None)``.
 ``half`` is ``(k, n)``: chunk k of n along the last dimension (Phi-3's ``gate_up_proj`` computes
@@ -20,19 +21,19 @@ def _gated(prefix="model.layers.{l}"):
             "hook_resid_post": (prefix, "output", None)}
 
 
+def _plain(block, fc_in, fc_out, mlp_out):
+    """An un-gated FFN: hook_pre is fc_in's output, hook_post fc_out's input."""
+    return {"mlp.hook_pre": (f"{block}.{fc_in}", "output", None),
+            "mlp.hook_post": (f"{block}.{fc_out}", "input", None),
+            "hook_mlp_out": (f"{block}.{mlp_out}", "output", None),
+            "hook_resid_post": (block, "output", None)}
+
+
 NATIVE = {
-    "gpt2": {"mlp.hook_pre": ("transformer.h.{l}.mlp.c_fc", "output", None),
-             "mlp.hook_post": ("transformer.h.{l}.mlp.c_proj", "input", None),
-             "hook_mlp_out": ("transformer.h.{l}.mlp", "output", None),
-             "hook_resid_post": ("transformer.h.{l}", "output", None)},
-    "gpt_neox": {"mlp.hook_pre": ("gpt_neox.layers.{l}.mlp.dense_h_to_4h", "output", None),
-                 "mlp.hook_post": ("gpt_neox.layers.{l}.mlp.dense_4h_to_h", "input", None),
-                 "hook_mlp_out": ("gpt_neox.layers.{l}.mlp", "output", None),
-                 "hook_resid_post": ("gpt_neox.layers.{l}", "output", None)},
-    "opt": {"mlp.hook_pre": ("model.decoder.layers.{l}.fc1", "output", None),
-            "mlp.hook_post": ("model.decoder.layers.{l}.fc2", "input", None),
-            "hook_mlp_out": ("model.decoder.layers.{l}.fc2", "output", None),
-            "hook_resid_post": ("model.decoder.layers.{l}", "output", None)},
+    "gpt2": _plain("transformer.h.{l}", "mlp.c_fc", "mlp.c_proj", "mlp"),
+    "gpt_neox": _plain("gpt_neox.layers.{l}", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "mlp"),
+    # OPT has no MLP module: fc1 and fc2 sit on the decoder layer
+    "opt": _plain("model.decoder.layers.{l}", "fc1", "fc2", "fc2"),
     "llama": _gated(), "mistral": _gated(), "qwen2": _gated(), "gemma": _gated(),
     "gemma2": _gated(),
     "phi3": {"mlp.hook_pre": ("model.layers.{l}.mlp.gate_up_proj", "output", (0, 2)),
@@ -40,14 +41,8 @@ NATIVE = {
              "mlp.hook_post": ("model.layers.{l}.mlp.down_proj", "input", None),
              "hook_mlp_out": ("model.layers.{l}.mlp", "output", None),
              "hook_resid_post": ("model.layers.{l}", "output", None)},
-    "bert": {"mlp.hook_pre": ("encoder.layer.{l}.intermediate.dense", "output", None),
-             "mlp.hook_post": ("encoder.layer.{l}.output.dense", "input", None),
-             "hook_mlp_out": ("encoder.layer.{l}.output.dense", "output", None),
-             "hook_resid_post": ("encoder.layer.{l}", "output", None)},
-    "distilbert": {"mlp.hook_pre": ("transformer.layer.{l}.ffn.lin1", "output", None),
-                   "mlp.hook_post": ("transformer.layer.{l}.ffn.lin2", "input", None),
-                   "hook_mlp_out": ("transformer.layer.{l}.ffn.lin2", "output", None),
-                   "hook_resid_post": ("transformer.layer.{l}", "output", None)},
+    "bert": _plain("encoder.layer.{l}", "intermediate.dense", "output.dense", "output.dense"),
+    "distilbert": _plain("transformer.layer.{l}", "ffn.lin1", "ffn.lin2", "ffn.lin2"),
 }
 
 #: the FFN activation of each architecture, by its transformers name
@@ -109,3 +104,20 @@ class PlainReader:
     def __exit__(self, *exc):
         for h in self._handles:
             h.remove()
+
+
+def plain_greedy(model, ids: list[int], n: int) -> list[int]:
+    """``n`` new token ids from plain transformers greedy ``generate`` (end-of-text ignored)."""
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
+                             pad_token_id=0, eos_token_id=None,
+                             attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+    return out[0, len(ids):].tolist()
+
+
+def plain_read(model, arch: str, sites: dict, **inputs) -> dict:
+    """One plain forward of ``model(**inputs)`` (batch of one) with a :class:`PlainReader`:
+    ``{key: numpy [tokens, width]}`` for ``sites = {key: (kind, layer)}``."""
+    with PlainReader(model, arch, sites) as r, torch.no_grad():
+        model(**inputs)
+    return {s: r.calls[s][0][0].numpy() for s in sites}

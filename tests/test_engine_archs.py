@@ -7,7 +7,8 @@ import torch
 
 import neurolens as nl
 import tiny
-from native_sites import NATIVE, PlainReader
+from native_sites import NATIVE
+from native_sites import plain_read as native_read
 from neurolens.engine.adapters import ARCHS
 
 PROMPTS = ["Compute: 47+38=", "Story: Mia has a kite.", "hi"]
@@ -22,9 +23,7 @@ def plain_read(lm, arch, site, prompt):
     """Read a site with nothing but plain torch hooks on the module written out by hand in
     ``native_sites`` (not neurolens' own table)."""
     layer, kind = int(site.split(".")[1]), site.split(".", 2)[2]
-    with PlainReader(lm.hf, arch, {site: (kind, layer)}) as r, torch.no_grad():
-        lm.hf(**lm.encode([prompt]))
-    return r.calls[site][0][0].numpy()
+    return native_read(lm.hf, arch, {site: (kind, layer)}, **lm.encode([prompt]))[site]
 
 
 @pytest.mark.parametrize("arch", list(tiny.ARCH_CONFIGS))

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM
 
 import neurolens as nl
 import tiny
+from native_sites import plain_greedy
 
 PROMPTS = ["Compute: 47+38=", "hi", "Story: Mia", "abc"]
 
@@ -17,14 +18,6 @@ PROMPTS = ["Compute: 47+38=", "hi", "Story: Mia", "abc"]
 def plain_logits(model, ids):
     with torch.no_grad():
         return model(input_ids=torch.tensor([ids])).logits[0].double()
-
-
-def plain_greedy(model, ids, n):
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
-                             pad_token_id=0, eos_token_id=None,
-                             attention_mask=torch.ones(1, len(ids), dtype=torch.long))
-    return out[0, len(ids):].tolist()
 
 
 # -- compare ---------------------------------------------------------------------------------------

@@ -11,18 +11,11 @@ import torch.nn.functional as F
 
 import neurolens as nl
 import tiny
-from native_sites import GATED, NATIVE, PlainReader, act_fn, module
+from native_sites import GATED, NATIVE, act_fn, module, native, plain_greedy, plain_read
 from neurolens.engine.runner import Finished, GenerationParams
 from neurolens.store import CaptureStore
 
 PROMPT = "Compute: 47+38="
-
-
-def plain_forward(model, arch, sites, ids):
-    """One plain forward over ``ids`` (a list of token ids, no padding); {site: [tokens, w]}."""
-    with PlainReader(model, arch, sites) as r, torch.no_grad():
-        model(input_ids=torch.tensor([ids]))
-    return {s: r.calls[s][0][0].numpy() for s in sites}
 
 
 def all_sites(arch, n_layers=2):
@@ -36,10 +29,9 @@ def test_sites_read_the_hand_written_modules(arch):
     assert set(lm.sites()) == set(sites)            # the same sites, no more, no fewer
     cap = lm.capture([PROMPT], list(sites))
     ids = lm.encode([PROMPT])["input_ids"][0].tolist()
-    with PlainReader(lm.hf, arch, sites) as r, torch.no_grad():
-        lm.hf(**lm.encode([PROMPT]))
+    refs = plain_read(lm.hf, arch, sites, **lm.encode([PROMPT]))
     for site in sites:
-        ref = r.calls[site][0][0].numpy()
+        ref = refs[site]
         assert cap[site][0].shape == ref.shape == (len(ids), ref.shape[-1]), site
         np.testing.assert_allclose(cap[site][0], ref, rtol=1e-5, atol=1e-6, err_msg=site)
 
@@ -62,21 +54,18 @@ def _mlp_input(lm, arch, layer):
 
 
 def _ffn_weights(lm, arch, layer):
-    """(gate or fc_in) and up weights as [out, in] matrices with biases, from the raw params."""
-    m = lambda p: module(lm.hf, p.format(l=layer))  # noqa: E731
-    if arch == "phi3":
-        w = m("model.layers.{l}.mlp.gate_up_proj").weight
-        gate, up = w.chunk(2, 0)                      # gate first, as Phi3MLP.forward chunks
-        return (gate, None), (up, None)
-    if arch in GATED:
-        return (m("model.layers.{l}.mlp.gate_proj").weight, None), \
-            (m("model.layers.{l}.mlp.up_proj").weight, None)
-    fc = {"gpt2": "transformer.h.{l}.mlp.c_fc", "gpt_neox": "gpt_neox.layers.{l}.mlp.dense_h_to_4h",
-          "opt": "model.decoder.layers.{l}.fc1", "bert": "encoder.layer.{l}.intermediate.dense",
-          "distilbert": "transformer.layer.{l}.ffn.lin1"}[arch]
-    mod = m(fc)
-    w = mod.weight.t() if arch == "gpt2" else mod.weight   # GPT-2's Conv1D stores [in, out]
-    return (w, mod.bias), None
+    """(gate or fc_in) and up weights as [out, in] matrices with biases, from the raw params of
+    the modules in the hand-written table (a fused half is a block of the weight's rows)."""
+    def weights(kind):
+        path, _, half = native(arch, kind, layer)
+        mod = module(lm.hf, path)
+        w = mod.weight.t() if arch == "gpt2" else mod.weight   # GPT-2's Conv1D: [in, out]
+        if half is None:
+            return w, mod.bias
+        k, n = half
+        rows = w.shape[0] // n
+        return w[k * rows:(k + 1) * rows], None              # Phi-3: gate rows, then up rows
+    return weights("mlp.hook_pre"), weights("mlp.hook_pre_linear") if arch in GATED else None
 
 
 @pytest.mark.parametrize("arch", list(tiny.ARCH_CONFIGS))
@@ -150,7 +139,7 @@ def test_rows_streamed_while_generating_equal_one_plain_forward(arch, edited):
         assert len(o.token_ids) == 5
         # the last token is sampled, never fed back: no rows for it
         fed = pids + o.token_ids[:-1]
-        ref = plain_forward(ref_model, arch, kinds, fed)
+        ref = plain_read(ref_model, arch, kinds, input_ids=torch.tensor([fed]))
         if edited:   # the captured site shows the value after its own edit
             ref["blocks.1.mlp.hook_post"][:, 3] *= 2.0
         for s in GEN_SITES:
@@ -158,11 +147,7 @@ def test_rows_streamed_while_generating_equal_one_plain_forward(arch, edited):
             assert got.shape == ref[s].shape, (s, i)
             np.testing.assert_allclose(got, ref[s], rtol=1e-4, atol=1e-5, err_msg=f"{s} #{i}")
         # the tokens are the plain model's greedy choice (hand-edited copy for the edit run)
-        with torch.no_grad():
-            want = ref_model.generate(torch.tensor([pids]), max_new_tokens=5, do_sample=False,
-                                      pad_token_id=0, eos_token_id=None,
-                                      attention_mask=torch.ones(1, len(pids), dtype=torch.long))
-        assert o.token_ids == want[0, len(pids):].tolist(), i
+        assert o.token_ids == plain_greedy(ref_model, pids, 5), i
     if edited:   # the edit changes the run (else the edited case tests nothing)
         plain = lm.generate(GEN_PROMPTS, max_new_tokens=5, ignore_eos=True)
         assert any(a.logprobs != b.logprobs for a, b in zip(plain, outs))

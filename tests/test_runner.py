@@ -12,7 +12,7 @@ from neurolens.engine.interventions import BUILDERS
 from neurolens.engine.runner import (Cancelled, Failed, Finished, GenerationParams,
                                      PromptProcessed, TokenAppended)
 from neurolens.store import CaptureStore
-from native_sites import PlainReader
+from native_sites import plain_read
 from test_engine_archs import hook_dicts
 
 
@@ -194,9 +194,7 @@ def _reference_post(lm, arch, prompt):
     """hook_post rows of every layer from plain PyTorch forward-pre-hooks (copies) on the down
     projections written out by hand in ``native_sites``."""
     sites = {layer: ("mlp.hook_post", layer) for layer in range(lm.n_layers)}
-    with PlainReader(lm.hf, arch, sites) as r, torch.no_grad():
-        lm.hf(**lm.encode([prompt]))
-    return {layer: r.calls[layer][0][0].numpy() for layer in sites}
+    return plain_read(lm.hf, arch, sites, **lm.encode([prompt]))
 
 
 @pytest.mark.parametrize("fixture", ["llama", "gpt2"])

@@ -113,6 +113,7 @@ PROSE_EXTRA = [
     "He made tea and sat by the window.", "The market was full of people and noise.",
 ]
 
+
 def _h(text: str) -> int:
     """Stable hash (Python's hash() is salted per process)."""
     return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "little")

@@ -11,8 +11,8 @@ import torch
 # the paper-method ops (adjust, gate, topk) register their builders on import
 from neurolens.engine import method_ops  # noqa: F401
 from neurolens.engine.adapters import SiteRef
-from neurolens.engine.handlers import (BUILDERS, Builder, in_steps,  # noqa: F401 - re-exported
-                                       position_mask, register_builder)
+from neurolens.engine.handlers import (BUILDERS, in_steps, position_mask,  # noqa: F401
+                                       register_builder)  # (re-exported: the builder registry)
 from neurolens.engine.hooks import Handler, RunState
 from neurolens.errors import InputError
 from neurolens.spec.edits import EditOp

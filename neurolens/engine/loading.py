@@ -12,6 +12,8 @@ from neurolens.errors import LoadError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
 def default_model() -> str:
     from neurolens.resources import model_path
     return str(model_path())

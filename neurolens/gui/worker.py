@@ -19,8 +19,8 @@ from neurolens.engine.runner import (Cancelled, Failed, Finished, GenerationPara
                                      PromptProcessed, TokenAppended)
 from neurolens.errors import NeurolensError
 from neurolens.spec.edits import EditSet
-from neurolens.store import CaptureStore
 from neurolens.spec.sites import site_name
+from neurolens.store import CaptureStore
 
 
 @dataclass(frozen=True)
