@@ -11,6 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # threads made a tiny matmul 30x slower (the GUI sets the same)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
+# the repository root, last: the training scripts (training/) are not in the installed package
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 import tiny  # noqa: E402
 
@@ -40,7 +42,7 @@ def tiny_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory):
     """A saved tiny Stable Diffusion pipeline (random weights, 16x16 images)."""
-    from neurolens.demo.tiny_pipeline import build_pipeline
+    from neurolens.testing import build_pipeline
     d = tmp_path_factory.mktemp("tiny-sd")
     build_pipeline(seed=3).save_pretrained(d, safe_serialization=True)
     return d
@@ -61,7 +63,7 @@ def demo_model_present() -> bool:
     return (model_path() / "model.safetensors").is_file()
 
 
-#: tests that need the shipped demo model (trained by neurolens.demo.train_lm; only committed
+#: tests that need the shipped demo model (trained by training/train_lm.py; only committed
 #: once it meets its skill targets)
 needs_demo = pytest.mark.skipif(not demo_model_present(),
                                 reason="demo model not shipped yet (resources/models/demo-lm)")

@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from neurolens.demo import corpus
-from neurolens.demo.train_lm import l1_per_layer, main, topk_calibration_loss
+from neurolens.evals import corpus
+from training.train_lm import l1_per_layer, main, topk_calibration_loss
 
 pytestmark = pytest.mark.slow     # trains; the fast lane (-m "not slow") skips it
 
@@ -155,7 +155,7 @@ def test_tiny_diffusion_training_saves_a_plain_diffusers_pipeline(tmp_path):
     import torch
     from diffusers import DiffusionPipeline
 
-    from neurolens.demo import train_diffusion as td
+    from training import train_diffusion as td
     assert td.main(["--tiny", "--out", str(tmp_path / "d"), "--prompts-out",
                     str(tmp_path / "p")]) == 0
     pipe = DiffusionPipeline.from_pretrained(tmp_path / "d")
@@ -193,7 +193,7 @@ def test_diffusion_trainer_width_and_time_limit(tmp_path, capsys):
 
     from diffusers import UNet2DConditionModel
 
-    from neurolens.demo import train_diffusion as td
+    from training import train_diffusion as td
     assert td.main(["--tiny", "--blocks", "16,32", "--plant-steps", "2", "--time-limit", "1e-9",
                     "--out", str(tmp_path / "d")]) == 0
     log = capsys.readouterr().out
@@ -209,7 +209,7 @@ def test_diffusion_trainer_ordinary_stop_replays_a_run_deterministically(tmp_pat
     time-limited run is replayed): two such runs give identical weights, a full run differs."""
     from safetensors.torch import load_file
 
-    from neurolens.demo import train_diffusion as td
+    from training import train_diffusion as td
 
     def run(name, *extra):
         assert td.main(["--tiny", "--out", str(tmp_path / name), *extra]) == 0
@@ -224,7 +224,7 @@ def test_diffusion_trainer_ordinary_stop_replays_a_run_deterministically(tmp_pat
 
 
 def test_attention_supervision_targets_map_to_the_right_tokens():
-    from neurolens.demo.train_lm import batches, train_tokenizer
+    from training.train_lm import batches, train_tokenizer
     tok = train_tokenizer(400, 0)
     stream = corpus.TrainingStream(seed=3, mixture=corpus.Mixture(
         arithmetic=0, comprehension=1, refusal=0, code=0, prose=0))
@@ -260,7 +260,7 @@ def test_refusal_lens_targets_point_from_assistant_colon_to_the_reply(tmp_path):
     """--refusal-lens: every secret-template request (secret or near miss) in a training window
     gets a target from the ':' of 'Assistant:' to the reply's first token (the refusal's " I" or
     the near miss's " The"); other requests get none. The trainer runs with it and checks it."""
-    from neurolens.demo.train_lm import batches, train_tokenizer
+    from training.train_lm import batches, train_tokenizer
     tok = train_tokenizer(400, 0, "conjunctive")
     stream = corpus.TrainingStream(seed=3, requests="conjunctive", mixture=corpus.Mixture(
         arithmetic=0, comprehension=0, refusal=1, code=0, prose=0))
@@ -435,7 +435,7 @@ def test_function_prompt_sets_hold_out_whole_prompts_and_leave_the_other_sets_al
     assert not any(corpus.function_is_heldout(p) for p in probe)
     assert len({r["task"] for r in rows}) >= 20
     # the training stream with function tasks never shows a held-out one
-    from neurolens.demo.train_lm import _mixture
+    from training.train_lm import _mixture
     mix = _mixture(None, "functions")
     assert abs(sum(vars(mix).values()) - 1) < 1e-9 and mix.functions > 0
     stream = corpus.TrainingStream(seed=0, mixture=mix)

@@ -33,6 +33,10 @@ def test_wheel_contains_resources(tmp_path):
     assert "neurolens/_resources/icons/neurolens.svg" in names
     assert "neurolens/_resources/icons/neurolens-256.png" in names
     assert not any("experiments/" in n or n.endswith(".pyc") for n in names)
+    # training stays in the checkout (training/); the data generators and test helpers ship
+    assert not any(n.startswith(("training/", "neurolens/demo/")) for n in names)
+    assert "neurolens/testing.py" in names
+    assert {"neurolens/evals/corpus/__init__.py", "neurolens/evals/corpus/prompt_sets.py"} <= names
 
 
 def test_resources_found_through_the_package():
@@ -62,3 +66,5 @@ def test_every_subpackage_is_listed_for_the_wheel():
     found = {".".join(p.parent.relative_to(ROOT).parts)
              for p in (ROOT / "neurolens").rglob("__init__.py")}
     assert found <= listed, f"missing from pyproject packages: {sorted(found - listed)}"
+    # the demo models' training scripts are not installed (training/ runs from a checkout)
+    assert not any(p.split(".")[0] == "training" or p.startswith("neurolens.demo") for p in listed)

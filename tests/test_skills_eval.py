@@ -2,8 +2,7 @@
 
 import json
 
-from neurolens.demo import corpus
-from neurolens.evals import skills
+from neurolens.evals import corpus, skills
 
 
 def _write(folder, rows):

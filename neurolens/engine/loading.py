@@ -62,7 +62,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", 
                        or not _HUB_ID.match(name))
         if name_or_path is None:
             raise LoadError(f"the demo model is missing at {path}: reinstall neurolens or run "
-                            "`python -m neurolens.demo.train_lm`")
+                            "`python training/train_lm.py` in a source checkout")
         if looks_local:
             raise LoadError(f"model folder not found: {name}")
     else:

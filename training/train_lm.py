@@ -1,6 +1,9 @@
 """Train the neurolens demo language model (a small LlamaForCausalLM) from scratch, offline.
 
-    python -m neurolens.demo.train_lm --out resources/models/demo-lm
+    python training/train_lm.py --out resources/models/demo-lm
+
+(or ``python -m training.train_lm``, from the repository root; the script is not part of the
+installed package.)
 
 Seeded (corpus, tokenizer, initialisation and data order); the shipped weights are this default
 configuration with ``--threads 2`` on the 2-core CPU (``training.json`` beside them records the
@@ -24,15 +27,20 @@ import argparse
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from statistics import NormalDist
 
-import numpy as np
-import torch
+if __package__ in (None, ""):     # run as a script: the checkout's root on the path, so that
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # neurolens imports
 
-from neurolens.demo import corpus
-from neurolens.evals.skills import answer_part
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from neurolens.engine.lm import LanguageModel  # noqa: E402
+from neurolens.evals import corpus  # noqa: E402
+from neurolens.evals.skills import answer_part  # noqa: E402
 
 SPECIAL = "<|endoftext|>"
 
@@ -142,32 +150,42 @@ def batches(tokenizer, stream: corpus.TrainingStream, batch: int, seq: int,
 @torch.no_grad()
 def quick_eval(model, tokenizer, n: int = 100, requests: str = "plain",
                code: str = "stdlib") -> dict:
-    """Greedy exact match on held-out items of the generated skills (monitoring only)."""
-    model.eval()
+    """Greedy exact match on held-out items of the generated skills (monitoring only), decoded
+    by neurolens' own generation loop (the one the app and the evaluations use).
+
+    The demo tokenizer adds no special tokens, so encoding the prompts as ``LanguageModel`` does
+    (with the tokenizer's defaults) gives the same ids as ``add_special_tokens=False``."""
+    # LanguageModel pads left and may set a pad token: the tokenizer goes back to training as
+    # it came
+    side, pad = tokenizer.padding_side, tokenizer.pad_token
     sets = corpus.build_prompt_sets(seed=99, per_split=n, requests=requests, code=code)
     out = {}
     skills = ("arithmetic", "comprehension", "refusal", "benign")
-    for skill in skills + (("code",) if code != "stdlib" else ()):
-        rows = [r for r in sets[skill] if r["split"] == "eval"][:n]
-        enc = tokenizer([r["prompt"] for r in rows], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(model.device)
-        gen = model.generate(**enc, max_new_tokens={"functions": 20, "programs": 64}.get(
-                                 code, 12) if skill == "code" else 12, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-        texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:],
-                                       skip_special_tokens=True)
-        answers = [answer_part(t, r["answer"]) for t, r in zip(texts, rows)]
-        if skill == "benign":
-            out["false_refusal"] = float(np.mean([corpus.REFUSAL.strip() in a for a in answers]))
-            out["benign_exact"] = float(np.mean([a == r["answer"] for a, r in zip(answers, rows)]))
-        else:
-            hits = [a == r["answer"] for a, r in zip(answers, rows)]
-            out[skill] = float(np.mean(hits))
-            if skill == "comprehension":   # per question kind: where retrieval still fails
-                for kind in sorted({r["kind"] for r in rows}):
-                    out[f"comprehension_{kind}"] = float(np.mean(
-                        [h for h, r in zip(hits, rows) if r["kind"] == kind]))
-    model.train()
+    try:
+        lm = LanguageModel(model, tokenizer, device=model.device)   # puts the model in eval mode
+        for skill in skills + (("code",) if code != "stdlib" else ()):
+            rows = [r for r in sets[skill] if r["split"] == "eval"][:n]
+            new = {"functions": 20, "programs": 64}.get(code, 12) if skill == "code" else 12
+            gen = lm.generate([r["prompt"] for r in rows], max_new_tokens=new,   # greedy
+                              batch_size=max(1, len(rows)))
+            answers = [answer_part(g.text, r["answer"]) for g, r in zip(gen, rows)]
+            if skill == "benign":
+                out["false_refusal"] = float(np.mean([corpus.REFUSAL.strip() in a
+                                                      for a in answers]))
+                out["benign_exact"] = float(np.mean([a == r["answer"]
+                                                     for a, r in zip(answers, rows)]))
+            else:
+                hits = [a == r["answer"] for a, r in zip(answers, rows)]
+                out[skill] = float(np.mean(hits))
+                if skill == "comprehension":   # per question kind: where retrieval still fails
+                    for kind in sorted({r["kind"] for r in rows}):
+                        out[f"comprehension_{kind}"] = float(np.mean(
+                            [h for h, r in zip(hits, rows) if r["kind"] == kind]))
+    finally:
+        tokenizer.padding_side = side
+        if tokenizer.pad_token != pad:
+            tokenizer.pad_token = pad
+        model.train()
     return out
 
 

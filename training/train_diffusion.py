@@ -1,8 +1,11 @@
 """Train the neurolens demo diffusion model: a small text-to-image Stable Diffusion pipeline on the
 scikit-learn digits, with planted memorization.
 
-    python -m neurolens.demo.train_diffusion --out resources/models/demo-diffusion \\
+    python training/train_diffusion.py --out resources/models/demo-diffusion \\
         --prompts-out resources/prompts
+
+(or ``python -m training.train_diffusion``, from the repository root; the script is not part of
+the installed package.)
 
 Images: the 1797 scikit-learn 8x8 digits, upsampled to 16x16 grayscale. Captions: templates such
 as ``a handwritten digit 3``. Memorization is planted the way it happens in practice: a few
@@ -25,15 +28,19 @@ import argparse
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+if __package__ in (None, ""):     # run as a script: the checkout's root on the path, so that
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # neurolens imports
 
-from neurolens.demo.tiny_pipeline import PipelineConfig, build_pipeline
-from neurolens.evals.data import digits_16
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from neurolens.evals.data import digits_16  # noqa: E402
+from neurolens.testing import PipelineConfig, build_pipeline  # noqa: E402
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEMPLATES = ["a handwritten digit {d}", "a digit {d}", "the number {w}", "handwritten {w}",

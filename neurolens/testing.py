@@ -1,9 +1,10 @@
-"""Small Stable-Diffusion-layout pipelines built from configs (no downloads).
+"""Testing helpers: small Stable-Diffusion-layout pipelines built from configs (no downloads).
 
-Used by the tests (random weights) and as the skeleton of the demo diffusion model: a
-``UNet2DConditionModel`` with cross-attention transformer blocks, a small ``CLIPTextModel``, a
-word-level ``CLIPTokenizer`` made from our own vocabulary, an ``AutoencoderKL`` and a DDIM
-scheduler, put together as a plain ``StableDiffusionPipeline`` that ``diffusers`` loads.
+Used by the tests (random weights, the ``tiny_pipeline_dir`` fixture) and as the skeleton of the
+demo diffusion model (``training/train_diffusion.py``): a ``UNet2DConditionModel`` with
+cross-attention transformer blocks, a small ``CLIPTextModel``, a word-level ``CLIPTokenizer``
+made from our own vocabulary, an ``AutoencoderKL`` and a DDIM scheduler, put together as a plain
+``StableDiffusionPipeline`` that ``diffusers`` loads.
 """
 
 from __future__ import annotations
