@@ -9,7 +9,6 @@ from pathlib import Path
 
 from neurolens import __version__
 from neurolens.errors import InputError, NeurolensError
-from neurolens.methods.neurostrike import LAYER_FRACTIONS
 from neurolens.spec.prompts import read_prompt_rows
 
 
@@ -164,20 +163,13 @@ def cmd_capture(args) -> int:
 def _capture_diffusion(args, dm, prompts, edits, sites, out: Path) -> int:
     """One tensor per (site, prompt): ``[steps, width]`` (mean/max over spatial tokens of the
     conditional half) or ``[steps, tokens, width]``."""
-    import numpy as np
-    from safetensors.numpy import save_file
-
     reduce = args.reduce or "mean"
     if reduce == "last":
         raise InputError("--reduce last has no meaning for a diffusion UNet (use mean, max or "
                          "tokens)")
     cap = dm.capture(prompts, sites, reduce=reduce, edits=edits, steps=args.steps,
                      guidance=args.guidance, seed=args.seed)
-    tensors = {f"{s}/{i}": np.ascontiguousarray(a) for s in cap.sites
-               for i, a in enumerate(cap[s])}
-    meta = {"prompts": json.dumps(prompts), "reduce": reduce, "steps": str(args.steps),
-            "format": "neurolens.capture/1 (diffusion: [steps, ...] per prompt)"}
-    save_file(tensors, str(out), metadata=meta)
+    cap.save(out)
     payload = {"out": str(out), "sites": cap.sites, "prompts": len(prompts),
                "steps": args.steps, "reduce": reduce, "bytes": out.stat().st_size}
     _emit(args, payload, f"captured {len(cap.sites)} UNet FFN site(s) x {len(prompts)} "
@@ -280,7 +272,7 @@ def cmd_reproduce(args) -> int:
             if not model_path(DEMO_DIFFUSION).is_dir():
                 raise InputError("the diffusion demo model is missing at "
                                  f"{model_path(DEMO_DIFFUSION)}; train it with "
-                                 "`python -m neurolens.demo.train_diffusion`")
+                                 "`python training/train_diffusion.py` in a source checkout")
             args.model = str(model_path(DEMO_DIFFUSION))
         dm = _load(args)
         if not _is_diffusion(dm):
@@ -323,57 +315,47 @@ def _texts_said(with_answers: set, role: str) -> str:
 
 
 def cmd_fit(args) -> int:
-    """Fit a paper method on prompt files and write its edits (``neurolens.edits/1``)."""
-    from neurolens.methods import key_space, neuron_adjust, neurostrike, statistical_topk
-    from neurolens.methods.common import ANSWERED_ROLES
-
-    with_answers = set(ANSWERED_ROLES.get(args.method, ())) if not args.prompts_only else set()
-
-    def need(flag: str) -> list[str]:
-        paths = getattr(args, flag.replace("-", "_"))
-        if not paths:
-            raise InputError(f"{args.method} needs --{flag} FILE")
-        paths = paths if isinstance(paths, list) else [paths]
-        return [t for path in paths for t in read_prompts(path, flag in with_answers)]
-
-    if not 0 < args.p < 1 or not 0 < args.keep_fraction < 1:
-        raise InputError("--p and --keep-fraction must lie between 0 and 1")
-    if args.layer not in (None, "auto"):
-        try:
-            int(args.layer)
-        except ValueError:
-            raise InputError(f"--layer takes a layer index or 'auto', not {args.layer!r}") from None
-    if args.method == "neurostrike" and args.harmful and any(
-            Path(b).resolve() == Path(args.harmful).resolve() for b in args.benign or []):
-        raise InputError(f"--harmful {args.harmful} is among the --benign files: NeuroStrike "
-                         "needs the requests the model refuses apart from those it answers")
-    lm = _load(args)
-    if _is_diffusion(lm):
-        raise InputError(f"{args.method} works on language models; for a diffusion pipeline use "
-                         "`neurolens reproduce memorization` or the GUI's Methods panel")
-    report: dict
-    if args.method == "neuron-adjust":
-        edits, rep = neuron_adjust.fit(lm, need("forget"), need("retain"), p=args.p,
-                                       seed=args.seed)
-        report = {**rep.to_json(), "texts": _texts_said(with_answers, "forget")}
-    elif args.method == "key-space":
-        auto = args.layer == "auto"
-        edits, rep = key_space.fit(lm, need("forget"), alpha=args.alpha, layer=args.layer,
-                                   keep=need("keep") if auto else None)
-        report = rep.to_json()
-    elif args.method == "neurostrike":
-        edits, rep = neurostrike.fit(lm, need("harmful"), need("benign"),
-                                     layers_fraction=args.layers_fraction, z=args.z)
-        report = {**rep.to_json(), "texts": {"harmful": "prompts",
-                                             "benign": _texts_said(with_answers, "benign")}}
-    else:
-        edits = statistical_topk.edits(lm, args.keep_fraction, args.variant)
-        report = {"keep_fraction": args.keep_fraction, "variant": args.variant}
-    path = edits.save(args.out)
-    payload = {"method": args.method, "edits": str(path), "n_ops": len(edits), "report": report}
-    _emit(args, payload, f"{args.method}: {len(edits)} edit(s) -> {path}\n"
-          + json.dumps({k: v for k, v in report.items() if k not in ("top", "layer_choice")}))
+    """Fit a registered method on prompt files and write its edits (``neurolens.edits/1``)."""
+    from neurolens.methods import registry
+    spec = registry.get(args.method)
+    with_answers = set(spec.answered_roles) if not args.prompts_only else set()
+    given = {r.name: getattr(args, r.name, None) for r in spec.roles}
+    values = {f.name: getattr(args, f.name) for f in spec.param_fields()
+              if getattr(args, f.name, None) is not None}
+    params = spec.make_params(values)
+    for r in spec.roles:
+        if r.needed(params) and not given[r.name]:
+            raise InputError(f"{spec.id} needs --{r.name} FILE")
+    for r in spec.roles:   # the same file may not stand on both sides
+        other = spec.role(r.differs_from) if r.differs_from else None
+        if other is None or not given[r.name] or not given[other.name]:
+            continue
+        mine = [Path(f).resolve() for f in _files(given[r.name])]
+        for f in _files(given[other.name]):
+            if Path(f).resolve() in mine:
+                raise InputError(f"--{other.name} {f} is among the --{r.name} files: "
+                                 f"{spec.title} needs them apart")
+    model = _load(args)
+    spec.check_model(model)
+    sets = {name: [t for path in _files(files) for t in read_prompts(path, name in with_answers)]
+            for name, files in given.items() if files}
+    res = spec.run(model, sets, params)
+    report = res.report.to_json()
+    if spec.answered_roles:
+        said = {r.name: _texts_said(with_answers, r.name) for r in spec.roles}
+        # one line when the method probes all its sets alike, else one per role
+        same = len(spec.answered_roles) == len(spec.roles)
+        report["texts"] = next(iter(said.values())) if same else said
+    path = res.edits.save(args.out)
+    payload = {"method": spec.id, "edits": str(path), "n_ops": len(res.edits), "report": report}
+    _emit(args, payload, f"{spec.id}: {len(res.edits)} edit(s) -> {path}\n"
+          + json.dumps({k: v for k, v in report.items()
+                        if k not in ("top", "layer_choice", "per_site")}))
     return 0
+
+
+def _files(value) -> list[str]:
+    return value if isinstance(value, list) else [value]
 
 
 def cmd_bench(args) -> int:
@@ -429,6 +411,54 @@ def cmd_eval(args) -> int:
                          f"{ed[s].primary:8.3f} {rel[s]:9.3f}")
     _emit(args, payload, "\n".join(lines))
     return 0
+
+
+def fit_parser(sub, model_args) -> None:
+    """``neurolens fit METHOD``: the methods, their prompt-set flags and their parameters come
+    from the method registry (one flag per name, shared by the methods that use it)."""
+    from neurolens.methods import registry
+    methods = registry.all_methods()
+    lines = [f"  {m.id:14s} {m.title} ({', '.join(m.kinds)}): {m.summary}" for m in methods]
+    p = sub.add_parser("fit", help="fit a paper method on prompt files, write its edits",
+                       description="methods:\n" + "\n".join(lines),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    model_args(p)
+    p.add_argument("method", choices=[m.id for m in methods])
+    p.add_argument("--out", required=True, help="edits file to write (neurolens.edits/1 JSON)")
+    seen: dict[str, list[str]] = {}
+    for m in methods:
+        for r in m.roles:
+            seen.setdefault(f"role:{r.name}", []).append(m.id)
+        for f in m.param_fields():
+            seen.setdefault(f"param:{f.name}", []).append(m.id)
+    done: set[str] = set()
+    for m in methods:
+        for r in m.roles:
+            if r.name in done:
+                continue
+            done.add(r.name)
+            who = ", ".join(seen[f"role:{r.name}"])
+            kw = {"nargs": "+", "action": "extend"} if r.many else {}
+            p.add_argument(f"--{r.name}", metavar="FILE", help=f"{who}: {r.help}", **kw)
+    answered = [m.id for m in methods if m.answered_roles]
+    p.add_argument("--prompts-only", action="store_true",
+                   help=f"{', '.join(answered)}: probe the JSONL prompts without their answers "
+                        "(by default each row's answer follows its prompt in the sets these "
+                        "methods probe with answers)")
+    for m in methods:
+        for f in m.param_fields():
+            if f.name in done:
+                continue
+            done.add(f.name)
+            who = ", ".join(seen[f"param:{f.name}"])
+            kind = type(f.default) if f.default is not None else str
+            kw = {"type": kind} if kind in (int, float) else {}
+            if f.metadata.get("choices"):
+                kw["choices"] = list(f.metadata["choices"])
+            p.add_argument(f"--{f.name.replace('_', '-')}", default=None,
+                           help=f"{who}: {f.metadata.get('help', '')}", **kw)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_fit)
 
 
 # -- parser ----------------------------------------------------------------------------------------
@@ -530,36 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser("fit", help="fit a paper method on prompt files, write its edits")
-    model_args(p)
-    p.add_argument("method", choices=["neuron-adjust", "key-space", "neurostrike", "topk"])
-    p.add_argument("--out", required=True, help="edits file to write (neurolens.edits/1 JSON)")
-    p.add_argument("--forget", metavar="FILE",
-                   help="neuron-adjust, key-space: prompts of the skill to forget")
-    p.add_argument("--retain", nargs="+", action="extend", metavar="FILE",
-                   help="neuron-adjust: prompts of the skills to keep (one file or several)")
-    p.add_argument("--keep", nargs="+", action="extend", metavar="FILE",
-                   help="key-space --layer auto: prompts of the skills to keep")
-    p.add_argument("--harmful", metavar="FILE", help="neurostrike: requests the model refuses")
-    p.add_argument("--benign", nargs="+", action="extend", metavar="FILE",
-                   help="neurostrike: what the model must keep doing, the requests it answers "
-                        "and its skills (one file or several)")
-    p.add_argument("--p", type=float, default=0.03, help="neuron-adjust: top fraction (0.03)")
-    p.add_argument("--prompts-only", action="store_true",
-                   help="neuron-adjust, neurostrike: probe the JSONL prompts without their "
-                        "answers (by default each row's answer follows its prompt in "
-                        "Neuron Adjust's sets and NeuroStrike's benign set)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--alpha", type=float, default=1.0, help="key-space: cube scale (1.0)")
-    p.add_argument("--layer", default=None,
-                   help="key-space: layer index (default: the last) or 'auto'")
-    p.add_argument("--layers-fraction", type=float, default=1.0, choices=LAYER_FRACTIONS,
-                   help="neurostrike: prune in the first 0.25/0.5/0.75/1 of the layers")
-    p.add_argument("--z", type=float, default=3.0, help="neurostrike: z-score threshold (3)")
-    p.add_argument("--keep-fraction", type=float, default=0.08, help="topk: kept share (0.08)")
-    p.add_argument("--variant", choices=["soft", "hard"], default="soft", help="topk variant")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_fit)
+    fit_parser(sub, model_args)
 
     p = sub.add_parser("bench", help="performance benchmarks (ratios measured side by side)")
     p.add_argument("--json", action="store_true")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import neurolens as nl
-from neurolens.engine.diffusion import (DenoiseCancelled, DenoiseFinished, DiffusionModel,
-                                        StepDone)
+from neurolens.engine.diffusion import DiffusionModel
+from neurolens.engine.events import Cancelled, Failed, Finished, StepDone, drain
 from neurolens.engine.hooks import CancelToken
 from neurolens.errors import InputError, SpecError
 
@@ -79,6 +79,24 @@ def test_capture_per_step_shapes_and_hooks_removed(dm):
     assert _hooks(dm) == 0
 
 
+def test_capture_saves_like_a_language_model_capture(dm, tmp_path):
+    """One Capture type: a pipeline's capture saves itself (the step axis leads) in the same
+    neurolens.capture/1 file as an LM's, read back with plain safetensors."""
+    from safetensors import safe_open
+    cap = dm.capture(["a digit 1", "a digit 2"], sites="mid.a0.t0", steps=3, reduce="max")
+    site = dm.canonical("mid.a0.t0")
+    path = cap.save(tmp_path / "c.safetensors")
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata()
+        assert meta["format"] == "neurolens.capture/1" and meta["steps"] == "3"
+        assert json.loads(meta["sites"]) == [site] and meta["reduce"] == "max"
+        assert json.loads(meta["prompts"]) == ["a digit 1", "a digit 2"]
+        for i in range(2):
+            got = f.get_tensor(f"{site}/{i}")
+            assert got.shape == (3, 256)
+            np.testing.assert_array_equal(got, cap[site][i])
+
+
 def test_cancel_stops_within_one_step_and_removes_hooks(dm):
     tok = CancelToken()
     seen = []
@@ -90,7 +108,7 @@ def test_cancel_stops_within_one_step_and_removes_hooks(dm):
         seen.append(ev)
         if isinstance(ev, StepDone) and ev.step == 2:
             tok.cancel()
-    assert isinstance(seen[-1], DenoiseCancelled) and seen[-1].step == 3
+    assert isinstance(seen[-1], Cancelled) and seen[-1].at == 3
     assert _hooks(dm) == 0
 
 
@@ -98,9 +116,10 @@ def test_failed_run_removes_hooks(dm):
     def boom(x, state):
         raise RuntimeError("handler failed")
     site = next(iter(dm.sites()))
+    evs = list(dm.denoise_events(["a digit 4"], steps=2, captures={site: boom}))
+    assert isinstance(evs[-1], Failed) and "handler failed" in str(evs[-1].error)
     with pytest.raises(RuntimeError, match="handler failed"):
-        for _ in dm.denoise_events(["a digit 4"], steps=2, captures={site: boom}):
-            pass
+        drain(dm.denoise_events(["a digit 4"], steps=2, captures={site: boom}))
     assert _hooks(dm) == 0
 
 
@@ -186,8 +205,8 @@ def test_events_stream_previews(dm):
     steps = [e for e in evs if isinstance(e, StepDone)]
     assert [e.step for e in steps] == [0, 1, 2]
     assert steps[0].preview.shape == (1, 16, 16, 1)
-    assert isinstance(evs[-1], DenoiseFinished)
-    assert 0.0 <= evs[-1].output.images.min() and evs[-1].output.images.max() <= 1.0
+    assert isinstance(evs[-1], Finished)
+    assert 0.0 <= evs[-1].result.images.min() and evs[-1].result.images.max() <= 1.0
 
 
 # ----------------------------------------------------------------------------- memorization method
@@ -204,8 +223,7 @@ def test_wanda_contrast_masks_match_a_direct_computation(dm):
     store = CaptureStore(stats=False)
     cap = StepCapture(site, store, reduce="tokens", halves="both")
     # "both" keeps the whole batch: rows of prompt i hold [uncond_i; cond_i] stacked
-    for _ in dm.denoise_events(target, steps=STEPS, captures={site: cap}):
-        pass
+    drain(dm.denoise_events(target, steps=STEPS, captures={site: cap}))
     rows = np.concatenate([store.rows(site, i, step=0).reshape(-1, 256) for i in range(2)])
     rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     np.testing.assert_allclose(tn[site][0], np.sqrt((rows ** 2).mean(0)), rtol=1e-4)

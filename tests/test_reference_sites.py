@@ -12,7 +12,8 @@ import torch.nn.functional as F
 import neurolens as nl
 import tiny
 from native_sites import GATED, NATIVE, act_fn, module, native, plain_greedy, plain_read
-from neurolens.engine.runner import Finished, GenerationParams
+from neurolens.engine.events import Finished
+from neurolens.engine.runner import GenerationParams
 from neurolens.store import CaptureStore
 
 PROMPT = "Compute: 47+38="
@@ -131,7 +132,7 @@ def test_rows_streamed_while_generating_equal_one_plain_forward(arch, edited):
     events = list(lm.generate_events(GEN_PROMPTS, edits=EDITS if edited else None, params=params,
                                      capture_sites=GEN_SITES, store=store))
     assert isinstance(events[-1], Finished)
-    outs = events[-1].outputs
+    outs = events[-1].result
     ref_model = _hand_edit(lm.hf, arch) if edited else lm.hf
     kinds = {s: (s.split(".", 2)[2], int(s.split(".")[1])) for s in GEN_SITES}
     for i, (p, o) in enumerate(zip(GEN_PROMPTS, outs)):

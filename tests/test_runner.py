@@ -8,9 +8,10 @@ import torch
 
 import neurolens as nl
 from neurolens.engine.hooks import CancelToken
-from neurolens.engine.interventions import BUILDERS
-from neurolens.engine.runner import (Cancelled, Failed, Finished, GenerationParams,
-                                     PromptProcessed, TokenAppended)
+from neurolens.engine import ops as op_registry
+from neurolens.engine.events import (Cancelled, Failed, Finished, PromptProcessed,
+                                     TokenAppended)
+from neurolens.engine.runner import GenerationParams
 from neurolens.store import CaptureStore
 from native_sites import plain_read
 from test_engine_archs import hook_dicts
@@ -21,9 +22,10 @@ def test_event_sequence_and_streamed_capture(llama):
     events = list(llama.generate_events(["ab", "hello"], params=GenerationParams(max_new_tokens=4, ignore_eos=True),
                                         capture_sites=["blocks.1.mlp.hook_post"], store=store))
     kinds = [type(e).__name__ for e in events]
-    assert kinds[0] == "PromptProcessed" and kinds[-1] == "Finished"
+    assert kinds[:2] == ["Started", "PromptProcessed"] and kinds[-1] == "Finished"
+    assert (events[0].total, events[0].unit) == (2, "prompts")
     assert kinds.count("TokenAppended") == 4
-    outs = events[-1].outputs
+    outs = events[-1].result
     # prompt rows + one row per generated token (the last token is never fed back)
     for i, o in enumerate(outs):
         n_prompt = len(store.tokens[i])
@@ -50,8 +52,8 @@ def test_cancel_from_another_thread_stops_within_one_token(llama):
             last = ev
     assert isinstance(last, Cancelled)
     assert seen[-1] == stop_at  # not one more token after the cancel
-    assert last.outputs[0].finish_reason == "cancelled"
-    assert len(last.outputs[0].token_ids) == stop_at + 1
+    assert last.partial[0].finish_reason == "cancelled"
+    assert len(last.partial[0].token_ids) == stop_at + 1
     assert hook_dicts(llama.hf) == before
 
 
@@ -85,7 +87,7 @@ def test_hooks_removed_after_failure(llama):
                 raise Boom("handler failed")
             return x
         return h
-    BUILDERS["boom"] = builder
+    op_registry.register("boom")(builder)
     try:
         op = nl.Prune("blocks.0.mlp.hook_post", [0])
         op.__class__ = type("BoomOp", (nl.Prune,), {"op": "boom"})
@@ -98,7 +100,7 @@ def test_hooks_removed_after_failure(llama):
             llama.generate("a", edits=nl.EditSet([op]), max_new_tokens=3)
         assert hook_dicts(llama.hf) == before
     finally:
-        del BUILDERS["boom"]
+        op_registry.unregister("boom")
 
 
 def test_abandoned_generator_removes_hooks(llama):

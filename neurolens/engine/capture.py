@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -88,3 +91,57 @@ class CaptureHandler:
         for b, pi in enumerate(state.prompt_index):
             self.store.append(self.site, pi, rows[b:b + 1], step=state.step)
         return None
+
+
+class Capture:
+    """Result of ``model.capture`` in every family: ``cap[site][i]`` is a numpy array per prompt,
+    ``[tokens, width]`` for a language model; a pipeline's arrays lead with a step axis,
+    ``[steps, width]`` (mean, max) or ``[steps, tokens, width]`` (tokens). Rows live in the
+    store, or in a safetensors file (``path``) when the capture was streamed to disk."""
+
+    def __init__(self, prompts: list[str], sites: list[str], tokens: list[list[str]],
+                 reduce: str, store: CaptureStore | None = None, path: Path | None = None,
+                 steps: int | None = None):
+        self.prompts, self.sites, self.tokens, self.reduce = prompts, sites, tokens, reduce
+        self.store, self.path, self.steps = store, path, steps
+        self._file = None
+
+    def _rows(self, site: str, i: int) -> np.ndarray:
+        if self.steps is None:
+            return self.store.rows(site, i)
+        rows = [self.store.rows(site, i, step=k) for k in self.store.steps(site, i)]
+        # mean/max: one row [1, width] per step; tokens: [tokens, width] per step
+        return np.stack([r if self.reduce == "tokens" else r.reshape(-1) for r in rows])
+
+    def __getitem__(self, site: str) -> list[np.ndarray]:
+        if site not in self.sites:
+            raise KeyError(f"{site} was not captured (captured: {', '.join(self.sites)})")
+        if self.path is not None:
+            from safetensors import safe_open
+            if self._file is None:
+                self._file = safe_open(str(self.path), framework="numpy")
+            return [self._file.get_tensor(f"{site}/{i}") for i in range(len(self.prompts))]
+        return [self._rows(site, i) for i in range(len(self.prompts))]
+
+    def __contains__(self, site: str) -> bool:
+        return site in self.sites
+
+    def keys(self) -> list[str]:
+        return list(self.sites)
+
+    def metadata(self) -> dict[str, str]:
+        meta = {"format": "neurolens.capture/1", "prompts": json.dumps(self.prompts),
+                "tokens": json.dumps(self.tokens), "sites": json.dumps(self.sites),
+                "reduce": self.reduce}
+        if self.steps is not None:   # a pipeline's arrays are [steps, ...] per prompt
+            meta["steps"] = str(self.steps)
+        return meta
+
+    def save(self, path: str | Path) -> Path:
+        """Write every (site, prompt) array as ``"{site}/{i}"`` with the metadata (atomic)."""
+        from neurolens.store.shards import SafetensorsStreamWriter
+        with SafetensorsStreamWriter(path) as w:
+            for site in self.sites:
+                for i, a in enumerate(self[site]):
+                    w.add(f"{site}/{i}", np.ascontiguousarray(a))
+            return w.close(self.metadata())

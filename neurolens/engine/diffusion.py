@@ -25,14 +25,16 @@ import numpy as np
 import torch
 
 from neurolens.engine.adapters import SiteRef, get_module
-from neurolens.engine.capture import to_numpy
+from neurolens.engine.baking import BakeTarget, WeightView
+from neurolens.engine.capture import Capture, to_numpy
 from neurolens.engine.dtypes import torch_dtype
-from neurolens.engine.export import (SIDECAR_NAME, ExportReport, check_target, with_site,
-                                     write_export)
-from neurolens.engine.hooks import CancelToken, HookSession, RunState
-from neurolens.engine.interventions import build_handler, in_steps
+from neurolens.engine.events import (Cancelled, Failed, Finished, Started, StepDone,  # noqa: F401
+                                     drain)  # (StepDone re-exported: the pipeline's progress)
+from neurolens.engine.export import SIDECAR_NAME
+from neurolens.engine.hooks import CancelToken, RunState
+from neurolens.engine.model import ModelBase
 from neurolens.errors import InputError, LoadError
-from neurolens.spec.edits import EditOp, EditSet, MaskWeights, Prune, Scale, Set
+from neurolens.spec.edits import EditOp, EditSet
 from neurolens.spec.sites import is_pattern, unet_alias
 from neurolens.store.capture_store import CaptureStore
 
@@ -40,14 +42,7 @@ SITE_SUFFIX = ".ff.hook_post"
 DIFFUSION_REDUCTIONS = ("mean", "max", "tokens")
 
 
-# ----------------------------------------------------------------------------- events
-@dataclass
-class StepDone:
-    step: int
-    n_steps: int
-    preview: np.ndarray | None = None     # [batch, H, W, C] in 0..1 (predicted clean image)
-
-
+# ----------------------------------------------------------------------------- results
 @dataclass
 class DiffusionOutput:
     prompts: list[str]
@@ -59,16 +54,6 @@ class DiffusionOutput:
     def to_json(self) -> dict:
         return {"prompts": self.prompts, "seeds": self.seeds, "steps": self.steps,
                 "guidance": self.guidance, "shape": list(self.images.shape)}
-
-
-@dataclass
-class DenoiseFinished:
-    output: DiffusionOutput
-
-
-@dataclass
-class DenoiseCancelled:
-    step: int
 
 
 @dataclass
@@ -84,22 +69,6 @@ class DiffusionCompare:
 
     def mean_abs_diff(self) -> list[float]:
         return [float(d.mean()) for d in self.diff]
-
-
-@dataclass
-class DiffusionCapture:
-    """Captured rows per site: ``cap[site][i]`` is ``[steps, width]`` (mean/max reductions) or
-    ``[steps, tokens, width]`` (tokens) for prompt i."""
-
-    prompts: list[str]
-    sites: list[str]
-    data: dict[str, list[np.ndarray]] = field(default_factory=dict)
-
-    def __getitem__(self, site: str) -> list[np.ndarray]:
-        return self.data[site]
-
-    def keys(self):
-        return list(self.data)
 
 
 def image_grid(rows, pad: int = 2) -> np.ndarray:
@@ -148,37 +117,8 @@ class StepCapture:
         return None
 
 
-class _MaskedWeightFix:
-    """Output hook of ``ff.net.2`` for a :class:`MaskWeights` op: y - x @ (W * M)^T, which equals
-    the layer with the masked weights deleted, without touching the weights."""
-
-    def __init__(self, op: MaskWeights, module: torch.nn.Linear):
-        self.op, self.module = op, module
-        self._wm: dict = {}
-        self.x: torch.Tensor | None = None
-
-    def stash(self, x: torch.Tensor, state: RunState):
-        self.x = x if in_steps(self.op, state) else None
-        return None
-
-    def fix(self, y: torch.Tensor, state: RunState):
-        if self.x is None:
-            return None
-        key = (y.device, y.dtype)
-        wm = self._wm.get(key)
-        if wm is None:
-            w = self.module.weight.detach()
-            mask = torch.as_tensor(np.asarray(self.op.mask), device=w.device).to(w.dtype)
-            if mask.shape != w.shape:
-                raise InputError(f"{self.op.site}: weight mask shape {tuple(mask.shape)} does not "
-                                 f"match the layer's weight {tuple(w.shape)}")
-            wm = self._wm[key] = (w * mask).to(device=y.device, dtype=y.dtype)
-        x, self.x = self.x, None
-        return y - torch.nn.functional.linear(x.to(y.dtype), wm)
-
-
 # ----------------------------------------------------------------------------- the model
-class DiffusionModel:
+class DiffusionModel(ModelBase):
     """A loaded diffusers pipeline with neurolens verbs (sites, capture, generate, compare,
     export)."""
 
@@ -186,12 +126,9 @@ class DiffusionModel:
 
     def __init__(self, pipe, name_or_path: str = "", device: str = "cpu",
                  base_edits: EditSet | None = None, notes: list[str] | None = None):
+        self._init_common(name_or_path, device, base_edits, notes)
         self.pipe = pipe
         self.unet = pipe.unet
-        self.name_or_path = name_or_path
-        self.device = device
-        self.base_edits = base_edits or EditSet()
-        self.notes = list(notes or [])
         self._sites: dict[str, tuple[str, int]] = {}
         self._alias: dict[str, str] = {}
         for name, mod in self.unet.named_modules():
@@ -236,8 +173,9 @@ class DiffusionModel:
 
     @property
     def fingerprint(self) -> str:
-        h = hashlib.sha1()
-        h.update(repr(sorted(self.unet.config.items())).encode())
+        h = hashlib.sha1()   # the config without private keys (the folder it came from)
+        h.update(repr(sorted((k, v) for k, v in self.unet.config.items()
+                             if not k.startswith("_"))).encode())
         for name, p in list(self.unet.named_parameters())[:4]:
             h.update(name.encode())
             h.update(p.detach().flatten()[:64].float().cpu().numpy().tobytes())
@@ -295,46 +233,16 @@ class DiffusionModel:
         return out
 
     # -- edits -----------------------------------------------------------------------------------
-    def _expand(self, op: EditOp) -> list[EditOp]:
-        return [with_site(op, s) for s in self.resolve_sites(op.site)]
+    def _check_op(self, op: EditOp) -> None:
+        if op.positions != "all":
+            raise InputError(f"{op.site}: diffusion edits act on every spatial token "
+                             "(positions must be 'all')")
 
-    def check_edits(self, edits: EditSet | None) -> list[str]:
-        if edits is None:
-            return []
-        if not isinstance(edits, EditSet):
-            raise InputError(f"edits must be an EditSet, got {type(edits).__name__}")
-        for op in edits:
-            if op.op not in ("prune", "scale", "set", "wmask"):
-                raise InputError(f"edit op '{op.op}' is for language models; a diffusion UNet "
-                                 "takes prune, scale, set and wmask")
-            if op.positions != "all":
-                raise InputError(f"{op.site}: diffusion edits act on every spatial token "
-                                 "(positions must be 'all')")
+    def _validation_widths(self, edits: EditSet) -> dict[str, int]:
         widths = self.sites()
         for a, s in self._alias.items():
             widths[a] = widths[s]
-        return edits.validate(widths, self.fingerprint)
-
-    def _ops(self, edits: EditSet | None) -> list[EditOp]:
-        ops = list(self.base_edits.enabled())
-        if edits is not None:
-            self.check_edits(edits)
-            ops += edits.enabled()
-        return [one for op in ops for one in self._expand(op)]
-
-    def _session(self, edits: EditSet | None, captures: dict, state: RunState) -> HookSession:
-        sess = HookSession(state)
-        for op in self._ops(edits):
-            ref = self.resolve(op.site)
-            if op.op == "wmask":
-                fix = _MaskedWeightFix(op, ref.module)
-                sess.add(ref, fix.stash, editing=False)
-                sess.add(self.resolve(op.site, "output"), fix.fix, editing=True)
-            else:
-                sess.add(ref, build_handler(op, ref, {"model": self}), editing=True)
-        for site, handler in captures.items():
-            sess.add(self.resolve(site), handler, editing=False)
-        return sess
+        return widths
 
     # -- the denoising loop ---------------------------------------------------------------------
     @staticmethod
@@ -354,8 +262,9 @@ class DiffusionModel:
                        seed: int | Iterable[int] = 0, negative_prompt: str | None = None,
                        cancel: CancelToken | None = None, preview: bool = False,
                        prompt_index: list[int] | None = None) -> Iterator:
-        """Yield :class:`StepDone` per denoising step, then :class:`DenoiseFinished` (or
-        :class:`DenoiseCancelled`). Hooks exist only while the generator runs."""
+        """Yield ``Started``, a :class:`StepDone` per denoising step, then ``Finished(output)``
+        (or ``Cancelled(at=step)``, ``Failed(error)``). Hooks exist only while the generator
+        runs."""
         if isinstance(prompts, str):
             prompts = [prompts]
         prompts = list(prompts)
@@ -363,6 +272,15 @@ class DiffusionModel:
             raise InputError("no prompts")
         if steps < 1:
             raise InputError("steps must be >= 1")
+        yield Started(steps, "steps")
+        try:
+            yield from self._denoise(prompts, edits, captures, steps, guidance, seed,
+                                     negative_prompt, cancel, preview, prompt_index)
+        except Exception as e:  # noqa: BLE001 - reported to the consumer as an event
+            yield Failed(e)
+
+    def _denoise(self, prompts, edits, captures, steps, guidance, seed, negative_prompt, cancel,
+                 preview, prompt_index) -> Iterator:
         pipe, unet = self.pipe, self.unet
         gens, seeds = self._generators(len(prompts), seed)
         state = RunState(batch=len(prompts), prompt_index=prompt_index or list(range(len(prompts))))
@@ -379,11 +297,11 @@ class DiffusionModel:
             latents = pipe.prepare_latents(len(prompts), unet.config.in_channels, size, size,
                                            embeds.dtype, self.device, gens)
             extra = pipe.prepare_extra_step_kwargs(gens, 0.0)
-            sess = self._session(edits, captures or {}, state)
+            sess = self.session_factory(edits, captures)(state)
             with sess:
                 for i, t in enumerate(timesteps):
                     if cancel is not None and cancel.cancelled:
-                        yield DenoiseCancelled(i)
+                        yield Cancelled(None, at=i)
                         return
                     state.step = i
                     inp = torch.cat([latents] * 2) if do_cfg else latents
@@ -401,7 +319,7 @@ class DiffusionModel:
                         pv = self._decode(x0 if x0 is not None else latents, gens)
                     yield StepDone(i, len(timesteps), pv)
             images = self._decode(latents, gens)
-        yield DenoiseFinished(DiffusionOutput(prompts, images, seeds, steps, guidance))
+        yield Finished(DiffusionOutput(prompts, images, seeds, steps, guidance))
 
     def _decode(self, latents: torch.Tensor, gens) -> np.ndarray:
         vae = self.pipe.vae
@@ -410,16 +328,6 @@ class DiffusionModel:
         return self.pipe.image_processor.postprocess(img, output_type="np",
                                                      do_denormalize=[True] * img.shape[0])
 
-    def _drain(self, events) -> DiffusionOutput:
-        result = None
-        for ev in events:
-            if isinstance(ev, DenoiseFinished):
-                result = ev.output
-            elif isinstance(ev, DenoiseCancelled):
-                raise InputError(f"cancelled at step {ev.step}")
-        assert result is not None
-        return result
-
     def generate(self, prompts: str | Iterable[str], *, edits: EditSet | None = None,
                  steps: int = 20, guidance: float = 3.0, seed: int | Iterable[int] = 0,
                  batch_size: int = 16) -> DiffusionOutput:
@@ -427,7 +335,7 @@ class DiffusionModel:
         seeds = self._seed_list(len(prompts), seed)
         outs = []
         for a in range(0, len(prompts), batch_size):
-            outs.append(self._drain(self.denoise_events(
+            outs.append(drain(self.denoise_events(
                 prompts[a:a + batch_size], edits=edits, steps=steps, guidance=guidance,
                 seed=seeds[a:a + batch_size])))
         return DiffusionOutput(prompts, np.concatenate([o.images for o in outs]), seeds, steps,
@@ -436,23 +344,14 @@ class DiffusionModel:
     def capture(self, prompts: str | Iterable[str], sites="*", *, reduce: str = "mean",
                 edits: EditSet | None = None, steps: int = 20, guidance: float = 3.0,
                 seed: int | Iterable[int] = 0,
-                store: CaptureStore | None = None, **_ignored) -> DiffusionCapture:
+                store: CaptureStore | None = None, **_ignored) -> Capture:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         names = self.resolve_sites(sites)
         store = store or CaptureStore(stats=False)
         caps = {s: StepCapture(s, store, reduce) for s in names}
-        self._drain(self.denoise_events(prompts, edits=edits, captures=caps, steps=steps,
+        drain(self.denoise_events(prompts, edits=edits, captures=caps, steps=steps,
                                         guidance=guidance, seed=seed))
-        cap = DiffusionCapture(prompts, names)
-        for s in names:
-            per_prompt = []
-            for i in range(len(prompts)):
-                rows = [store.rows(s, i, step=k) for k in store.steps(s, i)]
-                # mean/max: one row [1, width] per step; tokens: [tokens, width] per step
-                per_prompt.append(np.stack([r if reduce == "tokens" else r.reshape(-1)
-                                            for r in rows]))
-            cap.data[s] = per_prompt
-        return cap
+        return Capture(prompts, names, [[] for _ in prompts], reduce, store=store, steps=steps)
 
     def compare(self, prompts: str | Iterable[str], edits: EditSet, *, steps: int = 20,
                 guidance: float = 3.0, seed: int | Iterable[int] = 0) -> DiffusionCompare:
@@ -462,68 +361,20 @@ class DiffusionModel:
         return DiffusionCompare(prompts, before.images, after.images, before.seeds)
 
     # -- export ----------------------------------------------------------------------------------
-    def export(self, edits: EditSet | None, out_dir: str | os.PathLike,
-               force: bool = False) -> ExportReport:
-        """Write a diffusers folder with the edits baked into a copy of the UNet (prune, scale,
-        set and weight masks on every step); step-windowed edits go to the sidecar."""
-        out = Path(out_dir)
-        check_target(out, force)
-        ops = self._ops(edits or EditSet())
-        report = ExportReport(out)
-        unet = copy.deepcopy(self.unet)
-        side: list[EditOp] = []
-        with torch.no_grad():
-            for op in ops:
-                if op.steps is not None:
-                    side.append(op)
-                    report.sidecar.append(op.describe() + f" (steps {op.steps[0]}-{op.steps[1]})")
-                    continue
-                lin = get_module(unet, self._sites[op.site][0])
-                _bake(lin, op)
-                report.baked.append(op.describe())
+    export_words = {"source": "pipeline", "weights": "UNet weights",
+                    "library": "`diffusers` (`DiffusionPipeline.from_pretrained`)",
+                    "why": "they act on a window of denoising steps"}
+
+    def bake_target(self, unet, site: str) -> BakeTarget:
+        """A UNet FFN site is the input of ``ff.net.2`` (in ``unet``, a copy of the UNet)."""
+        return BakeTarget(reads=WeightView(get_module(unet, self._sites[site][0])))
+
+    def _export_copy(self):
+        return copy.deepcopy(self.unet)
+
+    def _save_export(self, unet, tmp: Path) -> None:
         pipe2 = type(self.pipe)(**{**self.pipe.components, "unet": unet})
-        write_export(out, lambda tmp: pipe2.save_pretrained(tmp, safe_serialization=True), side,
-                     _readme(self, report))
-        return report
-
-
-def _bake(lin: torch.nn.Linear, op: EditOp) -> None:
-    w = lin.weight
-    if isinstance(op, MaskWeights):
-        m = torch.as_tensor(np.asarray(op.mask), device=w.device).bool()
-        w[m] = 0.0
-        return
-    idx = torch.tensor(op.neurons, dtype=torch.long, device=w.device)
-    if isinstance(op, Prune):
-        w[:, idx] = 0.0
-    elif isinstance(op, Scale):
-        w[:, idx] *= op.factor
-    elif isinstance(op, Set):
-        if lin.bias is None:
-            raise InputError(f"{op.site}: cannot bake 'set' (the layer has no bias)")
-        lin.bias += (w[:, idx] * op.value).sum(1)
-        w[:, idx] = 0.0
-    else:
-        raise InputError(f"{op.op} cannot be baked into a UNet")
-
-
-def _readme(model: DiffusionModel, r: ExportReport) -> str:
-    lines = ["# Exported by neurolens", "",
-             f"Source pipeline: `{model.name_or_path}` ({model.model_type}, fingerprint "
-             f"{model.fingerprint}).", ""]
-    if r.baked:
-        lines += ["## Baked into the UNet weights", "",
-                  "Plain `diffusers` (`DiffusionPipeline.from_pretrained`) applies these:", ""]
-        lines += [f"- {b}" for b in r.baked] + [""]
-    if r.sidecar:
-        lines += ["## Not baked: needs neurolens", "",
-                  f"Edits limited to a window of denoising steps cannot be written into the "
-                  f"weights. They are stored in `{SIDECAR_NAME}` and re-applied by "
-                  "`neurolens.load(\"<this folder>\")`:", ""] + [f"- {s}" for s in r.sidecar]
-        lines += [""]
-    if not r.baked and not r.sidecar:
-        lines += ["No edits: this pipeline equals the source.", ""]
-    return "\n".join(lines)
+        pipe2.save_pretrained(tmp, safe_serialization=True)
 
 
 def load_pipeline(path: str | os.PathLike, *, device: str = "cpu", dtype=None,

@@ -1,21 +1,18 @@
-"""Turn an EditSet into hook handlers. Edits never touch the weights: they are hooks.
-
-Each op kind has a builder ``(op, site_ref, ctx) -> handler``; paper-method modules register
-builders for their ops (adjust, gate, topk) with :func:`register_builder`.
+"""The generic edit ops as hooks and as baking rules: prune, scale, set (any family) and wmask
+(a weight mask on the linear layer that reads a site). Edits never touch the loaded weights:
+they are hooks; export bakes the exact ones into a copy (:mod:`neurolens.engine.baking`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-# the paper-method ops (adjust, gate, topk) register their builders on import
-from neurolens.engine import method_ops  # noqa: F401
-from neurolens.engine.adapters import SiteRef
-from neurolens.engine.handlers import (BUILDERS, in_steps, position_mask,  # noqa: F401
-                                       register_builder)  # (re-exported: the builder registry)
-from neurolens.engine.hooks import Handler, RunState
+from neurolens.engine.baking import BakeTarget
+from neurolens.engine.hooks import RunState
+from neurolens.engine.ops import in_steps, position_mask, register
 from neurolens.errors import InputError
-from neurolens.spec.edits import EditOp
+from neurolens.spec.edits import EditOp, MaskWeights
 
 
 class _Indexed:
@@ -72,13 +69,80 @@ class _Set(_Indexed):
         return torch.full_like(cur, self.op.value)
 
 
-BUILDERS["prune"] = lambda op, ref, ctx: _Prune(op)
-BUILDERS["scale"] = lambda op, ref, ctx: _Scale(op)
-BUILDERS["set"] = lambda op, ref, ctx: _Set(op)
+def _bake_prune(op: EditOp, t: BakeTarget) -> bool:
+    if t.reads is not None:
+        t.reads.scale_inputs(op.neurons, 0.0)
+        return True
+    if t.writes is not None and t.writes_zero:
+        t.writes.scale_outputs(op.neurons, 0.0)
+        return True
+    return False
 
 
-def build_handler(op: EditOp, ref: SiteRef, ctx: dict) -> Handler:
-    b = BUILDERS.get(op.op)
-    if b is None:
-        raise InputError(f"edit op '{op.op}' cannot run on this model (no engine support)")
-    return b(op, ref, ctx)
+def _bake_scale(op: EditOp, t: BakeTarget) -> bool:
+    if t.reads is not None:
+        t.reads.scale_inputs(op.neurons, op.factor)
+        return True
+    if t.writes is not None and t.writes_linear:
+        t.writes.scale_outputs(op.neurons, op.factor)
+        return True
+    return False
+
+
+def _bake_set(op: EditOp, t: BakeTarget) -> bool:
+    return t.reads is not None and t.reads.fold_inputs(op.neurons, op.value)
+
+
+register("prune", bake=_bake_prune)(lambda op, ref, ctx: _Prune(op))
+register("scale", bake=_bake_scale)(lambda op, ref, ctx: _Scale(op))
+register("set", bake=_bake_set)(lambda op, ref, ctx: _Set(op))
+
+
+class MaskedWeightFix:
+    """For a :class:`MaskWeights` op: stash the input of the linear layer that reads the site,
+    then correct its output by y - x @ (W * M)^T, which equals the layer with the masked weights
+    deleted, without touching the weights."""
+
+    def __init__(self, op: MaskWeights, module: torch.nn.Linear):
+        self.op, self.module = op, module
+        self._wm: dict = {}
+        self.x: torch.Tensor | None = None
+
+    def stash(self, x: torch.Tensor, state: RunState):
+        self.x = x if in_steps(self.op, state) else None
+        return None
+
+    def fix(self, y: torch.Tensor, state: RunState):
+        if self.x is None:
+            return None
+        key = (y.device, y.dtype)
+        wm = self._wm.get(key)
+        if wm is None:
+            w = self.module.weight.detach()
+            mask = torch.as_tensor(np.asarray(self.op.mask), device=w.device).to(w.dtype)
+            if mask.shape != w.shape:
+                raise InputError(f"{self.op.site}: weight mask shape {tuple(mask.shape)} does not "
+                                 f"match the layer's weight {tuple(w.shape)}")
+            wm = self._wm[key] = (w * mask).to(device=y.device, dtype=y.dtype)
+        x, self.x = self.x, None
+        return y - torch.nn.functional.linear(x.to(y.dtype), wm)
+
+
+def _wmask_hooks(op: MaskWeights, model, ctx) -> list:
+    ref = model.resolve(op.site)                 # the reading layer's input
+    fix = MaskedWeightFix(op, ref.module)
+    return [(ref, fix.stash, False), (model.resolve(op.site, "output"), fix.fix, True)]
+
+
+def _bake_wmask(op: MaskWeights, t: BakeTarget) -> bool:
+    if t.reads is None:
+        return False
+    t.reads.mask(op.mask)
+    return True
+
+
+def _no_single_hook(op, ref, ctx):   # pragma: no cover - wmask attaches two hooks itself
+    raise InputError("a weight mask needs the layer's input and output hooks (see its hooks)")
+
+
+register("wmask", kinds=("diffusion",), bake=_bake_wmask, hooks=_wmask_hooks)(_no_single_hook)

@@ -11,17 +11,30 @@ import numpy as np
 import torch
 
 from neurolens.engine.adapters import Adapter, SiteRef, adapter_for, get_module
-from neurolens.engine.capture import CaptureHandler, borrowable
+from neurolens.engine.baking import BakeTarget, WeightView
+from neurolens.engine.capture import Capture, CaptureHandler
 from neurolens.engine.hooks import CancelToken, HookSession, RunState
-from neurolens.engine.interventions import build_handler
-from neurolens.engine.runner import (BatchDone, Cancelled, Failed, Finished, GenerationOutput,
-                                     GenerationParams, forward_events, generate_events,
-                                     logsoftmax_np)
-from neurolens.errors import Cancelled as CancelledError
+from neurolens.engine.model import ModelBase
+from neurolens.engine.events import BatchDone, Failed, drain
+from neurolens.engine.runner import (GenerationOutput, GenerationParams, forward_events,
+                                     generate_events, logsoftmax_np)
 from neurolens.errors import InputError
 from neurolens.spec.edits import EditSet
-from neurolens.spec.sites import is_pattern, match_sites
+from neurolens.spec.sites import is_pattern, match_sites, parse_site
 from neurolens.store.capture_store import CaptureStore
+
+
+#: activations with act(0) == 0, so zeroing the pre-activation removes the neuron exactly
+ZERO_AT_ZERO = {"silu", "swish", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh",
+                "gelu_python", "relu", "quick_gelu", "gelu_10", "mish", "relu2", "gelu_accurate"}
+
+
+def _activation(cfg) -> str:
+    for k in ("hidden_act", "activation_function", "hidden_activation"):
+        v = getattr(cfg, k, None)
+        if isinstance(v, str):
+            return v
+    return ""
 
 
 def _quiet_transformers() -> None:
@@ -59,46 +72,7 @@ def _through_norm(direction: torch.Tensor, norm, model_type: str) -> torch.Tenso
     return direction
 
 
-class Capture:
-    """Result of :meth:`LanguageModel.capture`: ``cap[site][i]`` is ``[tokens, width]`` numpy."""
-
-    def __init__(self, prompts: list[str], sites: list[str], tokens: list[list[str]],
-                 reduce: str, store: CaptureStore | None = None, path: Path | None = None):
-        self.prompts, self.sites, self.tokens, self.reduce = prompts, sites, tokens, reduce
-        self.store, self.path = store, path
-        self._file = None
-
-    def __getitem__(self, site: str) -> list[np.ndarray]:
-        if site not in self.sites:
-            raise KeyError(f"{site} was not captured (captured: {', '.join(self.sites)})")
-        if self.path is not None:
-            from safetensors import safe_open
-            if self._file is None:
-                self._file = safe_open(str(self.path), framework="numpy")
-            return [self._file.get_tensor(f"{site}/{i}") for i in range(len(self.prompts))]
-        return [self.store.rows(site, i) for i in range(len(self.prompts))]
-
-    def __contains__(self, site: str) -> bool:
-        return site in self.sites
-
-    def keys(self) -> list[str]:
-        return list(self.sites)
-
-    def metadata(self) -> dict[str, str]:
-        return {"format": "neurolens.capture/1", "prompts": json.dumps(self.prompts),
-                "tokens": json.dumps(self.tokens), "sites": json.dumps(self.sites),
-                "reduce": self.reduce}
-
-    def save(self, path: str | Path) -> Path:
-        from neurolens.store.shards import SafetensorsStreamWriter
-        with SafetensorsStreamWriter(path) as w:
-            for site in self.sites:
-                for i, a in enumerate(self[site]):
-                    w.add(f"{site}/{i}", a)
-            return w.close(self.metadata())
-
-
-class LanguageModel:
+class LanguageModel(ModelBase):
     """A loaded causal LM (or encoder, for capture) with canonical sites and edit hooks."""
 
     kind = "lm"
@@ -106,15 +80,14 @@ class LanguageModel:
     def __init__(self, hf_model, tokenizer, name_or_path: str = "", device: str = "cpu",
                  base_edits: EditSet | None = None, notes: list[str] | None = None):
         _quiet_transformers()
+        self._init_common(name_or_path,
+                          torch.device(device) if not isinstance(device, torch.device) else device,
+                          base_edits, notes)
         self.hf = hf_model.eval()
         self.tokenizer = tokenizer
-        self.name_or_path = name_or_path
-        self.device = torch.device(device) if not isinstance(device, torch.device) else device
         self.adapter: Adapter = adapter_for(hf_model)
         self.causal = not getattr(hf_model.config, "is_encoder_decoder", False) and \
             hf_model.config.model_type not in ("bert", "roberta", "distilbert")
-        self.base_edits = base_edits or EditSet()
-        self.notes = list(notes or [])
         if self.adapter.arch is None:
             self.notes.append(self.adapter.message)
         if tokenizer is not None:
@@ -179,7 +152,9 @@ class LanguageModel:
             self._widths[name] = w
         return w
 
-    def resolve(self, name: str) -> SiteRef:
+    def resolve(self, name: str, io: str = "input") -> SiteRef:
+        """The hook point of a site (canonical or native name; ``io`` is the family's
+        protocol argument: a language model's site names say their side themselves)."""
         return self.adapter.resolve(self.hf, name)
 
     def resolve_sites(self, patterns: str | Iterable[str]) -> list[str]:
@@ -262,11 +237,8 @@ class LanguageModel:
             return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
         return encode
 
-    # -- hooks -----------------------------------------------------------------------------------
-    def check_edits(self, edits: EditSet | None) -> list[str]:
-        """Validate an edit set against this model; return warnings (raises SpecError)."""
-        if edits is None:
-            return []
+    # -- edits ---------------------------------------------------------------------------------
+    def _validation_widths(self, edits: EditSet) -> dict[str, int]:
         widths = dict(self.sites())
         for op in edits:
             if not is_pattern(op.site) and op.site not in widths:
@@ -274,16 +246,45 @@ class LanguageModel:
                     widths[op.site] = self.site_width(op.site)
                 except InputError:
                     pass  # validate() reports the unknown site with the field name
-        return edits.validate(widths, self.fingerprint)
+        return widths
 
-    def _all_edits(self, edits: EditSet | None) -> list:
-        ops = list(self.base_edits.enabled())
-        if edits is not None:
-            if not isinstance(edits, EditSet):
-                raise InputError(f"edits must be an EditSet, got {type(edits).__name__}")
-            self.check_edits(edits)
-            ops += edits.enabled()
-        return ops
+    def bake_target(self, hf, site: str) -> BakeTarget | None:
+        """The linear layers of ``hf`` (a copy of this model) around a canonical FFN site."""
+        s = parse_site(site)
+        arch = self.adapter.arch
+        if s is None or arch is None:
+            return None
+        layer_path = ".".join(p for p in (self.adapter.layers_path, str(s.layer)) if p)
+
+        def view(rel: str, part=None) -> WeightView:
+            mod = get_module(hf, f"{layer_path}.{rel}")
+            out_dim = mod.weight.shape[1] if arch.conv1d else mod.weight.shape[0]
+            off = part[0] * (out_dim // part[1]) if part else 0
+            return WeightView(mod, arch.conv1d, off)
+        nat = arch.sites.get(s.kind)
+        if s.kind == "mlp.hook_post":
+            return BakeTarget(reads=view(arch.down))
+        if s.kind == "mlp.hook_pre":     # act(pre): zeroing pre zeroes post when act(0) = 0
+            return BakeTarget(writes=view(nat.module, nat.part),
+                              writes_zero=_activation(hf.config) in ZERO_AT_ZERO)
+        if s.kind == "mlp.hook_pre_linear":
+            return BakeTarget(writes=view(nat.module, nat.part), writes_linear=True,
+                              writes_zero=True)
+        if s.kind == "hook_mlp_out":
+            return BakeTarget(writes=view(arch.down), writes_linear=True, writes_zero=True)
+        return None
+
+    export_words = {"source": "model", "weights": "weights", "library": "`transformers`",
+                    "why": "they depend on the input, the position or a random draw"}
+
+    def _export_copy(self):
+        import copy
+        return copy.deepcopy(self.hf)
+
+    def _save_export(self, hf, tmp: Path) -> None:
+        hf.save_pretrained(tmp, safe_serialization=True)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(tmp)
 
     def _modules_run_once(self) -> bool:
         """True when every transformer block is its own module (no weight-shared layers that run
@@ -297,32 +298,6 @@ class LanguageModel:
                 cached = False
             self._run_once = cached
         return cached
-
-    def session_factory(self, edits: EditSet | None = None, captures: dict | None = None,
-                        ctx: dict | None = None):
-        """Return ``state -> HookSession`` with edit handlers then capture handlers."""
-        ops = self._all_edits(edits)
-        widths = self.sites()
-        planned: list[tuple[SiteRef, object, bool]] = []
-        ctx = ctx if ctx is not None else {}
-        ctx.setdefault("model", self)
-        for op in ops:
-            sites = match_sites(op.site, list(widths)) if is_pattern(op.site) else [op.site]
-            for s in sites:
-                ref = self.resolve(s)
-                planned.append((ref, build_handler(op, ref, ctx), True))
-        for s, handler in (captures or {}).items():
-            ref = self.resolve(s)
-            if isinstance(handler, CaptureHandler):
-                handler.borrow = borrowable(ref)
-            planned.append((ref, handler, False))
-
-        def factory(state: RunState) -> HookSession:
-            sess = HookSession(state)
-            for ref, h, editing in planned:
-                sess.add(ref, h, editing)
-            return sess
-        return factory
 
     # -- capture ---------------------------------------------------------------------------------
     def capture_events(self, prompts: list[str], sites, *, reduce: str = "tokens",
@@ -361,17 +336,10 @@ class LanguageModel:
         if store is None:
             store = CaptureStore(stats=set_name is not None, out=out)
         set_names = [set_name] * len(prompts) if set_name else None
-        ev = None
         try:
-            for ev in self.capture_events(prompts, names, reduce=reduce, edits=edits,
-                                          store=store, batch_size=batch_size, cancel=cancel,
-                                          set_names=set_names):
-                if isinstance(ev, BatchDone) and progress is not None:
-                    progress(ev.done, ev.total)
-                elif isinstance(ev, Failed):
-                    raise ev.error
-                elif isinstance(ev, Cancelled):
-                    raise CancelledError("capture cancelled")
+            drain(self.capture_events(prompts, names, reduce=reduce, edits=edits, store=store,
+                                      batch_size=batch_size, cancel=cancel, set_names=set_names),
+                  progress, "capture")
         except BaseException:
             store.abort()
             raise
@@ -486,17 +454,8 @@ class LanguageModel:
                                   temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                                   stop=tuple(stop), batch_size=batch_size,
                                   ignore_eos=ignore_eos, row_stop=row_stop)
-        result = None
-        for ev in self.generate_events(prompts, edits=edits, params=params, cancel=cancel):
-            if isinstance(ev, Finished):
-                result = ev.outputs
-            elif isinstance(ev, Failed):
-                raise ev.error
-            elif isinstance(ev, Cancelled):
-                raise CancelledError("generation cancelled")
-            elif progress is not None and hasattr(ev, "done"):
-                progress(ev.done, ev.total)
-        assert result is not None
+        result = drain(self.generate_events(prompts, edits=edits, params=params, cancel=cancel),
+                       progress, "generation")
         return result[0] if single else result
 
     # -- neuron analysis ---------------------------------------------------------------------------
@@ -531,10 +490,6 @@ class LanguageModel:
     def compare(self, prompts: str | Iterable[str], edits: EditSet, **gen_kwargs):
         from neurolens.engine.compare import compare
         return compare(self, prompts, edits, **gen_kwargs)
-
-    def export(self, edits: EditSet, out_dir: str | Path, force: bool = False):
-        from neurolens.engine.export import export
-        return export(self, edits, out_dir, force=force)
 
 
 __all__ = ["LanguageModel", "Capture", "GenerationOutput", "GenerationParams"]

@@ -8,7 +8,7 @@ from statistics import NormalDist
 import torch
 
 from neurolens.engine.hooks import RunState
-from neurolens.engine.handlers import in_steps, position_mask, register_builder
+from neurolens.engine.ops import in_steps, position_mask, register
 
 
 def stat_threshold(x: torch.Tensor, z: float) -> torch.Tensor:
@@ -35,7 +35,7 @@ def stat_topk(x: torch.Tensor, z: float, variant: str = "soft",
     return torch.mul(x, x > th, out=out) if out is not None else x * (x > th)
 
 
-@register_builder("adjust")
+@register("adjust", kinds=("lm",))
 class AdjustHandler:
     def __init__(self, op, ref, ctx):
         self.op = op
@@ -73,7 +73,7 @@ class AdjustHandler:
         return x
 
 
-@register_builder("gate")
+@register("gate", kinds=("lm",))
 class GateHandler:
     """Flags rows whose last-token vector lies inside the cube; the runner abstains for them."""
 
@@ -113,7 +113,7 @@ class GateHandler:
         return None
 
 
-@register_builder("topk")
+@register("topk", kinds=("lm",))
 class TopKHandler:
     reports = True     # realised active fractions (ctx["topk_stats"])
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from neurolens.engine.events import (BatchDone, Cancelled, Failed, Finished, PromptProcessed,
+                                     Started, TokenAppended)
 from neurolens.engine.hooks import CancelToken, RunState, StopForward
 
 
@@ -49,45 +51,6 @@ class GenerationOutput:
         return {"prompt": self.prompt, "output": self.text, "tokens": self.tokens,
                 "logprobs": [round(float(v), 6) for v in self.logprobs],
                 "finish_reason": self.finish_reason}
-
-
-# -- events -------------------------------------------------------------------------------------
-@dataclass
-class PromptProcessed:
-    prompt_indices: list[int]
-    done: int            # prompts processed so far
-    total: int
-
-
-@dataclass
-class TokenAppended:
-    step: int
-    prompt_indices: list[int]
-    token_ids: list[int | None]    # None for rows that had already finished
-    texts: list[str | None]
-
-
-@dataclass
-class BatchDone:
-    prompt_indices: list[int]
-    done: int
-    total: int
-    extra: dict = field(default_factory=dict)   # per-batch op results (e.g. gate abstentions)
-
-
-@dataclass
-class Finished:
-    outputs: list
-
-
-@dataclass
-class Cancelled:
-    outputs: list        # what was produced before the cancel
-
-
-@dataclass
-class Failed:
-    error: BaseException
 
 
 _PARAMS_CACHE: dict[type, frozenset] = {}
@@ -174,6 +137,7 @@ def generate_events(lm, prompts: list[str], session_factory, params: GenerationP
         eos.add(gen_eos)
     elif isinstance(gen_eos, (list, tuple)):
         eos.update(int(e) for e in gen_eos)
+    yield Started(len(prompts), "prompts")
     try:
         for start in range(0, len(prompts), params.batch_size):
             idx = list(range(start, min(len(prompts), start + params.batch_size)))
@@ -288,6 +252,7 @@ def forward_events(lm, prompts: list, session_factory, batch_size: int = 8,
     encode = encode or lm.encode
     use_pos = accepts_position_ids(lm.hf)
     done = 0
+    yield Started(len(prompts), "prompts")
     try:
         for start in range(0, len(prompts), batch_size):
             if cancel.cancelled:

@@ -56,7 +56,7 @@ def unlearning(lm, limit=None, p: float = 0.03, log=print, forgets=UNLEARNING_FO
 
     ``forgets`` (skills of ``KSD_ALPHA``) and ``methods`` ("KSD", "NA") run a part of the
     protocol: each row is fitted and evaluated exactly as in the whole one."""
-    from neurolens.methods import key_space, neuron_adjust
+    from neurolens.methods import registry
 
     for m in methods:
         if m not in UNLEARNING_METHODS:
@@ -76,8 +76,8 @@ def unlearning(lm, limit=None, p: float = 0.03, log=print, forgets=UNLEARNING_FO
             alpha = KSD_ALPHA[forget]
             # the probe layer is chosen on the probe split: the layer whose cube holds the
             # forget prompts and keeps the other skills' prompts out
-            ks_edits, ks_rep = key_space.fit(lm, forget_p, alpha=alpha, layer="auto",
-                                             keep=retain_p)
+            ks_edits, ks_rep = registry.get("key-space").run(
+                lm, {"forget": forget_p, "keep": retain_p}, {"alpha": alpha, "layer": "auto"})
             log(f"KSD: forget {forget} (alpha {alpha}, {ks_rep.site} chosen on the probe split)")
             ed = _eval_all(lm, ks_edits, limit, log)
             rows.append(_row("KSD", forget, base, ed, ks_rep.to_json()))
@@ -86,8 +86,9 @@ def unlearning(lm, limit=None, p: float = 0.03, log=print, forgets=UNLEARNING_FO
         log(f"NA {p:.0%}: forget {forget}")
         # Neuron Adjust probes the skills' texts, answers included (``skill_texts``); KSD
         # above probes the queries, as its detector fires on the query's last token
-        na_edits, na_rep = neuron_adjust.fit(
-            lm, _texts(forget), [t for s in retain_skills for t in _texts(s, 100)], p=p)
+        na_edits, na_rep = registry.get("neuron-adjust").run(
+            lm, {"forget": _texts(forget),
+                 "retain": [t for s in retain_skills for t in _texts(s, 100)]}, {"p": p})
         ed = _eval_all(lm, na_edits, limit, log)
         rows.append(_row(f"NA {p:.0%}", forget, base, ed, na_rep.to_json()))
     targets = {"KSD": {"forget_max": 0.20, "others_min": 0.90},
@@ -111,7 +112,7 @@ def _row(method, forget, base, ed, fit) -> dict:
 
 
 def neurostrike(lm, limit=None, fractions=(0.25, 0.5, 0.75, 1.0), log=print) -> dict:
-    from neurolens.methods import neurostrike as ns
+    from neurolens.methods import registry
 
     base = _eval_all(lm, limit=limit, log=log)
     # the secret requests alone (the refusal is decided there); the benign side is what the
@@ -121,7 +122,8 @@ def neurostrike(lm, limit=None, fractions=(0.25, 0.5, 0.75, 1.0), log=print) -> 
     benign = [t for s in BENIGN_SETS for t in _texts(s)]
     rows, accs = [], {}
     for f in fractions:
-        edits, rep = ns.fit(lm, harmful, benign, layers_fraction=f)
+        edits, rep = registry.get("neurostrike").run(lm, {"harmful": harmful, "benign": benign},
+                                                     {"layers_fraction": f})
         # every fit probes the same sets: its report carries the probes' accuracies
         accs = rep.probe_accuracy
         log(f"NeuroStrike: prune {rep.n_selected} neurons ({rep.percent:.2f}%) in the first "
@@ -147,6 +149,7 @@ def neurostrike(lm, limit=None, fractions=(0.25, 0.5, 0.75, 1.0), log=print) -> 
 
 
 def sparsity(lm, limit=None, keeps=(0.04, 0.08, 0.16, 0.32), log=print) -> dict:
+    from neurolens.methods import registry
     from neurolens.methods import statistical_topk as st
 
     base = _eval_all(lm, limit=limit, log=log)
@@ -154,7 +157,8 @@ def sparsity(lm, limit=None, keeps=(0.04, 0.08, 0.16, 0.32), log=print) -> dict:
     rows = []
     for keep in keeps:
         rep = st.measure(lm, probe, keep_fraction=keep)
-        ed = _eval_all(lm, st.edits(lm, keep), limit, log)
+        topk = registry.get("topk").run(lm, {}, {"keep_fraction": keep})   # not measured again
+        ed = _eval_all(lm, topk.edits, limit, log)
         worst = max(abs(v - keep) for v in rep.active_fraction.values())
         rows.append({"keep_fraction": keep, "active_fraction": rep.to_json()["active_fraction"],
                      "max_deviation_points": round(100 * worst, 3),

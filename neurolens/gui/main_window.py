@@ -40,10 +40,6 @@ from neurolens.spec.sites import SITE_KINDS, neuron_label, site_name
 from neurolens.store import CaptureStore
 
 SHIPPED_SETS = SKILLS
-#: the roles a method's form names prompt sets for
-ROLES = ("forget", "retain", "keep", "harmful", "benign", "target", "base")
-#: the Methods panel's names of the methods that probe sets with answers (``ANSWERED_ROLES``)
-METHOD_IDS = {"Neuron Adjust": "neuron-adjust", "NeuroStrike": "neurostrike"}
 #: diffusion prompt sets shipped with the demo diffusion model: (file, split, set name)
 DIFFUSION_SETS = (("diffusion_memorized", None, "memorized"),
                   ("diffusion_ordinary", "eval", "ordinary"),
@@ -1301,15 +1297,16 @@ class MainWindow(QMainWindow):
         ``params["with_answers"]`` to whether some text of an answered role carried an
         answer."""
         from neurolens.gui.views.methods_panel import ALL_OTHERS_KEY, COMPLEMENTS
-        from neurolens.methods.common import ANSWERED_ROLES, skill_texts
+        from neurolens.methods import registry
+        from neurolens.methods.common import skill_texts
         rows: dict[str, list[dict]] = {}
         for s, p in self.prompts:
             rows.setdefault(s, []).append({"prompt": p, "answer": self.prompt_answers.get(p)})
-        answered = (ANSWERED_ROLES.get(METHOD_IDS.get(method, ""), ())
-                    if params.get("with_answers") else ())
+        spec = registry.get(method)
+        answered = spec.answered_roles if params.get("with_answers") else ()
         sets: dict[str, list[str]] = {}
         had_answer = False
-        for role in ROLES:
+        for role in (r.name for r in spec.roles):
             name = params.get(role)
             if not isinstance(name, str):
                 continue

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
 from neurolens.engine.hooks import CancelToken
-from neurolens.engine.runner import (Cancelled, Failed, Finished, GenerationParams,
-                                     PromptProcessed, TokenAppended)
+from neurolens.engine.events import (Cancelled, Failed, Finished, PromptProcessed,
+                                     TokenAppended)
+from neurolens.engine.runner import GenerationParams
 from neurolens.errors import NeurolensError
 from neurolens.spec.edits import EditSet
 from neurolens.spec.sites import site_name
@@ -138,10 +139,10 @@ class Worker(QObject):
                 self.progress.emit(req.run_id, min(offset + done, total), total)
                 self.textUpdated.emit(req.run_id, dict(texts))
             if isinstance(ev, Finished):
-                for i, o in enumerate(ev.outputs):
+                for i, o in enumerate(ev.result):
                     if o.abstained:
                         texts[i] = o.text
-                return "finished", ev.outputs, texts
+                return "finished", ev.result, texts
             if isinstance(ev, Cancelled):
                 return "cancelled", None, texts
             if isinstance(ev, Failed):
@@ -176,7 +177,7 @@ class Worker(QObject):
     def _denoise(self, req: RunRequest, edits, store: CaptureStore, offset: int, total: int):
         """One denoising pass streaming per-step FFN means into ``store`` and previews out:
         ("finished", images) | ("cancelled", None)."""
-        from neurolens.engine.diffusion import DenoiseCancelled, DenoiseFinished, StepCapture
+        from neurolens.engine.diffusion import StepCapture, StepDone
         dm = self.lm
         store.clear()
         for i, (p, s) in enumerate(zip(req.prompts, req.set_names)):
@@ -187,11 +188,15 @@ class Worker(QObject):
                                     steps=req.steps, guidance=req.guidance,
                                     seed=req.params.seed, cancel=self.cancel_token,
                                     preview=True):
-            if isinstance(ev, DenoiseFinished):
+            if isinstance(ev, Finished):
                 self.progress.emit(req.run_id, offset + req.steps, total)
-                return "finished", ev.output.images
-            if isinstance(ev, DenoiseCancelled):
+                return "finished", ev.result.images
+            if isinstance(ev, Cancelled):
                 return "cancelled", None
+            if isinstance(ev, Failed):
+                raise ev.error
+            if not isinstance(ev, StepDone):
+                continue
             now = time.perf_counter()
             if now - last >= self.emit_interval or ev.step == ev.n_steps - 1:
                 last = now
@@ -343,98 +348,33 @@ class Worker(QObject):
 
     @Slot(str, object, object)
     def fit_method(self, method: str, params: dict, sets: dict) -> None:
-        """Fit a paper method on named prompt sets; emit its EditSet, report and neurons."""
+        """Fit a registered method (by title) on named prompt sets; emit its EditSet, report
+        line and neurons. ``params`` holds the form's values and the set names per role."""
         if self.lm is None:
             self.methodFailed.emit("no model loaded")
             return
         self.busyChanged.emit(True)
         try:
-            from neurolens.methods import key_space, neuron_adjust, neurostrike, statistical_topk
-
-            def need(role):
-                if not sets.get(role):
-                    raise NeurolensError(f"the prompt set '{params.get(role, role)}' ({role}) "
-                                         "is empty or missing")
-                return sets[role]
-            lm = self.lm
-            neurons: list = []
-            inside = None
-            diffusion = getattr(lm, "kind", "") == "diffusion"
-            if diffusion != (method == "Memorization subspace"):
-                raise NeurolensError(f"{method} applies to "
-                                     f"{'diffusion pipelines' if not diffusion else 'language models'}"
-                                     f"; the loaded model is a "
-                                     f"{'diffusion pipeline' if diffusion else 'language model'}")
-            if method == "Memorization subspace":
-                from neurolens.methods import memorization
-                if params["target"] == params["base"]:
-                    raise NeurolensError("the memorized and base sets must be different")
-                res = memorization.find_subspace(
-                    lm, need("target"), need("base"), rho=params["rho"],
-                    tau=params["tau"], steps=max(params.get("steps", 20), params["tau"]))
-                edits, r = res.edits, res.report
-                text = (f"Memorization subspace: {r['weights_deleted']} of {r['ffn_out_weights']}"
-                        f" FFN output weights ({r['fraction']:.2%}) in the mask (rho "
-                        f"{params['rho']:.1%}, first {params['tau']} steps)")
-            elif method == "Neuron Adjust":
-                if params["forget"] == params["retain"]:
-                    raise NeurolensError("forget and retain must be different prompt sets")
-                edits, rep = neuron_adjust.fit(lm, need("forget"),
-                                               need("retain"), p=params["p"],
-                                               seed=params["seed"])
-                neurons = [(op.site, j) for op in edits for j in op.neurons]
-                text = (f"Neuron Adjust: {rep.n_selected} of {rep.n_total} neurons "
-                        f"({params['p']:.1%}) selected by forget − retain mean of hook_pre"
-                        f"{' (answers probed too)' if params.get('with_answers') else ''}")
-            elif method == "Key Space Detection":
-                auto = params["layer"] == "auto"
-                if auto and params["forget"] == params["keep"]:
-                    raise NeurolensError("forget and keep must be different prompt sets")
-                edits, rep = key_space.fit(lm, need("forget"), alpha=params["alpha"],
-                                           layer=params["layer"],
-                                           keep=need("keep") if auto else None)
-                best, chosen = rep.chosen, ""
-                if best is not None:
-                    chosen = (f" (chosen: {best['forget_inside']:.0%} of held-back forget "
-                              f"prompts and {best['others_inside']:.0%} of '{params['keep']}' "
-                              "inside)")
-                text = (f"Key Space Detection at {rep.site}{chosen}: k* = {rep.k_star:.3g}, "
-                        f"alpha {rep.alpha:g}; {rep.probe_inside:.0%} of the forget set inside")
-                if rep.fallback:
-                    text += f" ({rep.fallback})"
-                if rep.warning:
-                    text += f". Warning: {rep.warning}"
-                current = params.get("current") or []
-                if current:
-                    import numpy as np
-                    vecs = np.concatenate(lm.capture(current, [rep.site],
-                                                     reduce="last")[rep.site])
-                    op = edits[0]
-                    inside = key_space.inside(vecs, op.mu, op.s, op.k, op.alpha).tolist()
-                    text += f"; {sum(inside)} of {len(inside)} shown prompts inside"
-            elif method == "NeuroStrike":
-                if params["harmful"] == params["benign"]:
-                    raise NeurolensError("harmful and benign must be different prompt sets")
-                edits, rep = neurostrike.fit(lm, need("harmful"), need("benign"),
-                                             layers_fraction=params["layers_fraction"])
-                neurons = [(op.site, j) for op in edits for j in op.neurons]
-                text = (f"NeuroStrike: {rep.n_selected} safety neurons ({rep.percent:.2f}% of "
-                        f"FFN neurons) pruned in the first {params['layers_fraction']:.0%} "
-                        f"of layers; {rep.n_harmful} harmful prompts against {rep.n_benign} "
-                        f"benign texts"
-                        f"{' (answers probed too)' if params.get('with_answers') else ''}")
-            else:
-                edits = statistical_topk.edits(lm, params["keep_fraction"], params["variant"])
-                probe = sets.get("all", [])[:64]
-                text = f"Statistical top-k keeping {params['keep_fraction']:.1%}"
-                if probe:
-                    rep = statistical_topk.measure(lm, probe, params["keep_fraction"],
-                                                   params["variant"])
-                    fr = list(rep.active_fraction.values())
-                    text += (f"; realised active fraction {min(fr):.1%}–{max(fr):.1%} per "
-                             f"layer, {rep.flops_saved:.0%} of FFN FLOPs saveable")
-            self.methodFitted.emit({"method": method, "ops": list(edits), "text": text,
-                                    "neurons": neurons, "inside": inside})
+            from neurolens.methods import registry
+            spec = registry.get(method)
+            spec.check_model(self.lm)
+            for r in spec.roles:
+                if not r.needed(params):
+                    continue
+                if r.differs_from and params.get(r.name) == params.get(r.differs_from):
+                    raise NeurolensError(registry.different_sets_error(r.differs_from, r.name))
+                if not sets.get(r.name):
+                    raise NeurolensError(f"the prompt set '{params.get(r.name, r.name)}' "
+                                         f"({r.name}) is empty or missing")
+            res = spec.run(self.lm, sets, spec.make_params(params), cancel=self.cancel_token,
+                           shown=params.get("current") or None)
+            text = spec.describe(res, {r.name: params[r.name] for r in spec.roles
+                                       if isinstance(params.get(r.name), str)})
+            if params.get("with_answers") and spec.answered_roles:
+                text += " (answers probed too)"
+            self.methodFitted.emit({"method": method, "ops": list(res.edits), "text": text,
+                                    "neurons": res.neurons,
+                                    "inside": res.extra.get("inside")})
         except Exception as e:  # noqa: BLE001
             self.methodFailed.emit(describe_error(e))
         finally:

@@ -51,7 +51,3 @@ def skill_texts(rows) -> list[str]:
             out.append(r["prompt"] + (r.get("answer") or ""))
     return out
 
-
-#: per method, the roles whose sets are probed as prompt + answer (``skill_texts``); the others
-#: (KSD's queries, NeuroStrike's harmful requests) are probed as prompts alone
-ANSWERED_ROLES = {"neuron-adjust": ("forget", "retain"), "neurostrike": ("benign",)}

@@ -8,6 +8,7 @@ import numpy as np
 
 from neurolens.errors import InputError
 from neurolens.methods.common import probe_reduced
+from neurolens.methods.registry import MethodResult, MethodSpec, Role, param, register
 from neurolens.spec.edits import DEFAULT_REFUSAL, EditSet, Gate, ModelRef
 from neurolens.spec.sites import site_name
 
@@ -49,6 +50,20 @@ class KeySpaceReport:
                 f"activations at {self.site}?), so the cube is wide everywhere else and may catch "
                 "other skills; try another layer or hook_pre")
 
+    def summary(self, keep_name: str = "") -> str:
+        best, chosen = self.chosen, ""
+        if best is not None:
+            keep = f"'{keep_name}'" if keep_name else "the keep set"
+            chosen = (f" (chosen: {best['forget_inside']:.0%} of held-back forget prompts and "
+                      f"{best['others_inside']:.0%} of {keep} inside)")
+        text = (f"Key Space Detection at {self.site}{chosen}: k* = {self.k_star:.3g}, alpha "
+                f"{self.alpha:g}; {self.probe_inside:.0%} of the forget set inside")
+        if self.fallback:
+            text += f" ({self.fallback})"
+        if self.warning:
+            text += f". Warning: {self.warning}"
+        return text
+
     def to_json(self) -> dict:
         out = {"site": self.site, "k_star": round(self.k_star, 4), "alpha": self.alpha,
                "n_probe": self.n_probe, "probe_inside": round(self.probe_inside, 4)}
@@ -82,7 +97,7 @@ def inside(x: np.ndarray, mu: np.ndarray, s: np.ndarray, k: float, alpha: float)
 
 def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | str | None = None,
         kind: str = "mlp.hook_post", refusal: str = REFUSAL, batch_size: int = 16,
-        keep: list[str] | None = None, progress=None) -> tuple[EditSet, KeySpaceReport]:
+        keep: list[str] | None = None, progress=None) -> MethodResult:
     """Fit the hypercube on the last-token vectors of the forget probe set at one layer
     (default: the last layer; ``"auto"``: chosen by :func:`select_layer` against ``keep``, the
     prompts of the skills to keep) and return a Gate edit.
@@ -119,8 +134,8 @@ def fit(lm, forget: list[str], alpha: float = 1.0, layer: int | str | None = Non
     frac = float(inside(a, mu, s, k, alpha).mean())
     op = Gate(site, mu, s, k, alpha=alpha, refusal=refusal,
               note=f"Key Space Detection (k*={k:.3g})")
-    return (EditSet([op], ModelRef(lm.name_or_path, lm.fingerprint)),
-            KeySpaceReport(site, k, alpha, len(a), frac, table, fallback))
+    return MethodResult(EditSet([op], ModelRef(lm.name_or_path, lm.fingerprint)),
+                        KeySpaceReport(site, k, alpha, len(a), frac, table, fallback))
 
 
 def k_star_at_limit(k: float, n: int) -> bool:
@@ -160,3 +175,47 @@ def _choose_layer(lm, forget, others, alpha, kind, batch_size, progress):
                       "others_inside": round(other, 4), "margin": round(held - other, 4)})
     best = max(table, key=lambda r: (r["margin"], r["layer"]))["layer"]
     return best, table, fa[sites[best]]
+
+
+@dataclass
+class Params:
+    alpha: float = param(1.0, "cube scale (1.0)")
+    layer: int | str | None = param(None, "layer index (default: the last) or 'auto'")
+
+    def check(self) -> None:
+        if isinstance(self.layer, str) and self.layer != "auto":
+            try:
+                self.layer = int(self.layer)
+            except ValueError:
+                raise InputError(f"layer takes a layer index or 'auto', not {self.layer!r}"
+                                 ) from None
+        if not self.alpha > 0:
+            raise InputError(f"alpha must be > 0, got {self.alpha}")
+
+
+def _fit(model, sets, params: Params, progress=None, shown=None, **_) -> MethodResult:
+    auto = params.layer == "auto"
+    res = fit(model, sets["forget"], alpha=params.alpha, layer=params.layer,
+              keep=sets.get("keep") if auto else None, progress=progress)
+    if shown:   # which of the prompts on screen fall inside the cube
+        rep, op = res.report, res.edits[0]
+        vecs = np.concatenate(model.capture(shown, [rep.site], reduce="last")[rep.site])
+        res.extra["inside"] = inside(vecs, op.mu, op.s, op.k, op.alpha).tolist()
+    return res
+
+
+def _summary(res: MethodResult, names: dict) -> str:
+    text = res.report.summary(names.get("keep", ""))
+    if "inside" in res.extra:
+        got = res.extra["inside"]
+        text += f"; {sum(got)} of {len(got)} shown prompts inside"
+    return text
+
+
+register(MethodSpec(
+    "key-space", "Key Space Detection", ("lm",),
+    (Role("forget", "prompts of the skill to forget"),
+     Role("keep", "prompts of the skills to keep (used by --layer auto)", many=True,
+          required=False, differs_from="forget", needed_if=("layer", "auto"))),
+    Params, _fit, "skill unlearning by abstention: a hypercube around the skill's last-token "
+    "vectors", summarize=_summary))

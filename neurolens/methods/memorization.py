@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from neurolens.engine.events import drain
+from neurolens.errors import InputError
+from neurolens.methods.registry import MethodResult, MethodSpec, Role, param, register
 from neurolens.spec.edits import EditSet, MaskWeights
 
 TAU = 10
@@ -57,9 +60,8 @@ def column_norms(dm, prompts: list[str], *, tau: int = TAU, steps: int = 20,
     done = 0
     for a in range(0, len(prompts), batch_size):
         chunk = prompts[a:a + batch_size]
-        for _ in dm.denoise_events(chunk, captures=handlers, steps=steps, guidance=guidance,
-                                   seed=seed + a, cancel=cancel):
-            pass
+        drain(dm.denoise_events(chunk, captures=handlers, steps=steps, guidance=guidance,
+                                seed=seed + a, cancel=cancel), what="denoising")
         done += len(chunk)
         if progress:
             progress(done, len(prompts))
@@ -120,3 +122,43 @@ def find_subspace(dm, memorized: list[str], base: list[str], *, rho: float = RHO
               "fraction": n / total if total else 0.0,
               "per_site": {dm.aliases()[s]: int(m.sum()) for s, m in masks.items()}}
     return MemorizationResult(EditSet(ops), masks, report, bas)
+
+
+class MemorizationReport(dict):
+    """The report dict of :func:`find_subspace` with a summary line."""
+
+    def summary(self) -> str:
+        return (f"Memorization subspace: {self['weights_deleted']} of {self['ffn_out_weights']} "
+                f"FFN output weights ({self['fraction']:.2%}) in the mask (rho "
+                f"{self['rho']:.1%}, first {self['tau']} steps)")
+
+    def to_json(self) -> dict:
+        return dict(self)
+
+
+@dataclass
+class Params:
+    rho: float = param(RHO, "top share of each output row of the Wanda scores (0.01)")
+    tau: int = param(TAU, "union of the masks of the first tau denoising steps (10)",
+                     label="tau (steps)")
+    steps: int = param(20, "denoising steps of the probe runs (at least tau)")
+
+    def check(self) -> None:
+        if not 0 < self.rho < 1:
+            raise InputError(f"rho must lie between 0 and 1, got {self.rho}")
+        if self.tau < 1:
+            raise InputError(f"tau must be >= 1, got {self.tau}")
+
+
+def _fit(model, sets, params: Params, progress=None, cancel=None, **_) -> MethodResult:
+    res = find_subspace(model, sets["target"], sets["base"], rho=params.rho, tau=params.tau,
+                        steps=max(params.steps, params.tau), cancel=cancel, progress=progress)
+    return MethodResult(res.edits, MemorizationReport(res.report),
+                        extra={"masks": res.masks})
+
+
+register(MethodSpec(
+    "memorization", "Memorization subspace", ("diffusion",),
+    (Role("target", "memorized prompts (the set to stop reproducing)"),
+     Role("base", "ordinary prompts", differs_from="target")),
+    Params, _fit, "diffusion: delete the FFN weights that memorized prompts rely on"))

@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from neurolens.errors import InputError
 from neurolens.methods.common import layer_sites, probe_stats
 from neurolens.methods.common import skill_texts  # defined here before; still importable
+from neurolens.methods.registry import MethodResult, MethodSpec, Role, param, register
 from neurolens.spec.edits import Adjust, EditSet, ModelRef
 
 
-__all__ = ["NeuronAdjustReport", "fit", "skill_texts"]
+__all__ = ["NeuronAdjustReport", "Params", "fit", "skill_texts"]
 
 
 @dataclass
@@ -22,6 +24,10 @@ class NeuronAdjustReport:
     per_layer: dict[str, int] = field(default_factory=dict)
     top: list[tuple[str, int, float]] = field(default_factory=list)   # (site, neuron, delta)
 
+    def summary(self) -> str:
+        return (f"Neuron Adjust: {self.n_selected} of {self.n_total} neurons ({self.p:.1%}) "
+                "selected by forget − retain mean of hook_pre")
+
     def to_json(self) -> dict:
         return {"p": self.p, "n_selected": self.n_selected, "n_total": self.n_total,
                 "per_layer": self.per_layer,
@@ -30,7 +36,7 @@ class NeuronAdjustReport:
 
 def fit(lm, forget: list[str], retain: list[str], p: float = 0.03, seed: int = 0,
         kind: str = "mlp.hook_pre", batch_size: int = 16, progress=None
-        ) -> tuple[EditSet, NeuronAdjustReport]:
+        ) -> MethodResult:
     """Probe forget/retain sets on ``kind`` of every layer (all tokens), pick the top ``p`` of
     all neurons by signed mean difference (forget - retain), and return one Adjust op per layer.
     """
@@ -63,4 +69,29 @@ def fit(lm, forget: list[str], retain: list[str], p: float = 0.03, seed: int = 0
         li = int(np.searchsorted(offsets, j, side="right") - 1)
         top.append((sites[li], int(j - offsets[li]), float(deltas[j])))
     report = NeuronAdjustReport(p, k, n_total, per_layer, top)
-    return EditSet(ops, ModelRef(lm.name_or_path, lm.fingerprint)), report
+    edits = EditSet(ops, ModelRef(lm.name_or_path, lm.fingerprint))
+    return MethodResult(edits, report, [(op.site, j) for op in ops for j in op.neurons])
+
+
+@dataclass
+class Params:
+    p: float = param(0.03, "top fraction of all hook_pre neurons (0.03)", label="top p")
+    seed: int = param(0, "seed of the replacement draws")
+
+    def check(self) -> None:
+        if not 0 < self.p < 1:
+            raise InputError(f"p must lie between 0 and 1, got {self.p}")
+
+
+def _fit(model, sets, params: Params, progress=None, **_) -> MethodResult:
+    return fit(model, sets["forget"], sets["retain"], p=params.p, seed=params.seed,
+               progress=progress)
+
+
+register(MethodSpec(
+    "neuron-adjust", "Neuron Adjust", ("lm",),
+    (Role("forget", "prompts of the skill to forget", answered=True),
+     Role("retain", "prompts of the skills to keep (one file or several)", answered=True,
+          many=True, differs_from="forget")),
+    Params, _fit, "skill unlearning: move forget-like values of the most forget-specific "
+    "neurons to the retain distribution"))

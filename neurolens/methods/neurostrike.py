@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neurolens.methods.common import layer_sites, probe_reduced
+from neurolens.methods.registry import MethodResult, MethodSpec, Role, param, register
 from neurolens.spec.edits import EditSet, ModelRef, Prune
 
 
@@ -70,6 +71,11 @@ class NeuroStrikeReport:
     def percent(self) -> float:
         return 100.0 * self.n_selected / max(self.n_total, 1)
 
+    def summary(self) -> str:
+        return (f"NeuroStrike: {self.n_selected} safety neurons ({self.percent:.2f}% of FFN "
+                f"neurons) pruned in the first {self.layers_fraction:.0%} of layers; "
+                f"{self.n_harmful} harmful prompts against {self.n_benign} benign texts")
+
     def to_json(self) -> dict:
         return {"layers_fraction": self.layers_fraction, "n_selected": self.n_selected,
                 "n_total": self.n_total, "percent": round(self.percent, 4),
@@ -100,7 +106,7 @@ def find_safety_neurons(lm, harmful: list[str], benign: list[str], z: float = 3.
 
 
 def fit(lm, harmful: list[str], benign: list[str], layers_fraction: float = 1.0, z: float = 3.0,
-        batch_size: int = 16, progress=None) -> tuple[EditSet, NeuroStrikeReport]:
+        batch_size: int = 16, progress=None) -> MethodResult:
     """Find safety neurons and prune them in the first ``layers_fraction`` of the layers.
 
     ``harmful``: the requests the model refuses, as prompts. ``benign``: what the model must
@@ -125,4 +131,27 @@ def fit(lm, harmful: list[str], benign: list[str], layers_fraction: float = 1.0,
     width = lm.sites()["blocks.0.mlp.hook_post"]
     report = NeuroStrikeReport(layers_fraction, len(unique), n_layers * width, per_module, accs,
                                len(harmful), len(benign))
-    return EditSet(ops, ModelRef(lm.name_or_path, lm.fingerprint)), report
+    edits = EditSet(ops, ModelRef(lm.name_or_path, lm.fingerprint))
+    return MethodResult(edits, report, [(op.site, j) for op in ops for j in op.neurons])
+
+
+@dataclass
+class Params:
+    layers_fraction: float = param(1.0, "prune in the first 0.25/0.5/0.75/1 of the layers",
+                                   choices=LAYER_FRACTIONS, label="prune in first")
+    z: float = param(3.0, "z-score threshold of the probe weights (3)")
+
+
+def _fit(model, sets, params: Params, progress=None, **_) -> MethodResult:
+    # the module's ``fit`` looked up at call time (tests wrap it)
+    return fit(model, sets["harmful"], sets["benign"], layers_fraction=params.layers_fraction,
+               z=params.z, progress=progress)
+
+
+register(MethodSpec(
+    "neurostrike", "NeuroStrike", ("lm",),
+    (Role("harmful", "requests the model refuses"),
+     Role("benign", "what the model must keep doing, the requests it answers and its skills "
+          "(one file or several)", answered=True, many=True, differs_from="harmful")),
+    Params, _fit, "safety neurons: probe harmful against benign texts, prune the safety "
+    "neurons"))

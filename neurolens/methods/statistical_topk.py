@@ -8,6 +8,8 @@ from statistics import NormalDist
 import torch
 
 from neurolens.engine.method_ops import stat_threshold, stat_topk
+from neurolens.errors import InputError
+from neurolens.methods.registry import MethodResult, MethodSpec, param, register
 from neurolens.spec.edits import EditSet, ModelRef, TopK
 
 
@@ -48,10 +50,9 @@ def measure(lm, prompts: list[str], keep_fraction: float = 0.08, variant: str = 
     ctx: dict = {}
     es = edits(lm, keep_fraction, variant)
     factory = lm.session_factory(es, ctx=ctx)
-    from neurolens.engine.runner import Failed, forward_events
-    for ev in forward_events(lm, prompts, factory, batch_size):
-        if isinstance(ev, Failed):
-            raise ev.error
+    from neurolens.engine.events import drain
+    from neurolens.engine.runner import forward_events
+    drain(forward_events(lm, prompts, factory, batch_size), what="top-k measurement")
     stats = ctx.get("topk_stats", {})
     frac = {s: v[0] / max(v[1], 1) for s, v in stats.items()}
     mean_active = sum(frac.values()) / max(len(frac), 1)
@@ -59,3 +60,53 @@ def measure(lm, prompts: list[str], keep_fraction: float = 0.08, variant: str = 
     n_mats = 3 if lm.adapter.arch is not None and lm.adapter.arch.up else 2
     saved = (n_mats - 1) / n_mats * (1 - mean_active)
     return SparsityReport(keep_fraction, frac, saved)
+
+
+@dataclass
+class TopKFit:
+    """The report of fitting top-k: the setting, and what it realised on the probe prompts
+    when there were any (``measured``)."""
+
+    keep_fraction: float
+    variant: str
+    measured: SparsityReport | None = None
+
+    def summary(self) -> str:
+        text = f"Statistical top-k keeping {self.keep_fraction:.1%}"
+        if self.measured is not None:
+            fr = list(self.measured.active_fraction.values())
+            text += (f"; realised active fraction {min(fr):.1%}–{max(fr):.1%} per layer, "
+                     f"{self.measured.flops_saved:.0%} of FFN FLOPs saveable")
+        return text
+
+    def to_json(self) -> dict:
+        out = {"keep_fraction": self.keep_fraction, "variant": self.variant}
+        if self.measured is not None:
+            out["measured"] = self.measured.to_json()
+        return out
+
+
+@dataclass
+class Params:
+    keep_fraction: float = param(0.08, "kept share of the pre-activations per token (0.08)",
+                                 label="keep")
+    variant: str = param("soft", "soft (g - theta)+ or hard g * [g > theta]",
+                         choices=("soft", "hard"))
+
+    def check(self) -> None:
+        if not 0 < self.keep_fraction < 1:
+            raise InputError(f"keep-fraction must lie between 0 and 1, got {self.keep_fraction}")
+        if self.variant not in ("soft", "hard"):
+            raise InputError(f"variant must be 'soft' or 'hard', not {self.variant!r}")
+
+
+def _fit(model, sets, params: Params, **_) -> MethodResult:
+    es = edits(model, params.keep_fraction, params.variant)
+    probe = (sets.get("all") or [])[:64]    # the GUI's loaded prompts: measure on them
+    rep = measure(model, probe, params.keep_fraction, params.variant) if probe else None
+    return MethodResult(es, TopKFit(params.keep_fraction, params.variant, rep))
+
+
+register(MethodSpec("topk", "Statistical top-k", ("lm",), (), Params, _fit,
+                    "activation sparsity: keep about keep-fraction of each token's hook_pre "
+                    "values, thresholded by mean + std * z"))

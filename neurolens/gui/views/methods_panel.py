@@ -139,7 +139,9 @@ class MethodsPanel(QWidget):
 
     def set_diffusion(self, diffusion: bool) -> None:
         """Offer the methods that apply to the loaded model."""
-        want = ["Memorization subspace"] if diffusion else METHODS[:4]
+        from neurolens.methods import registry
+        kind = "diffusion" if diffusion else "lm"
+        want = [s.title for s in registry.for_kind(kind) if s.title in METHODS]
         for i, name in enumerate(METHODS):
             self.method.model().item(i).setEnabled(name in want)
         if self.method.currentText() not in want:
