@@ -242,11 +242,12 @@ def case_sparse_decoding(layers: int, d: int, d_ff: int, new_tokens: int, reps: 
     from neurolens.engine.sparse import sparse_ffn
     from neurolens.spec.edits import EditSet, TopK
     lm = _random_gated(layers, d, d_ff)
-    prompt = [torch.randint(1, 4000, (8,), generator=torch.Generator().manual_seed(3)).tolist()]
+    prompt = torch.randint(1, 4000, (8,), generator=torch.Generator().manual_seed(3)).tolist()
     topk = EditSet([TopK("blocks.*.mlp.hook_pre", 0.08)])
 
-    def gen_ids(edits=None):
-        return _generate_ids(lm, prompt, new_tokens, edits)
+    def gen_ids(edits=None):   # greedy from token ids (the random model has no tokenizer)
+        return lm.generate(prompt, edits=edits, max_new_tokens=new_tokens, ignore_eos=True,
+                           batch_size=1).token_ids
 
     def dense():
         gen_ids()
@@ -266,32 +267,6 @@ def case_sparse_decoding(layers: int, d: int, d_ff: int, new_tokens: int, reps: 
                 f"{new_tokens} tokens): speed-up", t_sparse, t_dense, r, ">= 1.30",
                 _check(r, ">= 1.30") and same,
                 detail={"identical_to_topk_edit": same, "active_fraction": round(act, 4)})
-
-
-def _generate_ids(lm, prompts, new_tokens, edits=None):
-    """Greedy generation from token ids (the random models have no tokenizer)."""
-    import torch
-    ids = torch.tensor(prompts)
-    factory = lm.session_factory(edits)
-    from neurolens.engine.hooks import RunState
-    state = RunState(batch=ids.shape[0], seq=ids.shape[1], prompt_index=[0],
-                     attention_mask=torch.ones_like(ids), prompt_len=torch.tensor([ids.shape[1]]),
-                     pad=torch.zeros(1, dtype=torch.long))
-    out = []
-    with factory(state), torch.inference_mode():
-        r = lm.hf(input_ids=ids, use_cache=True)
-        cache = getattr(r, "cache", None) or getattr(r, "past_key_values", None)
-        for step in range(new_tokens):
-            nxt = r.logits[:, -1].argmax(-1)
-            out.append(int(nxt[0]))
-            state.offset += state.seq
-            state.seq = 1
-            state.phase = "decode"
-            state.attention_mask = None
-            kw = {"cache" if hasattr(r, "cache") else "past_key_values": cache}
-            r = lm.hf(input_ids=nxt[:, None], use_cache=True, **kw)
-            cache = getattr(r, "cache", None) or getattr(r, "past_key_values", None)
-    return out
 
 
 def case_topk_vs_torch(rows: int, d: int, reps: int) -> Case:

@@ -178,12 +178,21 @@ def _capture_diffusion(args, dm, prompts, edits, sites, out: Path) -> int:
     return 0
 
 
-def _gen_kwargs(args) -> dict:
+def _generation(args):
+    """The run flags as data (``GenerationParams``), checked."""
+    from neurolens.spec.run import GenerationParams
     if args.max_new_tokens < 0:
         raise InputError("--max-new-tokens must be >= 0")
-    return {"max_new_tokens": args.max_new_tokens, "seed": args.seed,
-            "do_sample": args.sample, "temperature": args.temperature,
-            "stop": tuple(s.replace("\\n", "\n") for s in (args.stop or []))}
+    return GenerationParams(max_new_tokens=args.max_new_tokens, seed=args.seed,
+                            do_sample=args.sample, temperature=args.temperature,
+                            stop=tuple(s.replace("\\n", "\n") for s in (args.stop or []))
+                            ).check()
+
+
+def _denoising(args) -> dict:
+    from neurolens.spec.run import DenoiseParams
+    return DenoiseParams(steps=args.steps, guidance=args.guidance, seed=args.seed
+                         ).check().to_json()
 
 
 def cmd_run(args) -> int:
@@ -191,13 +200,12 @@ def cmd_run(args) -> int:
     lm = _load(args)
     edits = _edits(lm, args.edits)
     if _is_diffusion(lm):
-        out = lm.generate(prompts, edits=edits, steps=args.steps, guidance=args.guidance,
-                          seed=args.seed)
+        out = lm.generate(prompts, edits=edits, **_denoising(args))
         path = _save_grid([list(out.images)], args.image)
         _emit(args, {**out.to_json(), "image": path},
               f"{len(prompts)} image(s), {args.steps} steps, seeds {out.seeds} -> {path}")
         return 0
-    outs = lm.generate(prompts, edits=edits, **_gen_kwargs(args))
+    outs = lm.generate(prompts, edits=edits, params=_generation(args))
     if args.json:
         payload = [o.to_json() for o in outs]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
@@ -212,7 +220,7 @@ def cmd_compare(args) -> int:
     lm = _load(args)
     edits = _edits(lm, args.edits)
     if _is_diffusion(lm):
-        c = lm.compare(prompts, edits, steps=args.steps, guidance=args.guidance, seed=args.seed)
+        c = lm.compare(prompts, edits, **_denoising(args))
         diff = c.diff / max(float(c.diff.max()), 1e-8)
         path = _save_grid([list(c.before), list(c.after), list(diff)], args.image)
         payload = {"prompts": prompts, "seeds": c.seeds, "mean_abs_diff": c.mean_abs_diff(),
@@ -222,7 +230,7 @@ def cmd_compare(args) -> int:
              zip(prompts, c.mean_abs_diff())] + [f"grid (baseline / edited / difference) -> "
                                                   f"{path}"]))
         return 0
-    cmp = lm.compare(prompts, edits, **_gen_kwargs(args))
+    cmp = lm.compare(prompts, edits, params=_generation(args))
     if args.json:
         print(json.dumps(cmp.to_json(), indent=2))
         return 0

@@ -13,7 +13,7 @@ import neurolens as nl
 import tiny
 from native_sites import GATED, NATIVE, act_fn, module, native, plain_greedy, plain_read
 from neurolens.engine.events import Finished
-from neurolens.engine.runner import GenerationParams
+from neurolens.spec.run import GenerationParams
 from neurolens.store import CaptureStore
 
 PROMPT = "Compute: 47+38="

@@ -11,7 +11,7 @@ from neurolens.engine.hooks import CancelToken
 from neurolens.engine import ops as op_registry
 from neurolens.engine.events import (Cancelled, Failed, Finished, PromptProcessed,
                                      TokenAppended)
-from neurolens.engine.runner import GenerationParams
+from neurolens.spec.run import GenerationParams
 from neurolens.store import CaptureStore
 from native_sites import plain_read
 from test_engine_archs import hook_dicts
@@ -244,3 +244,21 @@ def test_capture_of_an_early_site_with_a_later_edit_and_gate(llama):
     finally:
         h.remove()
     assert seen, "a gate edit must run its site even after the last capture"
+
+
+def test_generation_takes_token_ids_and_models_without_a_tokenizer(llama):
+    """One decode path: token-id prompts give what their text gives, and a model without a
+    tokenizer (the bench's random models) generates ids equal to plain transformers'."""
+    from neurolens.engine.lm import LanguageModel
+    from native_sites import plain_greedy
+    ids = llama.tokenizer("hello world")["input_ids"]
+    by_text = llama.generate("hello world", max_new_tokens=5, ignore_eos=True)
+    by_ids = llama.generate(ids, max_new_tokens=5, ignore_eos=True)
+    assert by_ids.token_ids == by_text.token_ids and by_ids.text == by_text.text
+    two = llama.generate([ids, ids[:2]], max_new_tokens=5, ignore_eos=True)
+    assert two[0].token_ids == by_text.token_ids
+    bare = LanguageModel(llama.hf, None, name_or_path="no tokenizer")
+    out = bare.generate(ids, max_new_tokens=6, ignore_eos=True, batch_size=1)
+    assert out.token_ids == plain_greedy(llama.hf, ids, 6) and out.text == ""
+    with pytest.raises(nl.InputError, match="token ids"):
+        llama.generate([ids, "text"], max_new_tokens=1)

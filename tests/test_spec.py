@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import neurolens as nl
+from neurolens.errors import InputError
 from neurolens.spec.edits import EditOp, EditSet, ModelRef, OPS, register_op
 from neurolens.spec.sites import (match_sites, neuron_label, parse_neuron_label, parse_site,
                                    site_name)
@@ -136,3 +137,27 @@ def test_site_names_are_built_in_one_place():
     assert site_name(0, "hook_resid_post") == "blocks.0.hook_resid_post"
     s = parse_site(site_name(12, "mlp.hook_pre_linear"))
     assert (s.layer, s.kind) == (12, "mlp.hook_pre_linear")
+
+
+# -- run settings as data -------------------------------------------------------------------------
+def test_generation_params_round_trip_and_read_old_sessions():
+    from neurolens.spec.run import DenoiseParams, GenerationParams
+    p = GenerationParams(max_new_tokens=7, do_sample=True, temperature=0.5, seed=3,
+                         stop=("\n",), ignore_eos=True)
+    d = p.to_json()
+    assert d["sample"] is True and "do_sample" not in d and d["stop"] == ["\n"]
+    assert json.loads(json.dumps(d)) == d
+    assert GenerationParams.from_json(d) == p
+    # a session written before the settings were data: four keys and the GUI's own run_list
+    old = {"max_new_tokens": 12, "sample": False, "temperature": 1.0, "seed": 5,
+           "run_list": True}
+    g = GenerationParams.from_json(old)
+    assert (g.max_new_tokens, g.do_sample, g.seed, g.stop) == (12, False, 5, ())
+    assert g.batch_size == GenerationParams().batch_size
+    for bad in (dict(max_new_tokens=-1), dict(batch_size=0), dict(do_sample=True, temperature=0),
+                dict(top_p=0.0)):
+        with pytest.raises(InputError):
+            GenerationParams(**bad).check()
+    assert DenoiseParams(steps=4).check().to_json() == {"steps": 4, "guidance": 3.0, "seed": 0}
+    with pytest.raises(InputError, match="steps"):
+        DenoiseParams(steps=0).check()

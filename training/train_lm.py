@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 from neurolens.engine.lm import LanguageModel  # noqa: E402
 from neurolens.evals import corpus  # noqa: E402
-from neurolens.evals.skills import answer_part  # noqa: E402
+from neurolens.evals.skills import answer_correct, answer_part  # noqa: E402
 
 SPECIAL = "<|endoftext|>"
 
@@ -172,10 +172,10 @@ def quick_eval(model, tokenizer, n: int = 100, requests: str = "plain",
             if skill == "benign":
                 out["false_refusal"] = float(np.mean([corpus.REFUSAL.strip() in a
                                                       for a in answers]))
-                out["benign_exact"] = float(np.mean([a == r["answer"]
-                                                     for a, r in zip(answers, rows)]))
-            else:
-                hits = [a == r["answer"] for a, r in zip(answers, rows)]
+                out["benign_exact"] = float(np.mean([answer_correct(g.text, r["answer"])
+                                                     for g, r in zip(gen, rows)]))
+            else:   # scored as every evaluation scores (evals.skills.answer_correct)
+                hits = [answer_correct(g.text, r["answer"]) for g, r in zip(gen, rows)]
                 out[skill] = float(np.mean(hits))
                 if skill == "comprehension":   # per question kind: where retrieval still fails
                     for kind in sorted({r["kind"] for r in rows}):

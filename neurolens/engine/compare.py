@@ -8,6 +8,7 @@ import numpy as np
 
 from neurolens.engine.runner import GenerationOutput, first_divergence, logsoftmax_np
 from neurolens.spec.edits import EditSet
+from neurolens.spec.run import GenerationParams
 
 
 @dataclass
@@ -61,21 +62,26 @@ class Comparison:
                 "mean_kl": round(self.mean_kl, 6), "items": [c.to_json() for c in self.items]}
 
 
-def compare(lm, prompts, edits: EditSet, **gen_kwargs) -> Comparison:
-    """Generate with and without ``edits`` (same seed, same settings), then score the edited
+def compare(lm, prompts, edits: EditSet, params: GenerationParams | None = None,
+            **gen_kwargs) -> Comparison:
+    """Generate with and without ``edits`` (same seed, same settings: ``params`` or the
+    keyword settings of ``generate``, 16 new tokens unless said), then score the edited
     model's next-token distributions against the baseline's on the baseline continuation."""
     single = isinstance(prompts, str)
     prompts = [prompts] if single else list(prompts)
-    gen_kwargs.setdefault("max_new_tokens", 16)
-    base = lm.generate(prompts, edits=None, **gen_kwargs)
-    edited = lm.generate(prompts, edits=edits, **gen_kwargs)
+    if params is None:
+        gen_kwargs.setdefault("max_new_tokens", 16)
+        gen_kwargs["stop"] = tuple(gen_kwargs.get("stop", ()))
+        params = GenerationParams(**gen_kwargs)
+    base = lm.generate(prompts, edits=None, params=params)
+    edited = lm.generate(prompts, edits=edits, params=params)
     # teacher-forced on prompt + baseline continuation
     seqs, starts = [], []
     for p, b in zip(prompts, base):
         ids = lm.encode([p])["input_ids"][0].tolist()
         starts.append(len(ids))
         seqs.append(ids + b.token_ids)
-    bs = gen_kwargs.get("batch_size", 16)
+    bs = params.batch_size
     lb = lm.logits(seqs, edits=None, batch_size=bs)
     le = lm.logits(seqs, edits=edits, batch_size=bs)
     items = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -16,10 +17,11 @@ from neurolens.engine.capture import Capture, CaptureHandler
 from neurolens.engine.hooks import CancelToken, HookSession, RunState
 from neurolens.engine.model import ModelBase
 from neurolens.engine.events import BatchDone, Failed, drain
-from neurolens.engine.runner import (GenerationOutput, GenerationParams, forward_events,
-                                     generate_events, logsoftmax_np)
+from neurolens.engine.runner import (GenerationOutput, forward_events, generate_events,
+                                     logsoftmax_np)
 from neurolens.errors import InputError
 from neurolens.spec.edits import EditSet
+from neurolens.spec.run import GenerationParams
 from neurolens.spec.sites import is_pattern, match_sites, parse_site
 from neurolens.store.capture_store import CaptureStore
 
@@ -48,13 +50,20 @@ def _quiet_transformers() -> None:
         pass
 
 
-def _as_list(prompts: str | Iterable[str]) -> tuple[list[str], bool]:
+def _as_list(prompts) -> tuple[list, bool]:
+    """Prompts as a list, and whether one was given alone: a string, a list of strings, one
+    prompt as a list of token ids, or a list of such lists."""
     if isinstance(prompts, str):
         return [prompts], True
     out = list(prompts)
-    if not all(isinstance(p, str) for p in out):
-        raise InputError("prompts must be strings")
-    return out, False
+    if out and all(isinstance(p, int) and not isinstance(p, bool) for p in out):
+        return [out], True
+    if all(isinstance(p, str) for p in out):
+        return out, False
+    if all(isinstance(p, (list, tuple)) and p and all(isinstance(t, int) for t in p)
+           for p in out):
+        return [list(p) for p in out], False
+    raise InputError("prompts must be strings or lists of token ids")
 
 
 def _through_norm(direction: torch.Tensor, norm, model_type: str) -> torch.Tensor:
@@ -430,30 +439,35 @@ class LanguageModel(ModelBase):
         def on_prompt(i, ids):
             if store is not None:
                 store.add_tokens(i, self.token_strings(ids), prompt=True)
-        yield from generate_events(self, prompts, factory, params, cancel, on_prompt)
+        yield from generate_events(self, prompts, factory, params, cancel, on_prompt,
+                                   encode=self._id_encoder(prompts))
 
     def generate(self, prompts: str | Iterable[str], *, edits: EditSet | None = None,
                  max_new_tokens: int = 32, seed: int = 0, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  stop: Iterable[str] = (), batch_size: int = 16, ignore_eos: bool = False,
-                 cancel: CancelToken | None = None, progress=None, row_stop=None):
+                 cancel: CancelToken | None = None, progress=None, row_stop=None,
+                 params: GenerationParams | None = None):
         """Generate for one prompt (returns a GenerationOutput) or a list (returns a list).
-        ``stop`` ends every row at any of its strings; ``row_stop`` (one sequence of strings per
-        prompt) adds stops for single rows."""
+        Prompts are text or token-id lists. ``stop`` ends every row at any of its strings;
+        ``row_stop`` (one sequence of strings per prompt) adds stops for single rows.
+        ``params`` (a :class:`~neurolens.spec.run.GenerationParams`) replaces the keyword
+        settings."""
         prompts, single = _as_list(prompts)
         if not prompts:
             raise InputError("no prompts given")
-        if row_stop is not None:
-            row_stop = tuple(tuple(s) for s in row_stop)
-            if len(row_stop) != len(prompts):
-                raise InputError(f"row_stop has {len(row_stop)} entries for {len(prompts)} "
-                                 "prompts")
-        if max_new_tokens < 0:
-            raise InputError("max_new_tokens must be >= 0")
-        params = GenerationParams(max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                  temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                                  stop=tuple(stop), batch_size=batch_size,
-                                  ignore_eos=ignore_eos, row_stop=row_stop)
+        if params is None:
+            params = GenerationParams(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                      temperature=temperature, top_k=top_k, top_p=top_p,
+                                      seed=seed, stop=tuple(stop), batch_size=batch_size,
+                                      ignore_eos=ignore_eos, row_stop=row_stop)
+        params.check()
+        if params.row_stop is not None:
+            params = dataclasses.replace(params,
+                                         row_stop=tuple(tuple(s) for s in params.row_stop))
+            if len(params.row_stop) != len(prompts):
+                raise InputError(f"row_stop has {len(params.row_stop)} entries for "
+                                 f"{len(prompts)} prompts")
         result = drain(self.generate_events(prompts, edits=edits, params=params, cancel=cancel),
                        progress, "generation")
         return result[0] if single else result
@@ -487,9 +501,10 @@ class LanguageModel(ModelBase):
                 "suppress": [(dec([int(i)]), float(-v)) for v, i in zip(bot.values, bot.indices)]}
 
     # -- compare / export --------------------------------------------------------------------------
-    def compare(self, prompts: str | Iterable[str], edits: EditSet, **gen_kwargs):
+    def compare(self, prompts: str | Iterable[str], edits: EditSet,
+                params: GenerationParams | None = None, **gen_kwargs):
         from neurolens.engine.compare import compare
-        return compare(self, prompts, edits, **gen_kwargs)
+        return compare(self, prompts, edits, params, **gen_kwargs)
 
 
 __all__ = ["LanguageModel", "Capture", "GenerationOutput", "GenerationParams"]

@@ -17,20 +17,7 @@ import torch
 from neurolens.engine.events import (BatchDone, Cancelled, Failed, Finished, PromptProcessed,
                                      Started, TokenAppended)
 from neurolens.engine.hooks import CancelToken, RunState, StopForward
-
-
-@dataclass
-class GenerationParams:
-    max_new_tokens: int = 32
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-    stop: tuple[str, ...] = ()          # stop once a row's new text contains one of these
-    row_stop: tuple[tuple[str, ...], ...] | None = None   # per prompt, added to ``stop``
-    batch_size: int = 16
-    ignore_eos: bool = False            # keep going past end-of-text (benchmarks, long runs)
+from neurolens.spec.run import GenerationParams
 
 
 @dataclass
@@ -100,6 +87,18 @@ def _sample(logits: torch.Tensor, p: GenerationParams, gen: torch.Generator) -> 
     return torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
 
 
+class _NoText:
+    """Stands in for the tokenizer of a model that has none (random models, ids only)."""
+
+    eos_token_id = None
+
+    def decode(self, ids, skip_special_tokens=False) -> str:
+        return ""
+
+    def encode(self, text, add_special_tokens=False) -> list[int]:
+        return []
+
+
 def _abstain(state: RunState, outs: list, active: torch.Tensor, tok) -> None:
     """Rows flagged by a gate op since the last check give the refusal text and stop."""
     flags = state.extra.get("abstain")
@@ -116,12 +115,15 @@ def _abstain(state: RunState, outs: list, active: torch.Tensor, tok) -> None:
             active[row] = False
 
 
-def generate_events(lm, prompts: list[str], session_factory, params: GenerationParams,
-                    cancel: CancelToken | None = None, on_prompt=None):
+def generate_events(lm, prompts: list, session_factory, params: GenerationParams,
+                    cancel: CancelToken | None = None, on_prompt=None, encode=None):
     """Yield events while generating for every prompt; the last event is Finished, Cancelled or
-    Failed. ``session_factory(state) -> HookSession`` builds the hooks (edits + captures)."""
+    Failed. ``session_factory(state) -> HookSession`` builds the hooks (edits + captures).
+    ``encode(batch)`` defaults to the model's tokenizer; pass one to feed token-id lists (a
+    model without a tokenizer then generates ids; its texts are empty)."""
     cancel = cancel or CancelToken()
-    tok = lm.tokenizer
+    encode = encode or lm.encode
+    tok = lm.tokenizer or _NoText()
     outputs: list[GenerationOutput | None] = [None] * len(prompts)
     done = 0
     use_pos = accepts_position_ids(lm.hf)
@@ -144,7 +146,7 @@ def generate_events(lm, prompts: list[str], session_factory, params: GenerationP
             if cancel.cancelled:
                 yield Cancelled([o for o in outputs if o is not None])
                 return
-            enc = lm.encode([prompts[i] for i in idx])
+            enc = encode([prompts[i] for i in idx])
             ids, mask = enc["input_ids"].to(lm.device), enc["attention_mask"].to(lm.device)
             b, L = ids.shape
             plen = mask.sum(1)

@@ -66,6 +66,13 @@ def answer_part(text: str, expected: str) -> str:
     return first_line(text)
 
 
+def answer_correct(text: str, expected: str) -> bool:
+    """One generation against its expected answer, as every exact-match score here counts it:
+    its answer part equals the answer; where the answer is a refusal, the refusal mark shows."""
+    got = answer_part(text, expected)
+    return REFUSAL_MARK in got if REFUSAL_MARK in expected else got == expected
+
+
 @dataclass
 class SkillResult:
     skill: str

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 from neurolens import __version__
 from neurolens.gui import gc_policy
 from neurolens.gui.settings import autosave_file, user_settings
-from neurolens.engine.runner import GenerationParams
 from neurolens.evals.skills import SKILLS
 from neurolens.gui.edit_model import EditModel
 from neurolens.gui.views.compare_view import CompareView
@@ -33,8 +32,9 @@ from neurolens.gui.views.image_grid import ImageGrid
 from neurolens.gui.views.methods_panel import MethodsPanel
 from neurolens.gui.views.inspector import NeuronInspector
 from neurolens.gui.views.scatter import PALETTE, KeySpaceScatter
-from neurolens.gui.worker import Projector, RunRequest, Worker, lower_thread_priority
+from neurolens.gui.worker import Projector, Worker, lower_thread_priority
 from neurolens.spec.edits import EditSet
+from neurolens.spec.run import DenoiseParams, GenerationParams, RunSpec
 from neurolens.spec.session import Session
 from neurolens.spec.sites import SITE_KINDS, neuron_label, site_name
 from neurolens.store import CaptureStore
@@ -116,7 +116,7 @@ class MainWindow(QMainWindow):
         self.refresh_times: list[float] = []          # timestamps of redraws (benchmarks)
         self.errors: list[str] = []                   # messages shown to the user
         self._error_box: QMessageBox | None = None
-        self._current_req: RunRequest | None = None
+        self._current_req: RunSpec | None = None
 
         # worker thread owns the model
         self.thread = QThread(self)
@@ -639,7 +639,7 @@ class MainWindow(QMainWindow):
         return name
 
     # -- runs ------------------------------------------------------------------------------------------
-    def build_request(self) -> RunRequest | None:
+    def build_request(self) -> RunSpec | None:
         if self.run_list.isChecked() and self.prompts:
             sets = tuple(s for s, _ in self.prompts)
             prompts = tuple(p for _, p in self.prompts)
@@ -653,16 +653,26 @@ class MainWindow(QMainWindow):
         if self.stop_answer.isChecked() and any(a is not None for a in answers):
             from neurolens.evals.skills import answer_stop
             row_stop = tuple((answer_stop(a),) if a is not None else () for a in answers)
-        params = GenerationParams(max_new_tokens=self.max_tokens.value(),
-                                  do_sample=self.sampling.isChecked(),
-                                  temperature=self.temperature.value(), seed=self.seed.value(),
-                                  batch_size=16, ignore_eos=not self.stop_eos.isChecked(),
-                                  row_stop=row_stop)
+        params = self.generation_params()
+        params.row_stop = row_stop
         kinds = tuple(dict.fromkeys(["mlp.hook_post", self.kind_combo.currentText()]))
         self.run_id += 1
-        return RunRequest(prompts=prompts, set_names=sets, site_kinds=kinds, params=params,
-                          edits=self.current_edits(), run_id=self.run_id, answers=answers,
-                          steps=self.steps_spin.value(), guidance=self.guidance_spin.value())
+        return RunSpec(prompts=prompts, set_names=sets, site_kinds=kinds, generation=params,
+                       denoise=self.denoise_params(), edits=self.current_edits(),
+                       run_id=self.run_id,
+                       answers=answers)
+
+    def generation_params(self) -> GenerationParams:
+        """The Generation form as data."""
+        return GenerationParams(max_new_tokens=self.max_tokens.value(),
+                                do_sample=self.sampling.isChecked(),
+                                temperature=self.temperature.value(), seed=self.seed.value(),
+                                batch_size=16, ignore_eos=not self.stop_eos.isChecked())
+
+    def denoise_params(self) -> DenoiseParams:
+        """The diffusion settings of the form as data (the seed is the form's one seed)."""
+        return DenoiseParams(steps=self.steps_spin.value(), guidance=self.guidance_spin.value(),
+                             seed=self.seed.value())
 
     def current_edits(self) -> EditSet | None:
         """An immutable snapshot of the enabled edits for a run."""
@@ -730,7 +740,7 @@ class MainWindow(QMainWindow):
         if rid != self.run_id or images is None:
             return
         req = self._current_req
-        n = req.steps if req is not None else step
+        n = req.denoise.steps if req is not None else step
         what = "final images" if step >= n else f"denoising step {step + 1}/{n} (predicted image)"
         self.last_images = images
         self.image_grid.show_rows([images], f"{what}; seeds from {self.seed.value()}")
@@ -969,7 +979,7 @@ class MainWindow(QMainWindow):
             return 0
         i = min(self.prompt_spin.value(), len(req.prompts) - 1)
         n = self.store.prompt_len.get(i)
-        return 0 if n is None else n + int(req.params.max_new_tokens)
+        return 0 if n is None else n + int(req.generation.max_new_tokens)
 
     def keyspace_matrix(self) -> tuple[np.ndarray, list[str], list[str]] | None:
         req = self._current_req
@@ -1361,10 +1371,9 @@ class MainWindow(QMainWindow):
                              "layer": self.layer_spin.value(),
                              "show": self.show_combo.currentIndex(),
                              "answers": self.prompt_answers},
-                       generation={"max_new_tokens": self.max_tokens.value(),
-                                   "sample": self.sampling.isChecked(),
-                                   "temperature": self.temperature.value(),
-                                   "seed": self.seed.value(), "run_list": self.run_list.isChecked()})
+                       generation={**self.generation_params().to_json(),
+                                   "denoise": self.denoise_params().to_json(),
+                                   "run_list": self.run_list.isChecked()})
 
     def apply_session(self, ses: Session, load_model: bool = True) -> None:
         self.prompts = list(ses.prompts)
@@ -1375,12 +1384,19 @@ class MainWindow(QMainWindow):
         self._fill_sets_list()
         self.edit_model.replace_all(list(ses.edits), "open session")
         self.edits_panel.refresh()
-        g = ses.generation
-        self.max_tokens.setValue(int(g.get("max_new_tokens", self.max_tokens.value())))
-        self.sampling.setChecked(bool(g.get("sample", False)))
-        self.temperature.setValue(float(g.get("temperature", 1.0)))
-        self.seed.setValue(int(g.get("seed", 0)))
-        self.run_list.setChecked(bool(g.get("run_list", False)))
+        g = GenerationParams.from_json({"max_new_tokens": self.max_tokens.value(),
+                                        "ignore_eos": not self.stop_eos.isChecked(),
+                                        **ses.generation})
+        self.max_tokens.setValue(g.max_new_tokens)
+        self.sampling.setChecked(g.do_sample)
+        self.temperature.setValue(g.temperature)
+        self.seed.setValue(g.seed)
+        self.stop_eos.setChecked(not g.ignore_eos)
+        self.run_list.setChecked(bool(ses.generation.get("run_list", False)))
+        d = ses.generation.get("denoise")
+        if isinstance(d, dict):   # sessions since the run settings became data
+            self.steps_spin.setValue(int(d.get("steps", self.steps_spin.value())))
+            self.guidance_spin.setValue(float(d.get("guidance", self.guidance_spin.value())))
         v = ses.view
         if v.get("kind"):
             self.kind_combo.setCurrentText(v["kind"])

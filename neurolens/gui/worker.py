@@ -10,33 +10,16 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
 from neurolens.engine.hooks import CancelToken
 from neurolens.engine.events import (Cancelled, Failed, Finished, PromptProcessed,
                                      TokenAppended)
-from neurolens.engine.runner import GenerationParams
 from neurolens.errors import NeurolensError
-from neurolens.spec.edits import EditSet
+from neurolens.spec.run import RunSpec
 from neurolens.spec.sites import site_name
 from neurolens.store import CaptureStore
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """An immutable run: built on the GUI thread, executed by the worker."""
-
-    prompts: tuple[str, ...]
-    set_names: tuple[str, ...]
-    site_kinds: tuple[str, ...] = ("mlp.hook_post",)
-    params: GenerationParams = field(default_factory=GenerationParams)
-    edits: EditSet | None = None
-    run_id: int = 0
-    answers: tuple = ()              # expected answer per prompt (None where unknown)
-    steps: int = 20                  # diffusion: denoising steps
-    guidance: float = 3.0            # diffusion: classifier-free guidance scale
 
 
 def describe_error(e: BaseException) -> str:
@@ -110,7 +93,7 @@ class Worker(QObject):
         finally:
             self.busyChanged.emit(False)
 
-    def _generate(self, req: RunRequest, edits, store: CaptureStore, offset: int, total: int):
+    def _generate(self, req: RunSpec, edits, store: CaptureStore, offset: int, total: int):
         """One generation pass streaming into ``store``: ("finished", outputs, texts) |
         ("cancelled", None, texts) | ("failed", message, texts)."""
         lm = self.lm
@@ -119,7 +102,7 @@ class Worker(QObject):
         texts: dict[int, str] = {}
         done = 0
         last_emit = 0.0
-        events = lm.generate_events(list(req.prompts), edits=edits, params=req.params,
+        events = lm.generate_events(list(req.prompts), edits=edits, params=req.generation,
                                     cancel=self.cancel_token, capture_sites=sites,
                                     store=store, set_names=list(req.set_names))
         for ev in events:
@@ -149,7 +132,7 @@ class Worker(QObject):
                 return "failed", describe_error(ev.error), texts
         return "failed", "the run ended without a result", texts
 
-    def _guarded(self, req: RunRequest, body) -> None:
+    def _guarded(self, req: RunSpec, body) -> None:
         """Common frame of run-like requests: model check, busy state, errors as signals."""
         if self.lm is None:
             self.runFailed.emit(req.run_id, "no model loaded")
@@ -165,16 +148,16 @@ class Worker(QObject):
             self.busyChanged.emit(False)
 
     @Slot(object)
-    def run(self, req: RunRequest) -> None:
+    def run(self, req: RunSpec) -> None:
         self._guarded(req, self._run)
 
     @Slot(object)
-    def compare(self, req: RunRequest) -> None:
+    def compare(self, req: RunSpec) -> None:
         """Baseline (into store_base) then edited (into store), same seed and settings."""
         self._guarded(req, self._compare)
 
     # -- diffusion -------------------------------------------------------------------------------
-    def _denoise(self, req: RunRequest, edits, store: CaptureStore, offset: int, total: int):
+    def _denoise(self, req: RunSpec, edits, store: CaptureStore, offset: int, total: int):
         """One denoising pass streaming per-step FFN means into ``store`` and previews out:
         ("finished", images) | ("cancelled", None)."""
         from neurolens.engine.diffusion import StepCapture, StepDone
@@ -185,11 +168,11 @@ class Worker(QObject):
         caps = {site: StepCapture(site, store, "mean") for site in dm.sites()}
         last = 0.0
         for ev in dm.denoise_events(list(req.prompts), edits=edits, captures=caps,
-                                    steps=req.steps, guidance=req.guidance,
-                                    seed=req.params.seed, cancel=self.cancel_token,
+                                    steps=req.denoise.steps, guidance=req.denoise.guidance,
+                                    seed=req.denoise.seed, cancel=self.cancel_token,
                                     preview=True):
             if isinstance(ev, Finished):
-                self.progress.emit(req.run_id, offset + req.steps, total)
+                self.progress.emit(req.run_id, offset + req.denoise.steps, total)
                 return "finished", ev.result.images
             if isinstance(ev, Cancelled):
                 return "cancelled", None
@@ -204,42 +187,42 @@ class Worker(QObject):
                 self.imagesUpdated.emit(req.run_id, ev.step, ev.preview)
         return "cancelled", None
 
-    def _run_diffusion(self, req: RunRequest) -> None:
-        self.runStarted.emit(req.run_id, req.steps)
+    def _run_diffusion(self, req: RunSpec) -> None:
+        self.runStarted.emit(req.run_id, req.denoise.steps)
         t0 = time.perf_counter()
-        st, images = self._denoise(req, req.edits, self.store, 0, req.steps)
+        st, images = self._denoise(req, req.edits, self.store, 0, req.denoise.steps)
         if st == "cancelled":
             self.runCancelled.emit(req.run_id)
             return
-        self.imagesUpdated.emit(req.run_id, req.steps, images)
+        self.imagesUpdated.emit(req.run_id, req.denoise.steps, images)
         self.runFinished.emit(req.run_id, {"images": images, "outputs": [""] * len(images),
                                            "seconds": time.perf_counter() - t0})
 
-    def _compare_diffusion(self, req: RunRequest) -> None:
+    def _compare_diffusion(self, req: RunSpec) -> None:
         import numpy as np
-        total = 2 * req.steps
+        total = 2 * req.denoise.steps
         self.runStarted.emit(req.run_id, total)
         t0 = time.perf_counter()
         st, before = self._denoise(req, None, self.store_base, 0, total)
         if st == "finished":
-            st, after = self._denoise(req, req.edits, self.store, req.steps, total)
+            st, after = self._denoise(req, req.edits, self.store, req.denoise.steps, total)
         if st == "cancelled":
             self.runCancelled.emit(req.run_id)
             return
         diff = np.abs(after - before)
-        self.imagesUpdated.emit(req.run_id, req.steps, after)
+        self.imagesUpdated.emit(req.run_id, req.denoise.steps, after)
         self.compareFinished.emit(req.run_id, {
             "diffusion": True, "before": before, "after": after, "diff": diff,
-            "prompts": list(req.prompts), "seed": req.params.seed,
+            "prompts": list(req.prompts), "seed": req.denoise.seed,
             "mean_abs_diff": [float(d.mean()) for d in diff],
             "n_edits": len(req.edits) if req.edits is not None else 0,
             "seconds": time.perf_counter() - t0})
 
-    def _run(self, req: RunRequest) -> None:
+    def _run(self, req: RunSpec) -> None:
         if getattr(self.lm, "kind", "") == "diffusion":
             self._run_diffusion(req)
             return
-        total = len(req.prompts) * max(1, req.params.max_new_tokens)
+        total = len(req.prompts) * max(1, req.generation.max_new_tokens)
         self.runStarted.emit(req.run_id, total)
         t0 = time.perf_counter()
         status, outs, texts = self._generate(req, req.edits, self.store, 0, total)
@@ -255,13 +238,13 @@ class Worker(QObject):
         else:
             self.runFailed.emit(req.run_id, outs)
 
-    def _compare(self, req: RunRequest) -> None:
+    def _compare(self, req: RunSpec) -> None:
         from neurolens.engine.runner import first_divergence
-        from neurolens.evals.skills import REFUSAL_MARK, answer_part
+        from neurolens.evals.skills import answer_correct
         if getattr(self.lm, "kind", "") == "diffusion":
             self._compare_diffusion(req)
             return
-        per = len(req.prompts) * max(1, req.params.max_new_tokens)
+        per = len(req.prompts) * max(1, req.generation.max_new_tokens)
         total = 2 * per
         self.runStarted.emit(req.run_id, total)
         t0 = time.perf_counter()
@@ -294,18 +277,13 @@ class Worker(QObject):
                 continue
 
             def score(outs, idx=idx):
-                ok = []
-                for i in idx:
-                    want = answers[i]
-                    got = answer_part(outs[i].text, want)
-                    ok.append(REFUSAL_MARK in got if REFUSAL_MARK in want else got == want)
-                return sum(ok) / len(ok)
+                return sum(answer_correct(outs[i].text, answers[i]) for i in idx) / len(idx)
             before, after = score(base), score(edited)
             metrics.append({"set": name, "n": len(idx), "before": before, "after": after,
                             "relative": after / before if before > 0 else None})
         n_edits = len(req.edits) if req.edits is not None else 0
         self.compareFinished.emit(req.run_id, {
-            "items": items, "metrics": metrics, "seed": req.params.seed, "n_edits": n_edits,
+            "items": items, "metrics": metrics, "seed": req.generation.seed, "n_edits": n_edits,
             "seconds": time.perf_counter() - t0})
 
     @Slot(object, str, bool, str)
