@@ -326,19 +326,23 @@ def test_method_edits_round_trip_and_export_as_sidecar(tmp_path):
 
 
 def test_sparse_decoding_equals_topk_edit():
-    from neurolens.bench import _generate_ids, _random_gated
+    from neurolens.bench import _random_gated
     from neurolens.engine.sparse import sparse_ffn
     lm = _random_gated(2, 64, 256, vocab=300)
-    prompt = [[5, 9, 17, 3, 8]]
+    prompt = [5, 9, 17, 3, 8]          # token ids: the random model has no tokenizer
+
+    def gen_ids(edits=None):
+        return lm.generate(prompt, edits=edits, max_new_tokens=12, ignore_eos=True,
+                           batch_size=1).token_ids
     topk = nl.EditSet([nl.TopK("blocks.*.mlp.hook_pre", 0.08)])
-    want = _generate_ids(lm, prompt, 12, topk)
+    want = gen_ids(topk)
     with sparse_ffn(lm, 0.08) as st:
-        got = _generate_ids(lm, prompt, 12)
+        got = gen_ids()
     assert got == want
     assert 0.03 < st["active"] / st["total"] < 0.15
-    dense = _generate_ids(lm, prompt, 12)
+    dense = gen_ids()
     assert "forward" not in lm.hf.model.layers[0].mlp.__dict__   # restored
-    assert len(dense) == 12
+    assert len(dense) == 12 and dense != want
 
 
 @pytest.mark.parametrize("variant", ["soft", "hard"])
