@@ -344,7 +344,6 @@ def cmd_fit(args) -> int:
                 raise InputError(f"--{other.name} {f} is among the --{r.name} files: "
                                  f"{spec.title} needs them apart")
     model = _load(args)
-    spec.check_model(model)
     sets = {name: [t for path in _files(files) for t in read_prompts(path, name in with_answers)]
             for name, files in given.items() if files}
     res = spec.run(model, sets, params)

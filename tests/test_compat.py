@@ -13,7 +13,6 @@ users already have. Regenerate them only at a commit whose files must keep openi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -34,11 +33,19 @@ REGENERATE = ("the tiny model itself changed (its builder, torch or transformers
               "commit whose files must keep opening, never at the one under test")
 
 
-# -- what a file holds ----------------------------------------------------------------------------
-def array_facts(a) -> dict:
-    a = np.ascontiguousarray(np.asarray(a))
-    return {"shape": list(a.shape), "dtype": str(a.dtype), "sum": float(a.astype(np.float64).sum()),
-            "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
+# -- what a file holds: the facts are taken by the generator's own functions -----------------------
+def _load_generator():
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "tools" / "make_compat_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_compat_fixtures", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+GEN = _load_generator()
+array_facts, logit_stats, weights_sha, window_facts = (GEN.array_facts, GEN.logit_stats,
+                                                       GEN.weights_sha, GEN.window_facts)
 
 
 def check_ops(ops, recorded: list[dict], where: str) -> None:
@@ -60,54 +67,26 @@ def check_ops(ops, recorded: list[dict], where: str) -> None:
                 assert got == want, f"{where}[{i}].{key}: {got!r} != {want!r}"
 
 
-def sidecar_facts(json_path: Path) -> dict:
-    from safetensors.numpy import load_file
-    d = json.loads(json_path.read_text())
-    return {k: array_facts(v) for k, v in sorted(load_file(str(json_path.with_name(
-        d["sidecar"]))).items())}
-
-
-def logit_stats(a) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    return np.stack([a.sum(-1), np.sqrt((a * a).sum(-1)), a.max(-1)], -1)
-
-
-def weights_sha(module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().float().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 # -- the tiny models the fixtures were made for ---------------------------------------------------
 def save_tiny_lm(arch: str, path: Path, seed: int) -> Path:
-    try:
-        import tiny
-        save = tiny.save
-    except ImportError:            # the builders may move into the package
-        from neurolens.testing import save
-    return save(arch, path, seed=seed)
+    import tiny
+    return tiny.save(arch, path, seed=seed)
 
 
 def build_tiny_pipeline(seed: int):
-    try:
-        from neurolens.testing import build_pipeline
-    except ImportError:
-        from neurolens.demo.tiny_pipeline import build_pipeline
+    from neurolens.testing import build_pipeline
     return build_pipeline(seed=seed)
 
 
-# -- edit files -----------------------------------------------------------------------------------
 def test_the_fixtures_are_whole():
     """Guards the fixtures themselves: every file is there, the sidecars hold what was written."""
     assert EXPECTED["written_by"]["commit"].startswith("de7559a")
     for name in EDIT_FILES:
         rec = EXPECTED[name]
-        assert sidecar_facts(FIX / rec["file"]) == rec["sidecar_arrays"], name
+        assert GEN.sidecar_arrays(FIX / rec["file"]) == rec["sidecar_arrays"], name
     for name in SESSION_FILES:
         rec = EXPECTED[name]
-        assert sidecar_facts(FIX / rec["file"]) == rec["sidecar_arrays"], name
+        assert GEN.sidecar_arrays(FIX / rec["file"]) == rec["sidecar_arrays"], name
     assert sum(f.stat().st_size for f in FIX.iterdir()) < 200_000
 
 
@@ -186,16 +165,6 @@ def test_session_file_loads(name):
     assert s.generation == rec["generation"]
     assert len(s.edits) == rec["n_ops"]
     check_ops(s.edits, rec["ops"], f"{name}.edits")
-
-
-def window_facts(w) -> dict:
-    return {"prompts": [list(p) for p in w.prompts], "prompt_answers": dict(w.prompt_answers),
-            "typed_prompt": w.prompt_edit.toPlainText(),
-            "neuron_sets": {k: [list(n) for n in v] for k, v in w.neuron_sets.items()},
-            "ops": [[o.op, o.site, o.enabled, o.note] for o in w.edit_model.ops],
-            "max_new_tokens": w.max_tokens.value(), "seed": w.seed.value(),
-            "sample": w.sampling.isChecked(), "temperature": w.temperature.value(),
-            "run_list": w.run_list.isChecked()}
 
 
 @pytest.mark.gui

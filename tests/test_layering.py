@@ -24,6 +24,17 @@ def test_spec_loads_no_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+def test_the_cli_parser_and_the_method_registry_load_no_torch():
+    """Every command builds the parser, which lists the registered methods: that must not load
+    torch, or `neurolens gui` would load it before gui.process.configure() sets OpenMP's
+    waiting policy (and `--help` would take seconds)."""
+    code = ("import sys, neurolens.methods.registry as r; from neurolens.cli import build_parser;"
+            "build_parser(); assert len(r.all_methods()) >= 5;"
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_import_linter_contracts():
     exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
     r = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True)

@@ -45,7 +45,7 @@ SD_PROMPTS = ["a handwritten digit 3", "exhibit 7"]
 SD_GEN = {"steps": 4, "guidance": 3.0, "seed": 5}
 
 
-# -- helpers shared in spirit with tests/test_compat.py -----------------------------------------
+# -- the facts recorded here and checked by tests/test_compat.py (it calls these) -----------------------------------------
 def array_facts(a) -> dict:
     a = np.ascontiguousarray(np.asarray(a))
     return {"shape": list(a.shape), "dtype": str(a.dtype), "sum": float(a.astype(np.float64).sum()),

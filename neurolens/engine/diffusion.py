@@ -350,7 +350,7 @@ class DiffusionModel(ModelBase):
         store = store or CaptureStore(stats=False)
         caps = {s: StepCapture(s, store, reduce) for s in names}
         drain(self.denoise_events(prompts, edits=edits, captures=caps, steps=steps,
-                                        guidance=guidance, seed=seed))
+                                  guidance=guidance, seed=seed))
         return Capture(prompts, names, [[] for _ in prompts], reduce, store=store, steps=steps)
 
     def compare(self, prompts: str | Iterable[str], edits: EditSet, *, steps: int = 20,

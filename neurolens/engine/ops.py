@@ -28,12 +28,9 @@ from neurolens.engine.adapters import SiteRef
 from neurolens.engine.hooks import Handler, RunState
 from neurolens.errors import InputError
 from neurolens.spec.edits import EditOp
+from neurolens.spec.kinds import ALL_KINDS, KIND_WORDS
 
 Builder = Callable[[EditOp, SiteRef, dict], Handler]
-#: every model family neurolens knows; an op registered without ``kinds`` applies to all
-ALL_KINDS = ("lm", "diffusion")
-#: what the messages call each family
-KIND_WORDS = {"lm": "language model", "diffusion": "diffusion pipeline"}
 
 
 @dataclass(frozen=True)

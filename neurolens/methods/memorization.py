@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from neurolens.engine.events import drain
+import numpy as np
+
 from neurolens.errors import InputError
 from neurolens.methods.registry import MethodResult, MethodSpec, Role, param, register
 from neurolens.spec.edits import EditSet, MaskWeights
+
+if TYPE_CHECKING:   # torch loads with the engine, not with the method registry (CLI start-up)
+    import torch
 
 TAU = 10
 RHO = 0.01
@@ -48,13 +51,14 @@ class _ColumnNorms:
         return None
 
     def norms(self) -> dict[int, np.ndarray]:
-        return {t: torch.sqrt(self.sq[t] / self.rows[t]).cpu().numpy() for t in self.sq}
+        return {t: (self.sq[t] / self.rows[t]).sqrt().cpu().numpy() for t in self.sq}
 
 
 def column_norms(dm, prompts: list[str], *, tau: int = TAU, steps: int = 20,
                  guidance: float = 3.0, seed: int = 0, batch_size: int = 16,
                  cancel=None, progress=None) -> dict[str, dict[int, np.ndarray]]:
     """site -> step -> RMS column norm of the L2-normalised rows (first ``tau`` steps)."""
+    from neurolens.engine.events import drain
     sites = list(dm.sites())
     handlers = {s: _ColumnNorms(tau) for s in sites}
     done = 0

@@ -20,10 +20,10 @@ from typing import Any, Callable
 
 from neurolens.errors import InputError
 from neurolens.spec.edits import EditSet
+from neurolens.spec.kinds import KIND_WORDS
 
 #: the built-in method modules (imported on first use of the registry)
 BUILTIN = ("neuron_adjust", "key_space", "neurostrike", "statistical_topk", "memorization")
-KIND_WORDS = {"lm": "language models", "diffusion": "diffusion pipelines"}
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,8 @@ class MethodSpec:
     def check_model(self, model) -> None:
         kind = getattr(model, "kind", "")
         if kind not in self.kinds:
-            where = " and ".join(KIND_WORDS.get(k, k) for k in self.kinds)
-            is_a = {"lm": "language model", "diffusion": "diffusion pipeline"}.get(kind, kind)
+            where = " and ".join(KIND_WORDS.get(k, k) + "s" for k in self.kinds)
+            is_a = KIND_WORDS.get(kind, kind)
             raise InputError(f"{self.title} applies to {where}; the loaded model is a {is_a}")
 
     def run(self, model, sets: dict[str, list[str]], params=None, *, progress=None,

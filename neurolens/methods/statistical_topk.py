@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
-import torch
-
-from neurolens.engine.method_ops import stat_threshold, stat_topk
 from neurolens.errors import InputError
 from neurolens.methods.registry import MethodResult, MethodSpec, param, register
 from neurolens.spec.edits import EditSet, ModelRef, TopK
 
+if TYPE_CHECKING:   # torch loads with the engine, not with the method registry (CLI start-up)
+    import torch
+
 
 def threshold(g: torch.Tensor, keep_fraction: float) -> torch.Tensor:
     """theta = mean(g) + std(g) * Phi^-1(1 - k/d) over the last dimension (population std)."""
+    from neurolens.engine.method_ops import stat_threshold
     return stat_threshold(g, NormalDist().inv_cdf(1.0 - keep_fraction))
 
 
@@ -23,6 +25,7 @@ def statistical_topk(g: torch.Tensor, keep_fraction: float, variant: str = "soft
     """O(d) top-k approximation: soft (g - theta)+ or hard g * [g > theta]. No sort."""
     if variant not in ("soft", "hard"):
         raise ValueError(f"variant must be 'soft' or 'hard', not {variant!r}")
+    from neurolens.engine.method_ops import stat_topk
     return stat_topk(g, NormalDist().inv_cdf(1.0 - keep_fraction), variant)
 
 
