@@ -1,5 +1,8 @@
 """`neurolens bench --quick` keeps the benchmark code working (timings are not asserted)."""
 
+import subprocess
+import sys
+
 import pytest
 
 from neurolens import bench
@@ -27,3 +30,15 @@ def test_quick_bench_runs_every_case(tmp_path):
     # the nnsight case carries its A/A control (neurolens timed against itself)
     nn = [c for c in result["cases"] if c["name"].startswith("vs nnsight")]
     assert nn and nn[0]["detail"]["a_a_ratio"] > 0
+
+
+def test_importing_the_bench_loads_no_torch_and_no_case():
+    """The GUI case runs its module as `python -m neurolens.bench.cases.gui`: the package must
+    not import torch (the probe sets OpenMP up before torch loads) nor the case modules (runpy
+    would run an already imported module a second time)."""
+    code = ("import sys, neurolens.bench;"
+            "bad=[m for m in sys.modules"
+            " if m == 'torch' or m.startswith('neurolens.bench.cases.')];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

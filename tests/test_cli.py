@@ -175,6 +175,19 @@ def test_python_m_entry_point_and_exit_code(tmp_path):
     assert r.stderr.strip() == f"neurolens: error: model folder not found: {tmp_path / 'none'}"
 
 
+def test_every_command_has_its_help(capsys):
+    """One module per command (neurolens.cli.commands): each adds its sub-parser."""
+    from neurolens.cli.parser import COMMANDS
+    names = ["info", "capture", "run", "compare", "export", "reproduce", "fit", "bench", "gui",
+             "eval"]
+    assert len(COMMANDS) == len(names)
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and all(n in out for n in names)
+    for n in names:
+        code, out, _ = run(capsys, n, "--help")
+        assert code == 0 and out.startswith(f"usage: neurolens {n}"), n
+
+
 def test_gui_process_settings_keep_a_user_value(monkeypatch):
     """`neurolens gui` makes OpenMP threads wait passively (GUI stalls on few cores), unless the
     user chose a policy."""

@@ -669,6 +669,18 @@ class MainWindow(QMainWindow):
                                 temperature=self.temperature.value(), seed=self.seed.value(),
                                 batch_size=16, ignore_eos=not self.stop_eos.isChecked())
 
+    def set_generation_params(self, g: GenerationParams) -> None:
+        """Fill the Generation form from data (the inverse of ``generation_params``)."""
+        self.max_tokens.setValue(g.max_new_tokens)
+        self.sampling.setChecked(g.do_sample)
+        self.temperature.setValue(g.temperature)
+        self.seed.setValue(g.seed)
+        self.stop_eos.setChecked(not g.ignore_eos)
+
+    def set_run_list(self, on: bool) -> None:
+        """Run the prompt list (True) or the typed prompt (False)."""
+        self.run_list.setChecked(on)
+
     def denoise_params(self) -> DenoiseParams:
         """The diffusion settings of the form as data (the seed is the form's one seed)."""
         return DenoiseParams(steps=self.steps_spin.value(), guidance=self.guidance_spin.value(),
@@ -1387,12 +1399,8 @@ class MainWindow(QMainWindow):
         g = GenerationParams.from_json({"max_new_tokens": self.max_tokens.value(),
                                         "ignore_eos": not self.stop_eos.isChecked(),
                                         **ses.generation})
-        self.max_tokens.setValue(g.max_new_tokens)
-        self.sampling.setChecked(g.do_sample)
-        self.temperature.setValue(g.temperature)
-        self.seed.setValue(g.seed)
-        self.stop_eos.setChecked(not g.ignore_eos)
-        self.run_list.setChecked(bool(ses.generation.get("run_list", False)))
+        self.set_generation_params(g)
+        self.set_run_list(bool(ses.generation.get("run_list", False)))
         d = ses.generation.get("denoise")
         if isinstance(d, dict):   # sessions since the run settings became data
             self.steps_spin.setValue(int(d.get("steps", self.steps_spin.value())))

@@ -1,0 +1,79 @@
+"""What the commands share: prompts from the flags, the model and edits to load, run settings
+as data. The engine is imported inside the functions (building the parser loads no torch)."""
+
+from __future__ import annotations
+
+import sys
+
+from neurolens.errors import InputError
+from neurolens.spec.prompts import read_prompt_rows
+
+
+def read_prompts(path: str, with_answers: bool = False) -> list[str]:
+    """The prompts of a prompts file (``read_prompt_rows``). ``with_answers``: each prompt
+    followed by its answer where the row has one (``skill_texts``), as Neuron Adjust probes its
+    sets and NeuroStrike its benign set."""
+    rows = read_prompt_rows(path)
+    if not with_answers:
+        return [p for p, _ in rows]
+    from neurolens.methods.common import skill_texts
+    return skill_texts([{"prompt": p, "answer": a} for p, a in rows])
+
+
+def prompts_from(args) -> list[str]:
+    """``--prompt TEXT`` or ``--prompts FILE`` (one of them)."""
+    if getattr(args, "prompt", None) is not None and getattr(args, "prompts", None):
+        raise InputError("give --prompt or --prompts, not both")
+    if getattr(args, "prompt", None) is not None:
+        return [args.prompt.replace("\\n", "\n")]
+    if getattr(args, "prompts", None):
+        return read_prompts(args.prompts)
+    raise InputError("no prompt: give --prompt TEXT or --prompts FILE")
+
+
+def files(value) -> list[str]:
+    """A flag's file or files as a list."""
+    return value if isinstance(value, list) else [value]
+
+
+def load_model(args):
+    """The model of ``-m`` and the loading flags; its notes go to stderr."""
+    from neurolens.engine.loading import load
+    model = load(args.model, device=args.device, dtype=args.dtype,
+                 allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+    for n in getattr(model, "notes", []):
+        print(f"note: {n}", file=sys.stderr)
+    return model
+
+
+def load_edits(model, path: str | None):
+    """The edits file of ``--edits`` checked against ``model`` (warnings to stderr), or None."""
+    if not path:
+        return None
+    from neurolens.spec.edits import EditSet
+    edits = EditSet.load(path)
+    for w in model.check_edits(edits):
+        print(f"warning: {w}", file=sys.stderr)
+    return edits
+
+
+def is_diffusion(model) -> bool:
+    return getattr(model, "kind", "") == "diffusion"
+
+
+def generation_params(args):
+    """The run flags as data (``GenerationParams``), checked."""
+    from neurolens.spec.run import GenerationParams
+    if args.max_new_tokens < 0:
+        raise InputError("--max-new-tokens must be >= 0")
+    return GenerationParams(max_new_tokens=args.max_new_tokens, seed=args.seed,
+                            do_sample=args.sample, temperature=args.temperature,
+                            stop=tuple(s.replace("\\n", "\n") for s in (args.stop or []))
+                            ).check()
+
+
+def denoise_params(args) -> dict:
+    """The diffusion flags as ``DenoiseParams`` keywords, checked."""
+    from neurolens.spec.run import DenoiseParams
+    return DenoiseParams(steps=args.steps, guidance=args.guidance, seed=args.seed
+                         ).check().to_json()
