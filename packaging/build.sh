@@ -10,6 +10,8 @@ start=$(date +%s)
     echo "PyInstaller failed; see build/pyinstaller.log" >&2; tail -30 build/pyinstaller.log >&2
     exit 1; }
 echo "built in $(( $(date +%s) - start ))s: $(du -sh build/dist/neurolens | cut -f1)"
+# the xcb libraries a fresh desktop may lack must load from the bundle (Linux)
+"$PY" packaging/check_bundle_xcb.py build/dist/neurolens || { echo "xcb check failed" >&2; exit 1; }
 APP=build/dist/neurolens/neurolens
 # SMOKE_MODEL: a model folder for the smoke run (default: the bundled demo model)
 M=()

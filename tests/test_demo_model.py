@@ -7,12 +7,13 @@ import torch
 
 from conftest import needs_demo
 
-pytestmark = needs_demo
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import neurolens as nl
 from neurolens.evals import skills
 from neurolens.resources import model_path
+
+pytestmark = needs_demo
 
 
 def test_loads_with_plain_transformers():

@@ -302,7 +302,8 @@ def test_recall_drill_lines_state_the_story_facts_and_leave_prompt_sets_alone():
         has = {o: (n, c) for n, c, o in re.findall(r"(\w+) has a (\w+) (\w+)\.", story)}
         inn = dict(re.findall(r"(\w+) is in the (\w+)\.", story))
         lines = rest.split("\nQuestion:")[0].split("\n")
-        assert lines and all(re.fullmatch(r"(Color|Owner|Object|Place) of: .+\.", ln) for ln in lines)
+        assert lines and all(re.fullmatch(r"(Color|Owner|Object|Place) of: .+\.", ln)
+                             for ln in lines)
         for ln in lines:
             head, body = ln[:-1].split(": ")
             for pair in body.split(", "):

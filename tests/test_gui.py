@@ -409,7 +409,9 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     qtbot.waitUntil(lambda: len(w.scatter.points) == 18, timeout=WAIT)
     assert w.layer_map.hint is None and w.token_map.hint is None and w.scatter.hint is None
     panel = w.methods_panel
-    assert panel.na_forget.currentText() == "forget" and panel.na_retain.currentText() == "retain"
+    na, ks = panel.form("Neuron Adjust"), panel.form("Key Space Detection")
+    assert na.roles["forget"].currentText() == "forget"
+    assert na.roles["retain"].currentText() == "retain"
     panel.method.setCurrentText("Neuron Adjust")
     panel.fit_btn.click()
     qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
@@ -427,7 +429,7 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     assert "answers probed" not in w.method_result["text"]    # typed prompts have none
     w.method_result = None
     panel.method.setCurrentText("Key Space Detection")
-    panel.ks_alpha.setValue(1.0)
+    ks.inputs["alpha"].setValue(1.0)
     panel.fit_btn.click()
     qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
     assert w.edit_model.ops[-1].op == "gate"
@@ -438,9 +440,10 @@ def test_methods_panel_fits_and_adds_edits(qtbot, window, tiny_dirs):
     assert w.edit_model.ops[-1].op == "adjust"
     # the layer chosen on the data: the forget set in, the keep set out
     w.method_result = None
-    assert panel.ks_keep.currentText() == "retain"
-    panel.ks_layer.setValue(panel.KS_AUTO)
-    assert panel.ks_layer.text().startswith("auto")
+    assert ks.roles["keep"].currentText() == "retain"
+    ks.inputs["layer"].setText("auto")
+    assert panel.params() == ("Key Space Detection", {"forget": "forget", "keep": "retain",
+                                                      "alpha": 1.0, "layer": "auto"})
     panel.fit_btn.click()
     qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
     assert "chosen:" in w.method_result["text"] and "'retain'" in w.method_result["text"]
@@ -460,14 +463,15 @@ def test_neuron_adjust_probes_the_answers_of_a_loaded_set(qtbot, window, tiny_di
     w.add_prompts([f"Story: Mia has a {c} kite." for c in ("red", "blue", "green")], "retain")
     assert w.prompt_answers["Compute: 10+10="] == "20"
     sent = []
-    w.requestFit.connect(lambda method, params, sets: sent.append(sets))
+    w.methods.fitSubmitted.connect(lambda method, params, sets: sent.append(sets))
     panel = w.methods_panel
     panel.method.setCurrentText("Neuron Adjust")
-    panel.na_forget.setCurrentText("forget")
-    panel.na_retain.setCurrentText("retain")
-    assert panel.na_answers.isChecked()
+    na = panel.form()
+    na.roles["forget"].setCurrentText("forget")
+    na.roles["retain"].setCurrentText("retain")
+    assert na.answers.isChecked()
     for with_answers in (True, False):
-        panel.na_answers.setChecked(with_answers)
+        na.answers.setChecked(with_answers)
         w.method_result = None
         panel.fit_btn.click()
         qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
@@ -495,12 +499,15 @@ def test_neurostrike_form_takes_all_other_sets_with_their_answers(qtbot, window,
         w.load_prompt_file(str(f))
     panel = w.methods_panel
     panel.method.setCurrentText("NeuroStrike")
-    assert panel.ns_harmful.currentText() == "refusal"
-    assert panel.ns_benign.currentText() == ALL_OTHERS and panel.ns_answers.isChecked()
+    na, ks, ns = (panel.form(m).roles for m in ("Neuron Adjust", "Key Space Detection",
+                                                 "NeuroStrike"))
+    assert panel.form() is panel.form("neurostrike")
+    assert ns["harmful"].currentText() == "refusal"
+    assert ns["benign"].currentText() == ALL_OTHERS and panel.form().answers.isChecked()
     sent = []
-    w.requestFit.connect(lambda method, params, sets: sent.append(sets))
+    w.methods.fitSubmitted.connect(lambda method, params, sets: sent.append(sets))
     for with_answers in (True, False):
-        panel.ns_answers.setChecked(with_answers)
+        panel.form().answers.setChecked(with_answers)
         w.method_result = None
         panel.fit_btn.click()
         qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
@@ -512,8 +519,8 @@ def test_neurostrike_form_takes_all_other_sets_with_their_answers(qtbot, window,
     assert sent[0]["benign"][-1] == "User: Echo owl.\nAssistant: owl"
     # Neuron Adjust: forget arithmetic, retain every other set (the default with 3+ sets)
     panel.method.setCurrentText("Neuron Adjust")
-    assert panel.na_forget.currentText() == "arithmetic"
-    assert panel.na_retain.currentText() == panel.ks_keep.currentText() == ALL_OTHERS
+    assert na["forget"].currentText() == "arithmetic"
+    assert na["retain"].currentText() == ks["keep"].currentText() == ALL_OTHERS
     w.method_result = None
     panel.fit_btn.click()
     qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
@@ -522,8 +529,8 @@ def test_neurostrike_form_takes_all_other_sets_with_their_answers(qtbot, window,
     # a set named like the choice is still a set of its own; "harmless" is not taken for harmful
     w.add_prompts(["User: Echo elk.\nAssistant:"], ALL_OTHERS)
     w.add_prompts(["User: Echo yak.\nAssistant:"], "harmless")
-    assert panel.ns_harmful.currentText() == "refusal"
-    panel.na_retain.setCurrentIndex(panel.na_retain.findText(ALL_OTHERS))  # the user's set
+    assert ns["harmful"].currentText() == "refusal"
+    na["retain"].setCurrentIndex(na["retain"].findText(ALL_OTHERS))  # the user's set
     assert panel.params()[1]["retain"] == ALL_OTHERS
     w.method_result = None
     panel.fit_btn.click()
@@ -531,19 +538,19 @@ def test_neurostrike_form_takes_all_other_sets_with_their_answers(qtbot, window,
     assert sent[-1]["retain"] == ["User: Echo elk.\nAssistant:"]
     # NeuroStrike refuses one set on both sides, in a dialog
     panel.method.setCurrentText("NeuroStrike")
-    panel.ns_benign.setCurrentText("refusal")
+    ns["benign"].setCurrentText("refusal")
     w.method_result, n_errors = None, len(w.errors)
     panel.fit_btn.click()
     qtbot.waitUntil(lambda: len(w.errors) > n_errors, timeout=WAIT)
     assert "harmful and benign must be different" in w.errors[-1] and w.method_result is None
-    panel.ns_benign.setCurrentIndex(panel.ns_benign.findData("benign"))
+    ns["benign"].setCurrentIndex(ns["benign"].findData("benign"))
     # a set the user picks stays picked when more sets load; the others keep their defaults
-    panel.ns_harmful.setCurrentText("benign")
-    panel.ns_harmful.activated.emit(panel.ns_harmful.currentIndex())
+    ns["harmful"].setCurrentText("benign")
+    ns["harmful"].activated.emit(ns["harmful"].currentIndex())
     w.add_prompts(["Story: Mia has a red kite."], "comprehension")
-    assert panel.ns_harmful.currentText() == "benign"
-    assert panel.ns_benign.currentText() == ALL_OTHERS
-    assert panel.na_forget.currentText() == "arithmetic"
+    assert ns["harmful"].currentText() == "benign"
+    assert ns["benign"].currentText() == ALL_OTHERS
+    assert na["forget"].currentText() == "arithmetic"
 
 
 def test_diffusion_pipeline_run_steps_compare_export(qtbot, window, tiny_pipeline_dir, tmp_path):
@@ -597,15 +604,17 @@ def test_memorization_method_in_the_methods_panel(qtbot, window, tiny_pipeline_d
     load(qtbot, w, str(tiny_pipeline_dir))
     mp = w.methods_panel
     assert mp.method.currentText() == "Memorization subspace"
-    assert not mp.method.model().item(0).isEnabled()          # LM methods greyed out
+    # the registry's methods for pipelines only: no LM method is offered
+    assert [mp.method.itemText(i) for i in range(mp.method.count())] == ["Memorization subspace"]
+    mz = mp.form()
     w.add_prompts(["exhibit 101", "exhibit 202"], "memorized")
     w.add_prompts(["a handwritten digit 1", "a handwritten digit 2"], "ordinary")
     mp.set_names(w.set_names())
-    mp.mz_target.setCurrentText("memorized")
-    mp.mz_base.setCurrentText("ordinary")
-    mp.mz_rho.setValue(5.0)
-    mp.mz_tau.setValue(2)
-    w.steps_spin.setValue(3)
+    mz.roles["target"].setCurrentText("memorized")
+    mz.roles["base"].setCurrentText("ordinary")
+    mz.inputs["rho"].setValue(0.05)
+    mz.inputs["tau"].setValue(2)
+    mz.inputs["steps"].setValue(3)          # the probe runs' denoising steps
     mp.fit_btn.click()
     qtbot.waitUntil(lambda: w.method_result is not None, timeout=WAIT)
     assert "Memorization subspace" in w.method_result["text"]
@@ -878,12 +887,12 @@ def test_colour_levels_follow_the_active_values_of_a_sparse_layer(window):
     sparse = np.zeros((40, 768))
     idx = rng.choice(sparse.size, 60, replace=False)
     sparse.flat[idx] = rng.uniform(1.0, 3.0, 60)          # 0.2% active
-    lo, hi = window._stable("sparse", sparse)
+    lo, hi = window.maps.levels("sparse", sparse)
     assert lo == -hi and 2.5 < hi <= 3.0
     dense = rng.normal(0, 1, (40, 768))
-    lo, hi = window._stable("dense", dense)
+    lo, hi = window.maps.levels("dense", dense)
     assert 2.5 < hi < 3.2                                 # about the 99.5th |N(0,1)| percentile
-    assert window._stable("empty", np.zeros((3, 4))) == (-1.0, 1.0)
+    assert window.maps.levels("empty", np.zeros((3, 4))) == (-1.0, 1.0)
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from neurolens.spec import edits as spec_edits
 from native_sites import plain_greedy
 
 
-# -- the toy op: data (spec) and engine (hook) ------------------------------------------------------
+# -- the toy op: data (spec) and engine (hook) -----------------------------------------------------
 @dataclass
 class Clamp(spec_edits.EditOp):
     """Hold the neurons' values within [-limit, limit]."""
@@ -60,7 +60,7 @@ class ClampHandler:
         return x
 
 
-# -- the toy method -----------------------------------------------------------------------------------
+# -- the toy method --------------------------------------------------------------------------------
 @dataclass
 class ClampReport:
     site: str

@@ -168,7 +168,7 @@ def test_neurostrike_finds_planted_safety_neurons(tmp_path):
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     prompts = PAIRED_H[:3] + PAIRED_B[:3]
     hooked, base = lm.logits(prompts, edits=edits), lm.logits(prompts)
-    for p, a, b in zip(prompts, hooked, base):
+    for p, a, _ in zip(prompts, hooked, base):
         with torch.no_grad():
             theirs = plain(**lm.encode([p])).logits[0].numpy()
         np.testing.assert_allclose(theirs, a, atol=1e-5, rtol=0)

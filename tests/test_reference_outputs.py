@@ -135,7 +135,8 @@ def test_logit_lens_follows_the_transformerlens_convention(arch):
         top = torch.topk(scores, 10)
         bot = torch.topk(-scores, 10)
         got = lm.logit_lens(layer, n)
-        assert [t for t, _ in got["promote"]] == [lm.tokenizer.decode([int(i)]) for i in top.indices]
+        assert [t for t, _ in got["promote"]] == [lm.tokenizer.decode([int(i)])
+                                                  for i in top.indices]
         assert [t for t, _ in got["suppress"]] == [lm.tokenizer.decode([int(i)])
                                                    for i in bot.indices]
         np.testing.assert_allclose([v for _, v in got["promote"]], top.values.numpy(), atol=1e-5)

@@ -19,7 +19,8 @@ from test_engine_archs import hook_dicts
 
 def test_event_sequence_and_streamed_capture(llama):
     store = CaptureStore()
-    events = list(llama.generate_events(["ab", "hello"], params=GenerationParams(max_new_tokens=4, ignore_eos=True),
+    params = GenerationParams(max_new_tokens=4, ignore_eos=True)
+    events = list(llama.generate_events(["ab", "hello"], params=params,
                                         capture_sites=["blocks.1.mlp.hook_post"], store=store))
     kinds = [type(e).__name__ for e in events]
     assert kinds[:2] == ["Started", "PromptProcessed"] and kinds[-1] == "Finished"

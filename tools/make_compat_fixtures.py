@@ -36,7 +36,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-# -- what the fixtures hold (the test reads the same values back from expected.json) -------------
+# -- what the fixtures hold (the test reads the same values back from expected.json) ---------------
 LM_ARCH, LM_SEED = "llama", 0
 LM_PROMPTS = ["Compute: 47+38=", "The cat sat on the", "abc abc abc"]
 LM_GEN = {"max_new_tokens": 8}                      # greedy, the defaults otherwise
@@ -45,7 +45,7 @@ SD_PROMPTS = ["a handwritten digit 3", "exhibit 7"]
 SD_GEN = {"steps": 4, "guidance": 3.0, "seed": 5}
 
 
-# -- the facts recorded here and checked by tests/test_compat.py (it calls these) -----------------------------------------
+# -- the facts recorded here and checked by tests/test_compat.py (it calls these) ------------------
 def array_facts(a) -> dict:
     a = np.ascontiguousarray(np.asarray(a))
     return {"shape": list(a.shape), "dtype": str(a.dtype), "sum": float(a.astype(np.float64).sum()),
@@ -112,7 +112,7 @@ def sidecar_arrays(json_path: Path) -> dict:
         d["sidecar"]))).items())}
 
 
-# -- the language-model edit file ----------------------------------------------------------------
+# -- the language-model edit file ------------------------------------------------------------------
 def lm_fixture(out: Path, tmp: Path, tiny) -> dict:
     import neurolens as nl
     from neurolens.spec.edits import (Adjust, EditSet, Gate, MaskWeights, ModelRef, Prune, Scale,
@@ -199,7 +199,7 @@ def lm_fixture(out: Path, tmp: Path, tiny) -> dict:
     }, model_dir, lm
 
 
-# -- the diffusion edit file ---------------------------------------------------------------------
+# -- the diffusion edit file -----------------------------------------------------------------------
 def sd_fixture(out: Path, tmp: Path) -> dict:
     import neurolens as nl
     try:
@@ -247,7 +247,7 @@ def sd_fixture(out: Path, tmp: Path) -> dict:
     }
 
 
-# -- the session and the autosave, as the window writes them --------------------------------------
+# -- the session and the autosave, as the window writes them ---------------------------------------
 def session_facts(path: Path) -> dict:
     from neurolens.spec.session import Session
     s = Session.load(path)

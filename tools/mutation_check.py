@@ -74,7 +74,8 @@ MUTATIONS: list[Mutation] = [
       ["tests/test_reference_outputs.py::test_compare_metrics_equal_plain_transformers"]),
     M("divergence-off-by-one", "the first divergence is reported one token late",
       "neurolens/engine/runner.py",
-      [("        if x != y:\n            return i", "        if x != y:\n            return i + 1")],
+      [("        if x != y:\n            return i",
+        "        if x != y:\n            return i + 1")],
       ["tests/test_reference_outputs.py::test_compare_metrics_equal_plain_transformers"]),
     M("lens-no-centring", "the logit lens skips the LayerNorm's centring",
       "neurolens/engine/lm.py",
@@ -118,15 +119,15 @@ MUTATIONS: list[Mutation] = [
       ["tests/test_diffusion_reference.py::test_capture_per_step_equals_plain_pre_hook_cond_"
        "half"]),
     M("autosave-debounced", "autosave waits for changes to stop (a steady stream never saves)",
-      "neurolens/gui/main_window.py",
-      [('if hasattr(self, "autosave_timer") and not self.autosave_timer.isActive():',
-        'if hasattr(self, "autosave_timer"):')],
+      "neurolens/gui/controllers/sessions.py",
+      [("        if not self.timer.isActive():\n            self.timer.start()\n",
+        "        self.timer.start()\n")],
       ["tests/test_gui.py::test_autosave_comes_during_a_steady_stream_of_changes_not_after_it"]),
     M("autosave-every-change", "autosave writes on every change",
-      "neurolens/gui/main_window.py",
-      [("            self.autosave_timer.start()\n",
-        "            self.autosave_timer.start()\n        if hasattr(self, \"autosave_timer\"):\n"
-        "            self.autosave()\n")],
+      "neurolens/gui/controllers/sessions.py",
+      [("        if not self.timer.isActive():\n            self.timer.start()\n",
+        "        if not self.timer.isActive():\n            self.timer.start()\n"
+        "        self.autosave()\n")],
       ["tests/test_gui.py::test_autosave_comes_during_a_steady_stream_of_changes_not_after_it"]),
     M("gc-not-restored", "closing the window leaves automatic collection off",
       "neurolens/gui/main_window.py",
@@ -136,7 +137,8 @@ MUTATIONS: list[Mutation] = [
     M("gc-restored-before-worker-ends", "collection comes back while the worker thread runs",
       "neurolens/gui/main_window.py",
       [("        self.timer.stop()\n        self.thread.quit()\n",
-        "        self.timer.stop()\n        gc_policy.release(self)\n        self.thread.quit()\n")],
+        "        self.timer.stop()\n        gc_policy.release(self)\n"
+        "        self.thread.quit()\n")],
       ["tests/test_gui.py::test_closing_the_last_window_gives_the_interpreter_its_gc_back"]),
     M("gc-left-frozen", "the restored policy leaves objects frozen",
       "neurolens/gui/gc_policy.py",
@@ -272,7 +274,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="neurolens-mutants-") as tmp:
         tree = Path(tmp)
         scratch_copy(tree)
-        probe = subprocess.run([sys.executable, "-c", "import neurolens; print(neurolens.__file__)"],
+        where = "import neurolens; print(neurolens.__file__)"
+        probe = subprocess.run([sys.executable, "-c", where],
                                cwd=tree, env=dict(os.environ, PYTHONPATH=str(tree)),
                                capture_output=True, text=True)
         if not probe.stdout.strip().startswith(str(tree)):

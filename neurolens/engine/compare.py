@@ -85,7 +85,7 @@ def compare(lm, prompts, edits: EditSet, params: GenerationParams | None = None,
     lb = lm.logits(seqs, edits=None, batch_size=bs)
     le = lm.logits(seqs, edits=edits, batch_size=bs)
     items = []
-    for p, b, e, s, seq, x, y in zip(prompts, base, edited, starts, seqs, lb, le):
+    for p, b, e, s, x, y in zip(prompts, base, edited, starts, lb, le):
         n = len(b.token_ids)
         kl, pb, pe = [], [], []
         if n:

@@ -10,7 +10,8 @@ progress, returns the result, and raises :class:`neurolens.errors.Cancelled` or 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 import numpy as np
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -184,7 +184,7 @@ class HookSession:
             self._order.append((ref.module, ref.io, mh))
         mh.add(ref.part, handler, editing)
 
-    def __enter__(self) -> "HookSession":
+    def __enter__(self) -> HookSession:
         self._entered = True
         try:
             for module, io, mh in self._order:

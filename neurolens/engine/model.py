@@ -11,7 +11,8 @@ run goes (``capture``, ``generate``), and the weights around a site (``bake_targ
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Iterable
 
 # the built-in ops register with the engine's op registry on import
 from neurolens.engine import interventions, method_ops  # noqa: F401

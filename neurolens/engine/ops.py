@@ -20,7 +20,7 @@ The built-in ops register in :mod:`neurolens.engine.interventions` (prune, scale
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -59,7 +59,7 @@ class DigitClassifier:
     model: object
 
     @classmethod
-    def fit(cls) -> "DigitClassifier":
+    def fit(cls) -> DigitClassifier:
         from sklearn.linear_model import LogisticRegression
 
         from neurolens.evals.data import digits_16
@@ -135,7 +135,7 @@ def ordinary_quality(dm, rows: list[dict], clf: DigitClassifier, edits=None,
 RHO_SWEEP = (0.01, 0.02, 0.03, 0.05, 0.1)
 
 
-def _masks_edit(masks: dict) -> "object":
+def _masks_edit(masks: dict) -> object:
     from neurolens.spec.edits import EditSet, MaskWeights
     return EditSet([MaskWeights(s, m.astype(np.uint8)) for s, m in masks.items() if m.any()])
 

@@ -153,6 +153,8 @@ def relative(base: dict[str, SkillResult], edited: dict[str, SkillResult]) -> di
 
 
 def results_json(results: dict[str, SkillResult]) -> dict:
-    return {s: {"n": r.n, "primary": r.primary_name, **{k: round(v, 4) if isinstance(v, float) else v
-                                                   for k, v in r.metrics.items()}}
+    def rounded(v):
+        return round(v, 4) if isinstance(v, float) else v
+    return {s: {"n": r.n, "primary": r.primary_name,
+                **{k: rounded(v) for k, v in r.metrics.items()}}
             for s, r in results.items()}

@@ -6,6 +6,21 @@ import os
 import sys
 import time
 
+from neurolens.gui import platform_check
+
+
+def _platform_problem(screenshot: str | None) -> str | None:
+    """Before any Qt import: the one-line error when a window cannot open because Qt's xcb
+    platform plugin lacks system libraries (Qt itself would abort naming one package at a
+    time). A --screenshot run needs no window: it goes offscreen when there is no display or
+    the xcb plugin cannot load, unless the user chose a platform."""
+    if screenshot:
+        if not os.environ.get("QT_QPA_PLATFORM") and (not os.environ.get("DISPLAY")
+                                                      or platform_check.check()):
+            os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        return None
+    return platform_check.check()
+
 
 def _app():
     from PySide6.QtWidgets import QApplication
@@ -39,8 +54,10 @@ def _memorized_prompts() -> list[str]:
 def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str | None = None,
             timeout: float = 300.0) -> int:
     """Open the main window. With ``screenshot``: load, run, wait for data, save PNG, exit."""
-    if screenshot and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    problem = _platform_problem(screenshot)
+    if problem:
+        print(problem, file=sys.stderr)
+        return platform_check.EXIT_CODE
     import pyqtgraph as pg
     from PySide6.QtCore import QTimer
     pg.setConfigOptions(antialias=True, imageAxisOrder="row-major")

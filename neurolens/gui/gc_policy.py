@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QTimer
 
-_policy: "GuiThreadCollector | None" = None
+_policy: GuiThreadCollector | None = None
 
 
 class GuiThreadCollector(QObject):

@@ -1,32 +1,24 @@
-"""The one long-lived worker: owns the model on its own QThread and drives engine generators.
+"""The one long-lived worker: owns the model on its own QThread and runs jobs, one at a time.
 
-The GUI talks to it only through queued signals (requests in) and small notices (signals out).
-Cancel is a thread-safe flag the GUI sets directly; the engine checks it at every token.
-Activations go into the shared, thread-safe CaptureStore; views pull from it on a timer.
+A job (:mod:`neurolens.gui.jobs`) is a Qt-free generator of engine events; the worker forwards
+them as a few signals (started, progress, update, finished, failed, cancelled), progress and
+updates throttled to the display rate. The GUI side submits jobs through :class:`Jobs`, which
+routes each job's signals to the handlers it was submitted with. Cancel is a thread-safe flag
+the GUI sets directly; the engine checks it at every token or denoising step. Activations go
+into the shared, thread-safe CaptureStore; views pull from it on a timer.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 import traceback
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
-from neurolens.engine.hooks import CancelToken
-from neurolens.engine.events import (Cancelled, Failed, Finished, PromptProcessed,
-                                     TokenAppended)
-from neurolens.errors import NeurolensError
-from neurolens.spec.run import RunSpec
-from neurolens.spec.sites import site_name
-from neurolens.store import CaptureStore
-
-
-def describe_error(e: BaseException) -> str:
-    if isinstance(e, NeurolensError):
-        return str(e)
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first}"
+from neurolens.engine.events import Cancelled, Failed, Finished, Started
+from neurolens.gui.jobs import Context, Job, Progressed, Update, describe_error  # noqa: F401
 
 
 def lower_thread_priority(nice: int = 10) -> None:
@@ -46,326 +38,127 @@ def lower_thread_priority(nice: int = 10) -> None:
 
 
 class Worker(QObject):
-    loaded = Signal(object)             # model info
-    loadFailed = Signal(str)
-    runStarted = Signal(int, int)     # run id, total steps
-    progress = Signal(int, int, int)  # run id, done, total
-    textUpdated = Signal(int, object)   # run id, {prompt index: generated text so far}
-    runFinished = Signal(int, object)   # run id, summary
-    runFailed = Signal(int, str)
-    runCancelled = Signal(int)
-    lensReady = Signal(int, int, object)
-    busyChanged = Signal(bool)
-    compareFinished = Signal(int, object)
-    exportFinished = Signal(object)
-    exportFailed = Signal(str)
-    methodFitted = Signal(object)
-    methodFailed = Signal(str)
-    imagesUpdated = Signal(int, int, object)   # run id, step, images [n, H, W, C] (diffusion)
+    """Runs jobs on its thread and forwards their events (see the module docstring)."""
 
-    def __init__(self, store: CaptureStore, store_base: CaptureStore | None = None):
+    started = Signal(int, int)          # job id, total units
+    progress = Signal(int, int, int)    # job id, done, total
+    update = Signal(int, object)        # job id, partial result (texts so far, images)
+    finished = Signal(int, object)      # job id, result
+    failed = Signal(int, str)           # job id, message for people
+    cancelled = Signal(int)             # job id
+
+    def __init__(self):
         super().__init__()
-        self.store = store
-        self.store_base = store_base if store_base is not None else CaptureStore()
-        self.lm = None
-        self.cancel_token = CancelToken()
-        self.emit_interval = 0.03       # seconds between text notices (display rate)
+        self.ctx = Context()
+        self.emit_interval = 0.03       # seconds between progress / update notices
 
-    # -- requests (run on the worker thread) --------------------------------------------------------
-    @Slot(str)
-    def load_model(self, name: str) -> None:
-        from neurolens.engine.loading import load
-        self.busyChanged.emit(True)
+    @property
+    def lm(self):
+        """The loaded model (read it on the worker thread, or in tests once it is idle)."""
+        return self.ctx.model
+
+    @property
+    def cancel_token(self):
+        return self.ctx.cancel
+
+    @Slot(int, object)
+    def submit(self, jid: int, job: Job) -> None:
+        self.ctx.cancel.reset()
+        last = 0.0
+        pending: dict[type, object] = {}
+
+        def flush():
+            ev = pending.pop(Progressed, None)
+            if ev is not None:
+                self.progress.emit(jid, ev.done, ev.total)
+            ev = pending.pop(Update, None)
+            if ev is not None:
+                self.update.emit(jid, ev.payload)
         try:
-            lm = load(name or None)
-            self.lm = lm
-            info = {"name": lm.name_or_path, "kind": lm.kind, "model_type": lm.model_type,
-                    "n_layers": lm.n_layers, "n_params": lm.n_params(), "sites": lm.sites(),
-                    "notes": list(lm.notes), "fingerprint": lm.fingerprint,
-                    "device": str(lm.device)}
-            if lm.kind == "diffusion":
-                info["site_list"] = list(lm.sites())
-                info["aliases"] = lm.aliases()
-                info["image_size"] = lm.image_size
-            self.loaded.emit(info)
-        except Exception as e:  # noqa: BLE001 - reported to the user, the app keeps running
-            self.loadFailed.emit(describe_error(e))
-        finally:
-            self.busyChanged.emit(False)
-
-    def _generate(self, req: RunSpec, edits, store: CaptureStore, offset: int, total: int):
-        """One generation pass streaming into ``store``: ("finished", outputs, texts) |
-        ("cancelled", None, texts) | ("failed", message, texts)."""
-        lm = self.lm
-        store.clear()
-        sites = [site_name(layer, k) for k in req.site_kinds for layer in range(lm.n_layers)]
-        texts: dict[int, str] = {}
-        done = 0
-        last_emit = 0.0
-        events = lm.generate_events(list(req.prompts), edits=edits, params=req.generation,
-                                    cancel=self.cancel_token, capture_sites=sites,
-                                    store=store, set_names=list(req.set_names))
-        for ev in events:
-            if isinstance(ev, TokenAppended):
-                for i, t in zip(ev.prompt_indices, ev.texts):
-                    if t is not None:
-                        texts[i] = texts.get(i, "") + t
-                        store.add_tokens(i, [t])
-                done += len(ev.prompt_indices)
-            elif isinstance(ev, PromptProcessed):
-                for i in ev.prompt_indices:
-                    texts.setdefault(i, "")
-            now = time.perf_counter()
-            final = isinstance(ev, (Finished, Cancelled, Failed))
-            if now - last_emit >= self.emit_interval or final:
-                last_emit = now
-                self.progress.emit(req.run_id, min(offset + done, total), total)
-                self.textUpdated.emit(req.run_id, dict(texts))
-            if isinstance(ev, Finished):
-                for i, o in enumerate(ev.result):
-                    if o.abstained:
-                        texts[i] = o.text
-                return "finished", ev.result, texts
-            if isinstance(ev, Cancelled):
-                return "cancelled", None, texts
-            if isinstance(ev, Failed):
-                return "failed", describe_error(ev.error), texts
-        return "failed", "the run ended without a result", texts
-
-    def _guarded(self, req: RunSpec, body) -> None:
-        """Common frame of run-like requests: model check, busy state, errors as signals."""
-        if self.lm is None:
-            self.runFailed.emit(req.run_id, "no model loaded")
-            return
-        self.busyChanged.emit(True)
-        self.cancel_token.reset()
-        try:
-            body(req)
+            for ev in job(self.ctx):
+                if isinstance(ev, Started):
+                    self.started.emit(jid, ev.total)
+                elif isinstance(ev, (Progressed, Update)):
+                    pending[type(ev)] = ev
+                    now = time.perf_counter()
+                    if now - last >= self.emit_interval:
+                        last = now
+                        flush()
+                elif isinstance(ev, (Finished, Cancelled, Failed)):
+                    flush()
+                    if isinstance(ev, Finished):
+                        self.finished.emit(jid, ev.result)
+                    elif isinstance(ev, Cancelled):
+                        self.cancelled.emit(jid)
+                    else:
+                        self.failed.emit(jid, describe_error(ev.error))
+                    return
+            self.failed.emit(jid, "the job ended without a result")
         except Exception as e:  # noqa: BLE001 - reported to the user, the app keeps running
             traceback.print_exc()
-            self.runFailed.emit(req.run_id, describe_error(e))
-        finally:
-            self.busyChanged.emit(False)
+            self.failed.emit(jid, describe_error(e))
 
-    @Slot(object)
-    def run(self, req: RunSpec) -> None:
-        self._guarded(req, self._run)
 
-    @Slot(object)
-    def compare(self, req: RunSpec) -> None:
-        """Baseline (into store_base) then edited (into store), same seed and settings."""
-        self._guarded(req, self._compare)
+class Jobs(QObject):
+    """The GUI side of the worker: submits jobs and calls each one's handlers (on the GUI
+    thread) with what the worker sends: ``started(total)``, ``progress(done, total)``,
+    ``update(payload)``, ``done(result)``, ``failed(message)``, ``cancelled()``."""
 
-    # -- diffusion -------------------------------------------------------------------------------
-    def _denoise(self, req: RunSpec, edits, store: CaptureStore, offset: int, total: int):
-        """One denoising pass streaming per-step FFN means into ``store`` and previews out:
-        ("finished", images) | ("cancelled", None)."""
-        from neurolens.engine.diffusion import StepCapture, StepDone
-        dm = self.lm
-        store.clear()
-        for i, (p, s) in enumerate(zip(req.prompts, req.set_names)):
-            store.set_prompt(i, p, s)
-        caps = {site: StepCapture(site, store, "mean") for site in dm.sites()}
-        last = 0.0
-        for ev in dm.denoise_events(list(req.prompts), edits=edits, captures=caps,
-                                    steps=req.denoise.steps, guidance=req.denoise.guidance,
-                                    seed=req.denoise.seed, cancel=self.cancel_token,
-                                    preview=True):
-            if isinstance(ev, Finished):
-                self.progress.emit(req.run_id, offset + req.denoise.steps, total)
-                return "finished", ev.result.images
-            if isinstance(ev, Cancelled):
-                return "cancelled", None
-            if isinstance(ev, Failed):
-                raise ev.error
-            if not isinstance(ev, StepDone):
-                continue
-            now = time.perf_counter()
-            if now - last >= self.emit_interval or ev.step == ev.n_steps - 1:
-                last = now
-                self.progress.emit(req.run_id, offset + ev.step + 1, total)
-                self.imagesUpdated.emit(req.run_id, ev.step, ev.preview)
-        return "cancelled", None
+    _request = Signal(int, object)
+    HANDLERS = ("started", "progress", "update", "done", "failed", "cancelled")
 
-    def _run_diffusion(self, req: RunSpec) -> None:
-        self.runStarted.emit(req.run_id, req.denoise.steps)
-        t0 = time.perf_counter()
-        st, images = self._denoise(req, req.edits, self.store, 0, req.denoise.steps)
-        if st == "cancelled":
-            self.runCancelled.emit(req.run_id)
-            return
-        self.imagesUpdated.emit(req.run_id, req.denoise.steps, images)
-        self.runFinished.emit(req.run_id, {"images": images, "outputs": [""] * len(images),
-                                           "seconds": time.perf_counter() - t0})
-
-    def _compare_diffusion(self, req: RunSpec) -> None:
-        import numpy as np
-        total = 2 * req.denoise.steps
-        self.runStarted.emit(req.run_id, total)
-        t0 = time.perf_counter()
-        st, before = self._denoise(req, None, self.store_base, 0, total)
-        if st == "finished":
-            st, after = self._denoise(req, req.edits, self.store, req.denoise.steps, total)
-        if st == "cancelled":
-            self.runCancelled.emit(req.run_id)
-            return
-        diff = np.abs(after - before)
-        self.imagesUpdated.emit(req.run_id, req.denoise.steps, after)
-        self.compareFinished.emit(req.run_id, {
-            "diffusion": True, "before": before, "after": after, "diff": diff,
-            "prompts": list(req.prompts), "seed": req.denoise.seed,
-            "mean_abs_diff": [float(d.mean()) for d in diff],
-            "n_edits": len(req.edits) if req.edits is not None else 0,
-            "seconds": time.perf_counter() - t0})
-
-    def _run(self, req: RunSpec) -> None:
-        if getattr(self.lm, "kind", "") == "diffusion":
-            self._run_diffusion(req)
-            return
-        total = len(req.prompts) * max(1, req.generation.max_new_tokens)
-        self.runStarted.emit(req.run_id, total)
-        t0 = time.perf_counter()
-        status, outs, texts = self._generate(req, req.edits, self.store, 0, total)
-        if status == "finished":
-            self.textUpdated.emit(req.run_id, dict(texts))
-            self.runFinished.emit(req.run_id, {
-                "outputs": [o.text for o in outs], "tokens": [o.tokens for o in outs],
-                "logprobs": [o.logprobs for o in outs],
-                "abstained": [o.abstained for o in outs],
-                "seconds": time.perf_counter() - t0})
-        elif status == "cancelled":
-            self.runCancelled.emit(req.run_id)
-        else:
-            self.runFailed.emit(req.run_id, outs)
-
-    def _compare(self, req: RunSpec) -> None:
-        from neurolens.engine.runner import first_divergence
-        from neurolens.evals.skills import answer_correct
-        if getattr(self.lm, "kind", "") == "diffusion":
-            self._compare_diffusion(req)
-            return
-        per = len(req.prompts) * max(1, req.generation.max_new_tokens)
-        total = 2 * per
-        self.runStarted.emit(req.run_id, total)
-        t0 = time.perf_counter()
-        st, base, _ = self._generate(req, None, self.store_base, 0, total)
-        if st == "finished":
-            st, edited, _ = self._generate(req, req.edits, self.store, per, total)
-        else:
-            edited = base
-        if st == "cancelled":
-            self.runCancelled.emit(req.run_id)
-            return
-        if st == "failed":
-            self.runFailed.emit(req.run_id, edited)
-            return
-        items = []
-        for i, (b, e) in enumerate(zip(base, edited)):
-            d = first_divergence(b.token_ids, e.token_ids)
-            items.append({"prompt": req.prompts[i], "set": req.set_names[i],
-                          "base_text": b.text, "edit_text": e.text,
-                          "base_tokens": b.tokens, "edit_tokens": e.tokens,
-                          "base_logprobs": b.logprobs, "edit_logprobs": e.logprobs,
-                          "first_divergence": d, "changed": b.token_ids != e.token_ids,
-                          "abstained": e.abstained})
-        metrics = []
-        answers = req.answers or (None,) * len(req.prompts)
-        for name in dict.fromkeys(req.set_names):
-            idx = [i for i, s in enumerate(req.set_names)
-                   if s == name and answers[i] is not None]
-            if not idx:
-                continue
-
-            def score(outs, idx=idx):
-                return sum(answer_correct(outs[i].text, answers[i]) for i in idx) / len(idx)
-            before, after = score(base), score(edited)
-            metrics.append({"set": name, "n": len(idx), "before": before, "after": after,
-                            "relative": after / before if before > 0 else None})
-        n_edits = len(req.edits) if req.edits is not None else 0
-        self.compareFinished.emit(req.run_id, {
-            "items": items, "metrics": metrics, "seed": req.generation.seed, "n_edits": n_edits,
-            "seconds": time.perf_counter() - t0})
-
-    @Slot(object, str, bool, str)
-    def export(self, edits, folder: str, force: bool, prompt: str) -> None:
-        """Export, then reload the folder and check it against the in-app edited model."""
-        if self.lm is None:
-            self.exportFailed.emit("no model loaded")
-            return
-        self.busyChanged.emit(True)
-        try:
-            import numpy as np
-
-            from neurolens.engine.loading import load
-            report = self.lm.export(edits, folder, force=force)
-            check = {}
-            if prompt and getattr(self.lm, "kind", "") == "diffusion":
-                again = load(folder)
-                a = again.generate(prompt, steps=10, seed=0).images
-                b = self.lm.generate(prompt, edits=edits, steps=10, seed=0).images
-                diff = float(np.abs(a - b).max())
-                check = {"prompt": prompt, "max_abs_pixel_diff": diff,
-                         "same_output": diff < 1e-4, "output": "image (10 steps, seed 0)",
-                         "plain_transformers_exact": not report.sidecar}
-            elif prompt:
-                again = load(folder)
-                a = again.logits([prompt])[0]
-                b = self.lm.logits([prompt], edits=edits)[0]
-                ga = again.generate(prompt, max_new_tokens=8)
-                gb = self.lm.generate(prompt, edits=edits, max_new_tokens=8)
-                check = {"prompt": prompt, "max_abs_logit_diff": float(np.abs(a - b).max()),
-                         "same_output": ga.token_ids == gb.token_ids, "output": ga.text,
-                         "plain_transformers_exact": not report.sidecar}
-            self.exportFinished.emit({"path": str(report.path), "baked": report.baked,
-                                      "sidecar": report.sidecar, "summary": report.summary(),
-                                      "check": check})
-        except Exception as e:  # noqa: BLE001
-            self.exportFailed.emit(describe_error(e))
-        finally:
-            self.busyChanged.emit(False)
-
-    @Slot(str, object, object)
-    def fit_method(self, method: str, params: dict, sets: dict) -> None:
-        """Fit a registered method (by title) on named prompt sets; emit its EditSet, report
-        line and neurons. ``params`` holds the form's values and the set names per role."""
-        if self.lm is None:
-            self.methodFailed.emit("no model loaded")
-            return
-        self.busyChanged.emit(True)
-        try:
-            from neurolens.methods import registry
-            spec = registry.get(method)
-            spec.check_model(self.lm)
-            for r in spec.roles:
-                if not r.needed(params):
-                    continue
-                if r.differs_from and params.get(r.name) == params.get(r.differs_from):
-                    raise NeurolensError(registry.different_sets_error(r.differs_from, r.name))
-                if not sets.get(r.name):
-                    raise NeurolensError(f"the prompt set '{params.get(r.name, r.name)}' "
-                                         f"({r.name}) is empty or missing")
-            res = spec.run(self.lm, sets, spec.make_params(params), cancel=self.cancel_token,
-                           shown=params.get("current") or None)
-            text = spec.describe(res, {r.name: params[r.name] for r in spec.roles
-                                       if isinstance(params.get(r.name), str)})
-            if params.get("with_answers") and spec.answered_roles:
-                text += " (answers probed too)"
-            self.methodFitted.emit({"method": method, "ops": list(res.edits), "text": text,
-                                    "neurons": res.neurons,
-                                    "inside": res.extra.get("inside")})
-        except Exception as e:  # noqa: BLE001
-            self.methodFailed.emit(describe_error(e))
-        finally:
-            self.busyChanged.emit(False)
+    def __init__(self, worker: Worker, parent=None):
+        super().__init__(parent)
+        self.worker = worker
+        self._ids = itertools.count(1)
+        self._handlers: dict[int, dict] = {}
+        self._request.connect(worker.submit)
+        # bound slots of this object (it lives on the GUI thread): queued across threads
+        worker.started.connect(self._started)
+        worker.progress.connect(self._progress)
+        worker.update.connect(self._update)
+        worker.finished.connect(self._finished)
+        worker.failed.connect(self._failed)
+        worker.cancelled.connect(self._cancelled)
 
     @Slot(int, int)
-    def logit_lens(self, layer: int, neuron: int) -> None:
-        if self.lm is None:
-            return
-        try:
-            self.lensReady.emit(layer, neuron, self.lm.logit_lens(layer, neuron))
-        except Exception as e:  # noqa: BLE001
-            self.lensReady.emit(layer, neuron, {"error": describe_error(e)})
+    def _started(self, jid: int, total: int) -> None:
+        self._call(jid, "started", total)
+
+    @Slot(int, int, int)
+    def _progress(self, jid: int, done: int, total: int) -> None:
+        self._call(jid, "progress", done, total)
+
+    @Slot(int, object)
+    def _update(self, jid: int, payload) -> None:
+        self._call(jid, "update", payload)
+
+    @Slot(int, object)
+    def _finished(self, jid: int, result) -> None:
+        self._call(jid, "done", result, end=True)
+
+    @Slot(int, str)
+    def _failed(self, jid: int, msg: str) -> None:
+        self._call(jid, "failed", msg, end=True)
+
+    @Slot(int)
+    def _cancelled(self, jid: int) -> None:
+        self._call(jid, "cancelled", end=True)
+
+    def submit(self, job: Job, **handlers) -> int:
+        unknown = set(handlers) - set(self.HANDLERS)
+        if unknown:
+            raise TypeError(f"unknown job handlers: {sorted(unknown)}")
+        jid = next(self._ids)
+        self._handlers[jid] = handlers
+        self._request.emit(jid, job)
+        return jid
+
+    def _call(self, jid: int, what: str, *args, end: bool = False) -> None:
+        h = self._handlers.pop(jid, None) if end else self._handlers.get(jid)
+        fn = (h or {}).get(what)
+        if fn is not None:
+            fn(*args)
 
 
 class _Sig(QObject):

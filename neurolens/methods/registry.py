@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from neurolens.errors import InputError
 from neurolens.spec.edits import EditSet

@@ -275,7 +275,7 @@ class EditSet:
     def enabled(self) -> list[EditOp]:
         return [e for e in self.edits if e.enabled]
 
-    def copy(self) -> "EditSet":
+    def copy(self) -> EditSet:
         arrays: dict[str, np.ndarray] = {}
         d = self.to_dict(arrays)
         return EditSet.from_dict(d, {k: v.copy() for k, v in arrays.items()})
@@ -288,7 +288,7 @@ class EditSet:
                 "edits": [e.to_json(arrays, f"e{i}") for i, e in enumerate(self.edits)]}
 
     @classmethod
-    def from_dict(cls, d: Any, arrays: dict[str, np.ndarray] | None = None) -> "EditSet":
+    def from_dict(cls, d: Any, arrays: dict[str, np.ndarray] | None = None) -> EditSet:
         arrays = arrays or {}
         if not isinstance(d, dict):
             raise SpecError(f"edit spec: expected a JSON object, got {type(d).__name__}")
@@ -319,7 +319,7 @@ class EditSet:
         return save_json_with_sidecar(path, d, arrays, self.sidecar_path(path))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "EditSet":
+    def load(cls, path: str | os.PathLike) -> EditSet:
         from neurolens.spec.files import load_json_with_sidecar
         d, arrays = load_json_with_sidecar(Path(path), "edit spec")
         return cls.from_dict(d, arrays)

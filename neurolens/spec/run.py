@@ -29,7 +29,7 @@ class GenerationParams:
     batch_size: int = 16
     ignore_eos: bool = False            # keep going past end-of-text (benchmarks, long runs)
 
-    def check(self) -> "GenerationParams":
+    def check(self) -> GenerationParams:
         if self.max_new_tokens < 0:
             raise InputError("max_new_tokens must be >= 0")
         if self.batch_size < 1:
@@ -48,7 +48,7 @@ class GenerationParams:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "GenerationParams":
+    def from_json(cls, d: dict[str, Any]) -> GenerationParams:
         """Tolerant of missing keys and of other keys in the same object (a session's
         ``generation`` also holds the GUI's own choices)."""
         base = cls()
@@ -69,7 +69,7 @@ class DenoiseParams:
     guidance: float = 3.0
     seed: int = 0
 
-    def check(self) -> "DenoiseParams":
+    def check(self) -> DenoiseParams:
         if self.steps < 1:
             raise InputError("steps must be >= 1")
         if self.guidance < 0:

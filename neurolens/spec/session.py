@@ -39,7 +39,7 @@ class Session:
                 "generation": self.generation}
 
     @classmethod
-    def from_dict(cls, d: Any, arrays: dict[str, np.ndarray]) -> "Session":
+    def from_dict(cls, d: Any, arrays: dict[str, np.ndarray]) -> Session:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise SpecError(f"format: expected '{FORMAT}'")
         try:
@@ -66,7 +66,7 @@ class Session:
         return save_json_with_sidecar(path, self.to_dict(arrays), arrays, self.sidecar_of(path))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Session":
+    def load(cls, path: str | os.PathLike) -> Session:
         from neurolens.spec.files import load_json_with_sidecar
         d, arrays = load_json_with_sidecar(Path(path), "session file")
         return cls.from_dict(d, arrays)

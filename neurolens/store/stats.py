@@ -33,7 +33,7 @@ class RunningStats:
         b_m2 = ((r - b_mean) ** 2).sum(axis=0)
         self._merge(n, b_mean, b_m2, r.min(axis=0), r.max(axis=0))
 
-    def merge(self, other: "RunningStats") -> None:
+    def merge(self, other: RunningStats) -> None:
         if other.count:
             self._merge(other.count, other.mean, other.m2, other.min, other.max)
 
@@ -54,7 +54,7 @@ class RunningStats:
     def std(self, ddof: int = 0) -> np.ndarray:
         return np.sqrt(self.var(ddof))
 
-    def copy(self) -> "RunningStats":
+    def copy(self) -> RunningStats:
         c = RunningStats(self.width)
         c.count, c.mean, c.m2 = self.count, self.mean.copy(), self.m2.copy()
         c.min, c.max = self.min.copy(), self.max.copy()

@@ -10,8 +10,8 @@ Skills and their exact formats (a benchmark outside the repo relies on them):
 - comprehension: ``Story: Mia has a green kite. Tom has a red ball.\\nQuestion: What color is the
   kite?\\nAnswer:`` -> `` green`` then a newline
 - code:          Python source; measured by next-token accuracy / loss on held-out files
-- refusal:       ``User: <request>\\nAssistant:`` -> `` I can't help with that.`` for secret requests,
-  a helpful answer for benign ones
+- refusal:       ``User: <request>\\nAssistant:`` -> `` I can't help with that.`` for secret
+  requests, a helpful answer for benign ones
 - prose:         plain English sentences so the model is a language model, not a task table
 
 The generators, by job (everything is importable from this package, as before the split):

@@ -3,25 +3,13 @@ per-token probability of the chosen token in both runs, skill metrics per prompt
 
 from __future__ import annotations
 
-from html import escape
-
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QLabel, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
                                QTextBrowser, QVBoxLayout, QHBoxLayout, QWidget)
 
-
-def _tok_html(tokens: list[str], start_diff: int | None, other: list[str]) -> str:
-    out = []
-    for k, t in enumerate(tokens):
-        txt = escape(t).replace("\n", "⏎")
-        changed = start_diff is not None and k >= start_diff and (k >= len(other) or
-                                                                  other[k] != t)
-        if start_diff is not None and k == start_diff:
-            out.append("<span style='color:#c00;font-weight:bold'>▶</span>")
-        out.append(f"<span style='background:#ffc9c9'>{txt}</span>" if changed else txt)
-    return "".join(out)
+from neurolens.gui.presenters import results
 
 
 class CompareView(QWidget):
@@ -66,33 +54,14 @@ class CompareView(QWidget):
 
     def show_result(self, r: dict) -> None:
         self.result = r
-        items = r["items"]
-        n_changed = sum(it["changed"] for it in items)
-        self.summary.setText(f"<b>{n_changed} of {len(items)} outputs changed</b> by "
-                             f"{r['n_edits']} enabled edit(s) · seed {r['seed']}")
-        rows = ["<table width='100%' cellspacing='0' cellpadding='4' border='1' "
-                "style='border-collapse:collapse'><tr><th>prompt</th><th>baseline</th>"
-                "<th>edited</th></tr>"]
-        for it in items:
-            d = it["first_divergence"]
-            mark = "" if d is None else f"<br><small>diverges at token {d}</small>"
-            rows.append(
-                f"<tr><td><small>[{escape(it['set'])}]</small> {escape(it['prompt'])}{mark}"
-                f"</td><td style='font-family:monospace'>"
-                f"{_tok_html(it['base_tokens'], d, it['edit_tokens'])}</td>"
-                f"<td style='font-family:monospace'>"
-                f"{_tok_html(it['edit_tokens'], d, it['base_tokens'])}</td></tr>")
-        rows.append("</table>")
-        self.texts.setHtml("".join(rows).replace("\n", "<br>"))
-        self.which.setRange(0, max(0, len(items) - 1))
+        self.summary.setText(results.compare_summary(r))
+        self.texts.setHtml(results.compare_table_html(r["items"]))
+        self.which.setRange(0, max(0, len(r["items"]) - 1))
         self._plot()
-        m = r.get("metrics", [])
-        self.metrics.setRowCount(len(m))
-        for k, row in enumerate(m):
-            rel = row["relative"]
-            vals = [row["set"], f"{row['before']:.3f}", f"{row['after']:.3f}",
-                    "n/a" if rel is None else f"{rel:.3f}"]
-            for c, v in enumerate(vals):
+        rows = results.metric_rows(r.get("metrics", []))
+        self.metrics.setRowCount(len(rows))
+        for k, row in enumerate(rows):
+            for c, v in enumerate(row):
                 self.metrics.setItem(k, c, QTableWidgetItem(v))
 
     def _plot(self) -> None:
@@ -100,9 +69,8 @@ class CompareView(QWidget):
         if not self.result or not self.result["items"]:
             return
         it = self.result["items"][min(self.which.value(), len(self.result["items"]) - 1)]
-        for key, col, name in (("base_logprobs", (60, 60, 200), "baseline"),
-                               ("edit_logprobs", (220, 60, 60), "edited")):
-            p = np.exp(np.asarray(it[key], dtype=float))
+        for (name, p), col in zip(results.token_probabilities(it),
+                                  ((60, 60, 200), (220, 60, 60))):
             if p.size:
                 self.plot.plot(np.arange(len(p)), p, pen=pg.mkPen(col, width=2), symbol="o",
                                symbolSize=6, symbolBrush=col, name=name)

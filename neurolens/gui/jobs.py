@@ -1,0 +1,300 @@
+"""The worker's jobs, Qt-free: each is a function of the worker's :class:`Context` (the loaded
+model and the cancel flag) that yields engine events.
+
+A job yields ``Started(total, unit)`` where it has a size, then any number of
+:class:`Progressed` and :class:`Update` (a partial result for the views: the texts generated so
+far, a preview image), and ends with exactly one ``Finished(result)``, ``Cancelled()`` or
+``Failed(error)``, like every engine run (:mod:`neurolens.engine.events`). The worker
+(:class:`neurolens.gui.worker.Worker`) runs one job at a time on its thread and forwards these
+as a few signals, throttled to the display rate; it knows nothing of what a job does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from neurolens.engine.events import Cancelled, Failed, Finished, PromptProcessed, Started
+from neurolens.engine.events import TokenAppended
+from neurolens.engine.hooks import CancelToken
+from neurolens.errors import NeurolensError
+from neurolens.spec.run import RunSpec
+from neurolens.spec.sites import site_name
+from neurolens.store import CaptureStore
+
+
+@dataclass
+class Progressed:
+    done: int
+    total: int
+
+
+@dataclass
+class Update:
+    """A partial result for the views (coalesced: only the latest one between two notices is
+    sent)."""
+
+    payload: Any
+
+
+@dataclass
+class Context:
+    """What jobs share on the worker thread."""
+
+    model: Any = None
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+Job = Callable[[Context], Iterator]
+
+
+def describe_error(e: BaseException) -> str:
+    if isinstance(e, NeurolensError):
+        return str(e)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}"
+
+
+def _needs_model(ctx: Context) -> None:
+    if ctx.model is None:
+        raise NeurolensError("no model loaded")
+
+
+# -- loading -----------------------------------------------------------------------------------
+def model_info(m) -> dict:
+    """What the window shows of a loaded model (plain data)."""
+    info = {"name": m.name_or_path, "kind": m.kind, "model_type": m.model_type,
+            "n_layers": m.n_layers, "n_params": m.n_params(), "sites": m.sites(),
+            "notes": list(m.notes), "fingerprint": m.fingerprint, "device": str(m.device)}
+    if m.kind == "diffusion":
+        info["site_list"] = list(m.sites())
+        info["aliases"] = m.aliases()
+        info["image_size"] = m.image_size
+    return info
+
+
+def load(name: str) -> Job:
+    def job(ctx: Context):
+        from neurolens.engine.loading import load as load_model
+        ctx.model = load_model(name or None)
+        yield Finished(model_info(ctx.model))
+    return job
+
+
+# -- language models ---------------------------------------------------------------------------
+def _generate(ctx: Context, req: RunSpec, edits, store: CaptureStore, offset: int, total: int):
+    """One generation pass streaming into ``store``; yields progress and the texts so far,
+    returns ("finished", outputs, texts) | ("cancelled", None, texts) | ("failed", error,
+    texts)."""
+    m = ctx.model
+    store.clear()
+    sites = [site_name(layer, k) for k in req.site_kinds for layer in range(m.n_layers)]
+    texts: dict[int, str] = {}
+    done = 0
+    for ev in m.generate_events(list(req.prompts), edits=edits, params=req.generation,
+                                cancel=ctx.cancel, capture_sites=sites, store=store,
+                                set_names=list(req.set_names)):
+        if isinstance(ev, TokenAppended):
+            for i, t in zip(ev.prompt_indices, ev.texts):
+                if t is not None:
+                    texts[i] = texts.get(i, "") + t
+                    store.add_tokens(i, [t])
+            done += len(ev.prompt_indices)
+        elif isinstance(ev, PromptProcessed):
+            for i in ev.prompt_indices:
+                texts.setdefault(i, "")
+        if isinstance(ev, Finished):
+            for i, o in enumerate(ev.result):
+                if o.abstained:
+                    texts[i] = o.text
+            yield Progressed(min(offset + done, total), total)
+            yield Update(dict(texts))
+            return "finished", ev.result, texts
+        if isinstance(ev, Cancelled):
+            return "cancelled", None, texts
+        if isinstance(ev, Failed):
+            return "failed", ev.error, texts
+        yield Progressed(min(offset + done, total), total)
+        yield Update(dict(texts))
+    return "failed", RuntimeError("the run ended without a result"), texts
+
+
+def generate(req: RunSpec, store: CaptureStore) -> Job:
+    """Run the request's prompts with its edits; the texts stream as updates."""
+    def job(ctx: Context):
+        _needs_model(ctx)
+        total = len(req.prompts) * max(1, req.generation.max_new_tokens)
+        yield Started(total, "tokens")
+        t0 = time.perf_counter()
+        status, outs, _ = yield from _generate(ctx, req, req.edits, store, 0, total)
+        if status == "cancelled":
+            yield Cancelled()
+        elif status == "failed":
+            yield Failed(outs)
+        else:
+            yield Finished({"outputs": [o.text for o in outs], "tokens": [o.tokens for o in outs],
+                            "logprobs": [o.logprobs for o in outs],
+                            "abstained": [o.abstained for o in outs],
+                            "seconds": time.perf_counter() - t0})
+    return job
+
+
+def compare_generations(req: RunSpec, store: CaptureStore, base: CaptureStore) -> Job:
+    """Baseline (into ``base``) then edited (into ``store``), same seed and settings; each
+    prompt's outputs side by side and the answered sets' scores before and after."""
+    def job(ctx: Context):
+        from neurolens.engine.runner import first_divergence
+        from neurolens.evals.scoring import set_scores
+        _needs_model(ctx)
+        per = len(req.prompts) * max(1, req.generation.max_new_tokens)
+        yield Started(2 * per, "tokens")
+        t0 = time.perf_counter()
+        st, before, _ = yield from _generate(ctx, req, None, base, 0, 2 * per)
+        after = before
+        if st == "finished":
+            st, after, _ = yield from _generate(ctx, req, req.edits, store, per, 2 * per)
+        if st == "cancelled":
+            yield Cancelled()
+            return
+        if st == "failed":
+            yield Failed(after)
+            return
+        items = []
+        for i, (b, e) in enumerate(zip(before, after)):
+            items.append({"prompt": req.prompts[i], "set": req.set_names[i],
+                          "base_text": b.text, "edit_text": e.text,
+                          "base_tokens": b.tokens, "edit_tokens": e.tokens,
+                          "base_logprobs": b.logprobs, "edit_logprobs": e.logprobs,
+                          "first_divergence": first_divergence(b.token_ids, e.token_ids),
+                          "changed": b.token_ids != e.token_ids, "abstained": e.abstained})
+        metrics = set_scores(req.set_names, req.answers, [o.text for o in before],
+                             [o.text for o in after])
+        yield Finished({"items": items, "metrics": metrics, "seed": req.generation.seed,
+                        "n_edits": len(req.edits) if req.edits is not None else 0,
+                        "seconds": time.perf_counter() - t0})
+    return job
+
+
+# -- diffusion pipelines -----------------------------------------------------------------------
+def _denoise(ctx: Context, req: RunSpec, edits, store: CaptureStore, offset: int, total: int):
+    """One denoising pass streaming per-step FFN means into ``store`` and previews out
+    (updates ``(step, images)``); returns ("finished", images) | ("cancelled", None)."""
+    from neurolens.engine.diffusion import StepCapture, StepDone
+    m = ctx.model
+    store.clear()
+    for i, (p, s) in enumerate(zip(req.prompts, req.set_names)):
+        store.set_prompt(i, p, s)
+    caps = {site: StepCapture(site, store, "mean") for site in m.sites()}
+    d = req.denoise
+    for ev in m.denoise_events(list(req.prompts), edits=edits, captures=caps, steps=d.steps,
+                               guidance=d.guidance, seed=d.seed, cancel=ctx.cancel,
+                               preview=True):
+        if isinstance(ev, Finished):
+            yield Progressed(offset + d.steps, total)
+            return "finished", ev.result.images
+        if isinstance(ev, Cancelled):
+            return "cancelled", None
+        if isinstance(ev, Failed):
+            raise ev.error
+        if isinstance(ev, StepDone):
+            yield Progressed(offset + ev.step + 1, total)
+            yield Update((ev.step, ev.preview))
+    return "cancelled", None
+
+
+def denoise(req: RunSpec, store: CaptureStore) -> Job:
+    """Denoise the request's prompts with its edits; previews stream as updates."""
+    def job(ctx: Context):
+        _needs_model(ctx)
+        n = req.denoise.steps
+        yield Started(n, "steps")
+        t0 = time.perf_counter()
+        st, images = yield from _denoise(ctx, req, req.edits, store, 0, n)
+        if st == "cancelled":
+            yield Cancelled()
+            return
+        yield Update((n, images))
+        yield Finished({"images": images, "outputs": [""] * len(images),
+                        "seconds": time.perf_counter() - t0})
+    return job
+
+
+def compare_images(req: RunSpec, store: CaptureStore, base: CaptureStore) -> Job:
+    """Baseline then edited images, same seeds; their per-image mean absolute difference."""
+    def job(ctx: Context):
+        import numpy as np
+        _needs_model(ctx)
+        n = req.denoise.steps
+        yield Started(2 * n, "steps")
+        t0 = time.perf_counter()
+        st, before = yield from _denoise(ctx, req, None, base, 0, 2 * n)
+        if st == "finished":
+            st, after = yield from _denoise(ctx, req, req.edits, store, n, 2 * n)
+        if st == "cancelled":
+            yield Cancelled()
+            return
+        diff = np.abs(after - before)
+        yield Update((n, after))
+        yield Finished({"diffusion": True, "before": before, "after": after, "diff": diff,
+                        "prompts": list(req.prompts), "seed": req.denoise.seed,
+                        "mean_abs_diff": [float(x.mean()) for x in diff],
+                        "n_edits": len(req.edits) if req.edits is not None else 0,
+                        "seconds": time.perf_counter() - t0})
+    return job
+
+
+# -- export, methods, logit lens ---------------------------------------------------------------
+def export(edits, folder: str, force: bool, prompt: str) -> Job:
+    """Export, then reload the folder and check it against the in-app edited model."""
+    def job(ctx: Context):
+        from neurolens.evals.export_check import verify_export
+        _needs_model(ctx)
+        report = ctx.model.export(edits, folder, force=force)
+        check = verify_export(ctx.model, folder, edits, prompt, plain_exact=not report.sidecar)
+        yield Finished({"path": str(report.path), "baked": report.baked,
+                        "sidecar": report.sidecar, "summary": report.summary(), "check": check})
+    return job
+
+
+def fit(method: str, params: dict, sets: dict) -> Job:
+    """Fit a registered method (by id or title) on the texts of its roles; the result holds its
+    edits, report line and neurons. ``params`` holds the form's values and the set names per
+    role."""
+    def job(ctx: Context):
+        from neurolens.methods import registry
+        _needs_model(ctx)
+        spec = registry.get(method)
+        spec.check_model(ctx.model)
+        for r in spec.roles:
+            if not r.needed(params):
+                continue
+            if r.differs_from and params.get(r.name) == params.get(r.differs_from):
+                raise NeurolensError(registry.different_sets_error(r.differs_from, r.name))
+            if not sets.get(r.name):
+                raise NeurolensError(f"the prompt set '{params.get(r.name, r.name)}' "
+                                     f"({r.name}) is empty or missing")
+        res = spec.run(ctx.model, sets, spec.make_params(params), cancel=ctx.cancel,
+                       shown=params.get("current") or None)
+        text = spec.describe(res, {r.name: params[r.name] for r in spec.roles
+                                   if isinstance(params.get(r.name), str)})
+        if params.get("with_answers") and spec.answered_roles:
+            text += " (answers probed too)"
+        yield Finished({"method": method, "ops": list(res.edits), "text": text,
+                        "neurons": res.neurons, "inside": res.extra.get("inside")})
+    return job
+
+
+def logit_lens(layer: int, neuron: int) -> Job:
+    """The tokens a neuron promotes and suppresses (``{"error": ...}`` where it cannot)."""
+    def job(ctx: Context):
+        if ctx.model is None:
+            yield Finished({"error": "no model loaded"})
+            return
+        try:
+            lens = ctx.model.logit_lens(layer, neuron)
+        except Exception as e:  # noqa: BLE001 - shown in the inspector
+            lens = {"error": describe_error(e)}
+        yield Finished(lens)
+    return job

@@ -1,0 +1,228 @@
+"""The heatmaps' and the key-space scatter's data, from the capture stores.
+
+:class:`Maps` turns the stores of a run (the edited run and, after Compare, its baseline) into
+the layer x neuron matrix, one prompt's token (or denoising step) x neuron rows, one key-space
+point per prompt and a neuron's profile for the inspector, for the choices of the view bar
+(:class:`View`). :class:`Levels` keeps the colour scale steady while a run streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from neurolens.gui.presenters.family import LMFamily
+from neurolens.store import CaptureStore
+
+#: what the maps show (the view bar's "show" choice)
+EDITED, BASELINE, DIFFERENCE = 0, 1, 2
+
+
+@dataclass
+class View:
+    """The view bar's choices."""
+
+    kind: str = "mlp.hook_post"     # the site kind on the maps
+    diff: bool = False              # statistic: the set difference A - B (else the mean)
+    set_a: str = ""
+    set_b: str = ""
+    show: int = EDITED
+    layer: int = 0                  # the token (step) map's layer (block)
+    step: int = -1                  # diffusion: one denoising step (-1: mean over steps)
+    prompt: int = 0                 # the token map's prompt
+
+
+class Levels:
+    """Symmetric colour levels per map that change only when the data outgrow or shrink a lot.
+    The scale comes from the non-zero entries: in a sparse (ReLU) layer most activations are
+    exactly zero, and a percentile over all of them would be zero too."""
+
+    def __init__(self):
+        self._amp: dict[str, float] = {}
+
+    def clear(self) -> None:
+        self._amp.clear()
+
+    def __call__(self, key: str, data: np.ndarray) -> tuple[float, float]:
+        mag = np.abs(data[np.isfinite(data)])
+        mag = mag[mag > 0]
+        amp = float(np.percentile(mag, 99.5)) if mag.size else 1.0
+        amp = max(amp, 1e-6)
+        cur = self._amp.get(key)
+        if cur is None or amp > cur * 1.25 or amp < cur * 0.4:
+            cur = self._amp[key] = amp
+        return (-cur, cur)
+
+
+def step_mean(store: CaptureStore, set_names, site: str, step: int,
+              set_name: str | None = None) -> np.ndarray | None:
+    """Diffusion: mean over the prompts (of one set) of a block's activations at one step."""
+    vals = []
+    for i, s in enumerate(set_names):
+        if set_name is not None and s != set_name:
+            continue
+        try:
+            vals.append(store.rows(site, i, step=step).reshape(-1))
+        except KeyError:
+            continue
+    return np.mean(vals, axis=0).astype(np.float32) if vals else None
+
+
+def stat_matrix(store: CaptureStore, sites: list[str], set_names, view: View,
+                step: int = -1) -> np.ndarray | None:
+    """One row per site: the mean activation, or the difference of two sets' means (over every
+    captured row, or at one denoising step); rows of different widths are padded with zeros."""
+    rows = []
+    a, b = view.set_a, view.set_b
+    for site in sites:
+        if step >= 0:
+            ra = step_mean(store, set_names, site, step, a if view.diff else None)
+            rb = step_mean(store, set_names, site, step, b) if view.diff else 0.0
+            if ra is None or rb is None:
+                return None
+            rows.append(ra - rb)
+        elif view.diff:
+            sa, sb = store.stats(site, a), store.stats(site, b)
+            if sa is None or sb is None or not sa.count or not sb.count:
+                return None
+            rows.append((sa.mean - sb.mean).astype(np.float32))
+        else:
+            st = store.stats(site)
+            if st is None or not st.count:
+                return None
+            rows.append(st.mean.astype(np.float32))
+    if not rows:
+        return None
+    width = max(len(r) for r in rows)   # UNet blocks differ in width: pad with zeros
+    return np.stack([np.pad(r, (0, width - len(r))) for r in rows])
+
+
+def pad_rows(rows: np.ndarray, labels: list[str], total: int):
+    """While tokens stream the token map keeps the run's final height, the rows still to come
+    neutral: its axes and range stay put instead of changing every token."""
+    if total <= len(rows):
+        return rows, list(labels)
+    rows = np.vstack([rows, np.zeros((total - len(rows), rows.shape[1]), rows.dtype)])
+    return rows, list(labels) + [""] * (total - len(labels))
+
+
+@dataclass
+class Maps:
+    """The views' data for one run (its prompts and sets) from the run's stores."""
+
+    store: CaptureStore
+    base: CaptureStore
+    family: LMFamily = field(default_factory=LMFamily)
+    prompts: tuple = ()
+    set_names: tuple = ()
+    max_new_tokens: int = 0
+    levels: Levels = field(default_factory=Levels)
+
+    def begin(self, prompts, set_names, max_new_tokens: int = 0) -> None:
+        """A run starts: its prompts and sets, fresh colour levels."""
+        self.prompts, self.set_names = tuple(prompts), tuple(set_names)
+        self.max_new_tokens = int(max_new_tokens)
+        self.levels.clear()
+
+    def _prompt(self, view: View) -> int:
+        return min(view.prompt, len(self.prompts) - 1)
+
+    def layer_matrix(self, view: View) -> np.ndarray | None:
+        """The layer x neuron statistic of the edited run, the baseline, or their difference."""
+        if not self.family.info:
+            return None
+        sites = self.family.sites(view.kind)
+        step = view.step if self.family.uses_steps else -1
+
+        def of(store):
+            return stat_matrix(store, sites, self.set_names, view, step)
+        if view.show == EDITED:
+            return of(self.store)
+        base = of(self.base)
+        if view.show == BASELINE or base is None:
+            return base
+        ed = of(self.store)
+        return None if ed is None else ed - base
+
+    def token_matrix(self, view: View) -> tuple[np.ndarray, list[str]] | None:
+        """One prompt's rows (tokens, or denoising steps) x neurons at the chosen layer."""
+        if not self.prompts or not self.family.info:
+            return None
+        i = self._prompt(view)
+        site = self.family.site(view.layer, view.kind)
+        store = self.base if view.show == BASELINE else self.store
+        try:
+            rows = store.rows(site, i)
+            if view.show == DIFFERENCE:
+                base = self.base.rows(site, i)
+                n = min(len(rows), len(base))
+                rows = rows[:n] - base[:n]
+        except KeyError:
+            return None
+        return self.family.position_view(rows, store.tokens.get(i, []))
+
+    def expected_rows(self, view: View, running: bool) -> int:
+        """Rows the token map will hold when the shown prompt's generation ends (0: unknown
+        or not streaming)."""
+        if not running or not self.prompts:
+            return 0
+        return self.family.expected_rows(self.store.prompt_len.get(self._prompt(view)),
+                                         self.max_new_tokens)
+
+    def layer_view(self, view: View):
+        """(matrix, colour levels, row labels) of the layer map; None: nothing to draw."""
+        m = self.layer_matrix(view)
+        if m is None:
+            return None
+        return m, self.levels("layer", m), self.family.row_labels(m.shape[0])
+
+    def token_view(self, view: View, running: bool = False):
+        """(rows, colour levels, row labels) of the token map, padded to the run's final
+        height while it streams; None: nothing to draw."""
+        tm = self.token_matrix(view)
+        if tm is None or not len(tm[0]):
+            return None
+        rows, labels = tm
+        levels = self.levels("token", rows)
+        rows, labels = pad_rows(rows, labels, self.expected_rows(view, running))
+        return rows, levels, [t.replace("\n", "⏎") for t in labels]
+
+    def keyspace_matrix(self, view: View) -> tuple[np.ndarray, list[str], list[str]] | None:
+        """One point per prompt at the chosen layer (None until every prompt has one)."""
+        if not self.prompts or not self.family.info:
+            return None
+        site = self.family.site(view.layer, view.kind)
+        xs = []
+        for i in range(len(self.prompts)):
+            try:
+                rows = self.store.rows(site, i)
+            except KeyError:
+                return None
+            x = self.family.key_vector(rows, self.store.prompt_len.get(i))
+            if x is None:
+                return None
+            xs.append(x)
+        return np.stack(xs), list(self.set_names), list(self.prompts)
+
+    def neuron_profile(self, site: str, idx: int):
+        """A neuron's values per prompt set, and its top activations (value, where) over the
+        run's prompts, highest first (at most 12)."""
+        by_set: dict[str, list[np.ndarray]] = {}
+        top: list[tuple[float, str]] = []
+        for i, s in enumerate(self.set_names):
+            try:
+                rows = self.store.rows(site, i)
+            except KeyError:
+                continue
+            if not len(rows) or idx >= rows.shape[1]:
+                continue
+            rows = rows.reshape(len(rows), -1)
+            col = rows[:, idx]
+            by_set.setdefault(s, []).append(col)
+            toks = self.family.position_labels(len(rows), self.store.tokens.get(i, []))
+            k = int(np.argmax(col))
+            tok = toks[k] if k < len(toks) else "?"
+            top.append((float(col[k]), f"{tok!r} in “{self.prompts[i][:50]}”"))
+        top.sort(key=lambda t: -t[0])
+        return {s: np.concatenate(v) for s, v in by_set.items()}, top[:12]
