@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 from safetensors import safe_open
+from transformers import AutoConfig
 
 import neurolens as nl
 from neurolens.cli import main, read_prompts
@@ -295,3 +296,30 @@ def test_prompt_files_carry_answers_and_the_methods_probe_them(capsys, tiny_dirs
     assert seen[0][1][0] == "Compute: 10+10=20" and seen[0][1][-2:] == ["Compute: 1+2=3",
                                                                         "Story: a kite."]
     assert seen[1][1][0] == "Compute: 10+10=" and seen[1][1][-2] == "Compute: 1+2="
+
+
+def test_reproduce_reads_the_experiment_registry(capsys, tiny_dirs):
+    """A registered protocol is offered by ``reproduce`` and run on the model it needs; keys
+    starting with ``_`` (arrays for the image grid) never reach the JSON; a model of the
+    wrong family is refused with one line and exit 2."""
+    from neurolens.evals import experiments
+    seen = []
+
+    def toy_run(model, *, limit=None, log=print, prompts_dir=None):
+        seen.append((model.kind, model.n_layers, limit))
+        return {"layers": model.n_layers, "_images": [1, 2]}
+    experiments.register(experiments.Experiment("toy-protocol", "lm", toy_run,
+                                                lambda r: f"toy table {r['layers']}"))
+    try:
+        code, out, err = run(capsys, "reproduce", "toy-protocol", "-m", tiny_dirs["llama"],
+                             "--limit", "3", "--json")
+        assert code == 0, err
+        want = AutoConfig.from_pretrained(tiny_dirs["llama"]).num_hidden_layers
+        assert json.loads(out) == {"layers": want}
+        assert seen == [("lm", want, 3)]
+        code, out, _ = run(capsys, "reproduce", "toy-protocol", "-m", tiny_dirs["llama"])
+        assert out.strip() == f"toy table {want}"
+        code, _, err = run(capsys, "reproduce", "memorization", "-m", tiny_dirs["llama"])
+        assert code == 2 and "needs a diffusion pipeline" in err and len(err.splitlines()) == 1
+    finally:
+        experiments._REGISTRY.pop("toy-protocol", None)

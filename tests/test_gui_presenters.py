@@ -261,6 +261,7 @@ def test_form_fields_come_from_the_params_dataclass():
     assert fields["layers_fraction"].label == "prune in first" and fields["z"].default == 3.0
     fields = {f.name: f for f in form_fields(registry.get("key-space"))}
     assert fields["layer"].kind == "text" and fields["alpha"].kind == "float"
+    assert fields["alpha"].default == 2.0      # the form starts where the GUI always did
     assert [f.kind for f in form_fields(registry.get("memorization"))] == ["float", "int", "int"]
     assert (text_value(""), text_value(" 3 "), text_value("0.5"), text_value("auto")) == (
         None, 3, 0.5, "auto")

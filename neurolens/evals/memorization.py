@@ -303,3 +303,35 @@ def format_table(r: dict) -> str:
                      f"{w['accuracy_after']:9.3f} {w['accuracy_ratio']:9.3f} {w['iou_A_B']:9.3f} "
                      f"{'met' if w['meets_targets'] else '-':>8s}")
     return "\n".join(lines)
+
+
+def image_rows(result: dict, prompts_dir=None) -> tuple[list[list], list[str]]:
+    """The ``--image`` grid: the memorized training images, the memorized prompts' first
+    generations before and after, one ordinary generation per digit before and after."""
+    from neurolens.evals.data import digits_16
+    images = result["_images"]
+    train, _ = digits_16()
+    mem_rows, _ = load_sets(prompts_dir)
+    k, n = len(MEMORIZED_SEEDS), ORDINARY_SEEDS   # the first seed of each prompt
+    rows = [[train[r["image_index"]][..., None] for r in mem_rows],
+            list(images["memorized_before"][::k]), list(images["memorized_after"][::k]),
+            list(images["before"][::n]), list(images["after"][::n])]
+    return rows, ["memorized training images", "memorized prompts before",
+                  "memorized prompts after", "ordinary digits 0-9 before",
+                  "ordinary digits 0-9 after"]
+
+
+def _register() -> None:
+    from neurolens.evals.experiments import Experiment, register
+    from neurolens.resources import DEMO_DIFFUSION, model_path
+
+    def run(dm, *, limit=None, log=print, prompts_dir=None):
+        return reproduce(dm, log=log, prompts_dir=Path(prompts_dir) if prompts_dir else None)
+    register(Experiment("memorization", "diffusion", run, format_table,
+                        default_model=lambda: model_path(DEMO_DIFFUSION),
+                        missing_hint="train it with `python training/train_diffusion.py` in a "
+                                     "source checkout",
+                        image_rows=image_rows))
+
+
+_register()

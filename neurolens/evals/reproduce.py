@@ -210,3 +210,14 @@ def format_table(result: dict) -> str:
 
 
 EXPERIMENTS = {"unlearning": unlearning, "neurostrike": neurostrike, "sparsity": sparsity}
+
+
+def _register() -> None:
+    from neurolens.evals.experiments import Experiment, register
+    for name, fn in EXPERIMENTS.items():
+        def run(lm, *, limit=None, log=print, prompts_dir=None, _fn=fn):
+            return _fn(lm, limit=limit, log=log)
+        register(Experiment(name, "lm", run, format_table))
+
+
+_register()

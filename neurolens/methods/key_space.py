@@ -179,7 +179,9 @@ def _choose_layer(lm, forget, others, alpha, kind, batch_size, progress):
 
 @dataclass
 class Params:
-    alpha: float = param(1.0, "cube scale (1.0)")
+    # the form starts at 2.0, the cube that suits the default forget set (arithmetic; see
+    # evals.reproduce.KSD_ALPHA)
+    alpha: float = param(1.0, "cube scale (1.0)", form=2.0)
     layer: int | str | None = param(None, "layer index (default: the last) or 'auto'")
 
     def check(self) -> None:

@@ -72,9 +72,11 @@ class MethodResult:
         return self.report.summary()
 
 
-def param(default, help: str = "", choices=None, label: str = ""):
-    """A params dataclass field with its help text (and the values it accepts)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "label": label})
+def param(default, help: str = "", choices=None, label: str = "", form=None):
+    """A params dataclass field with its help text (and the values it accepts). ``form``: the
+    value the GUI's Methods form starts from when it differs from the API's default."""
+    return field(default=default, metadata={"help": help, "choices": choices, "label": label,
+                                            "form": form})
 
 
 @dataclass(frozen=True)

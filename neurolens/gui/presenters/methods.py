@@ -66,7 +66,8 @@ def form_fields(spec: registry.MethodSpec) -> list[Field]:
             kind = "float"
         else:
             kind = "text"
-        out.append(Field(f.name, label, kind, default, choices, meta.get("help", "")))
+        start = meta.get("form") if meta.get("form") is not None else default
+        out.append(Field(f.name, label, kind, start, choices, meta.get("help", "")))
     return out
 
 
