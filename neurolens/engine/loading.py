@@ -72,6 +72,10 @@ def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", 
         if (path / "model_index.json").is_file() and not (path / "config.json").is_file():
             from neurolens.engine.diffusion import load_pipeline
             return load_pipeline(path, device=device, dtype=dtype)
+        from neurolens.engine.snn.network import is_snn_folder
+        if is_snn_folder(path):     # our own spiking-network format (model_type neurolens-snn)
+            from neurolens.engine.snn.model import load_snn
+            return load_snn(path, device=device, apply_sidecar=apply_sidecar)
 
     import transformers
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 # the built-in ops register with the engine's op registry on import
 from neurolens.engine import interventions, method_ops  # noqa: F401
+from neurolens.engine.snn import ops as _snn_ops  # noqa: F401
 from neurolens.engine import ops as op_registry
 from neurolens.engine.capture import CaptureHandler, borrowable
 from neurolens.engine.hooks import HookSession, RunState

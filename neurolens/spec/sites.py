@@ -75,9 +75,26 @@ def unet_alias(path: str) -> str:
     return path
 
 
+#: spiking networks: ``layers.{l}.hook_spikes`` / ``layers.{l}.hook_v`` (neurons) and
+#: ``layers.{l}.synapses`` (the synapses into layer l)
+SNN_SITE_KINDS = ("hook_spikes", "hook_v", "synapses")
+_SNN = re.compile(r"^layers\.(\d+)\.(hook_spikes|hook_v|synapses)$")
+
+
+def parse_snn_site(name: str) -> tuple[int, str] | None:
+    """``layers.3.hook_spikes`` -> ``(3, "hook_spikes")``; None for other names."""
+    m = _SNN.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
 def neuron_label(site: str, index: int, with_kind: bool = False) -> str:
     """Display form ``L{layer}.N{index}`` (with the site kind when asked, e.g. ``L3.N17/pre``);
-    UNet FFN sites show as ``mid.a0.t0.N17``."""
+    UNet FFN sites show as ``mid.a0.t0.N17``; spiking-network sites as ``L0.N5`` (``L0.N5/v``
+    for the membrane potential)."""
+    snn = parse_snn_site(site)
+    if snn is not None:
+        kind = {"hook_spikes": "spikes", "hook_v": "v", "synapses": "syn"}[snn[1]]
+        return f"L{snn[0]}.N{index}/{kind}" if with_kind else f"L{snn[0]}.N{index}"
     s = parse_site(site)
     if s is None:
         alias = unet_alias(site)

@@ -1,0 +1,1 @@
+"""Spiking neural networks with learnable synaptic delays (the third model family)."""
