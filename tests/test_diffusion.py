@@ -179,6 +179,7 @@ def test_weight_mask_export_reloads_in_plain_diffusers(dm, tmp_path):
     assert np.abs(edited - base).max() > 1e-4
     report = dm.export(es2, tmp_path / "out")
     assert len(report.baked) == 5 and not report.sidecar
+    assert "plain diffusers loads the folder" in report.summary()
     assert "Baked" in (tmp_path / "out" / "NEUROLENS.md").read_text()
     plain = _plain(tmp_path / "out", ["exhibit 3", "a digit 5"], [4, 5])
     np.testing.assert_allclose(plain, edited, atol=1e-5)

@@ -20,14 +20,19 @@ def _v(value: float, unit: str) -> str:
     return f"{value * 1e3:.2f} ms" if unit == "s" else f"{value:.1f} {unit}"
 
 
+def _ok(ok: bool | None, yes: str = "OK", no: str = "MISSED") -> str:
+    """A case with no budget (``ok`` None) reports its number only."""
+    return "-" if ok is None else yes if ok else no
+
+
 def fmt_case(c: Case) -> str:
     if c.reference is not None and c.unit != "s":
         return (f"{_v(c.subject, c.unit)} vs {_v(c.reference, c.unit)} -> ratio {c.ratio:.3f} "
-                f"(budget {c.budget}) {'OK' if c.ok else 'MISSED'}")
+                f"(budget {c.budget}) {_ok(c.ok)}")
     if c.reference is not None:
         return (f"{c.subject * 1e3:.2f} ms vs {c.reference * 1e3:.2f} ms -> ratio "
-                f"{c.ratio:.3f} (budget {c.budget}) {'OK' if c.ok else 'MISSED'}")
-    return f"{c.subject:.3f} {c.unit} (budget {c.budget} {c.unit}) {'OK' if c.ok else 'MISSED'}"
+                f"{c.ratio:.3f} (budget {c.budget}) {_ok(c.ok)}")
+    return f"{c.subject:.3f} {c.unit} (budget {c.budget} {c.unit}) {_ok(c.ok)}"
 
 
 def table(result: dict) -> str:
@@ -43,8 +48,8 @@ def table(result: dict) -> str:
             extra = f" (A/A control: {aa:.3f})" if aa is not None else ""
             lines.append(f"| {c['name']} | {_v(c['subject'], c['unit'])} | "
                          f"{_v(c['reference'], c['unit'])} | {c['ratio']:.3f}{extra} | "
-                         f"{c['budget']} | {'yes' if c['ok'] else 'no'} |")
+                         f"{c['budget']} | {_ok(c['ok'], 'yes', 'no')} |")
         else:
             lines.append(f"| {c['name']} | {c['subject']:.3f} {c['unit']} | | | "
-                         f"{c['budget']} {c['unit']} | {'yes' if c['ok'] else 'no'} |")
+                         f"{c['budget']} {c['unit']} | {_ok(c['ok'], 'yes', 'no')} |")
     return "\n".join(lines)

@@ -17,7 +17,8 @@ def run(quick: bool = False, only: list[str] | None = None, log=print,
     # the case modules are imported here, not with the package: two of them also run as
     # ``python -m`` (a module imported with its package would run twice)
     from neurolens.bench.cases import (capture_overhead, edited_generation, gui, interactive,
-                                       large_capture, pca, sparse_decoding, topk, vs_nnsight)
+                                       large_capture, pca, snn, sparse_decoding, topk,
+                                       vs_nnsight)
     cases: list[Case] = []
     errors: dict[str, str] = {}
 
@@ -70,6 +71,7 @@ def run(quick: bool = False, only: list[str] | None = None, log=print,
     with tempfile.TemporaryDirectory() as tmp:
         attempt("large-capture", lambda: large_capture.case(2_048 if quick else 200_064, tmp,
                                                             model))
+    attempt("snn", lambda: snn.cases(quick))
     attempt("gui", lambda: gui.case(2 if quick else 16, 4 if quick else 96, model))
     return {"machine": machine(), "quick": quick, "cases": [asdict(c) for c in cases],
             "errors": errors}

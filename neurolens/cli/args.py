@@ -27,6 +27,14 @@ def prompt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", help="file: text lines or JSONL with a 'prompt' field")
 
 
+def sample_args(p: argparse.ArgumentParser, limit: bool = True) -> None:
+    p.add_argument("--samples", help="spiking networks: sample file (SHD .h5/.hdf5, or "
+                   "safetensors with spikes [samples, time, channels] and labels)")
+    if limit:
+        p.add_argument("--limit", type=int, default=None,
+                       help="spiking networks: the first N samples only")
+
+
 def gen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)

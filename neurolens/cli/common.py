@@ -31,6 +31,53 @@ def prompts_from(args) -> list[str]:
     raise InputError("no prompt: give --prompt TEXT or --prompts FILE")
 
 
+def early_prompts(args) -> list[str] | None:
+    """The prompts, read before the model loads (a bad prompts file fails fast), unless the
+    inputs are ``--samples`` or none are given: then :func:`model_inputs` decides once the
+    model is known."""
+    if getattr(args, "samples", None) or (getattr(args, "prompt", None) is None
+                                          and not getattr(args, "prompts", None)):
+        return None
+    return prompts_from(args)
+
+
+def takes_samples(model) -> bool:
+    """A family whose runs read sample files (``--samples``), not prompts (spiking networks)."""
+    return getattr(model, "inputs", "prompts") == "samples"
+
+
+def self_rendering(model) -> bool:
+    """A family whose verbs take only their inputs and edits and whose results render
+    themselves (``to_json()``, ``summary()``): the commands' generic path, with no case per
+    family (language models and diffusion pipelines keep their own, older renderings)."""
+    return bool(getattr(model, "renders_results", False))
+
+
+def model_inputs(args, model, prompts: list[str] | None, default=None):
+    """What ``model`` runs on: the prompts (``--prompt`` / ``--prompts``), or for a model that
+    takes samples the sample file of ``--samples`` (else ``default``), its first ``--limit``
+    samples, checked against the model (channels, labels)."""
+    samples = getattr(args, "samples", None)
+    if not takes_samples(model):
+        if samples:
+            raise InputError("--samples is for spiking networks; give --prompt TEXT or "
+                             "--prompts FILE")
+        return prompts if prompts is not None else prompts_from(args)
+    if prompts is not None:
+        from neurolens.spec.kinds import KIND_WORDS
+        raise InputError(f"a {KIND_WORDS.get(model.kind, model.kind)} runs on samples, not "
+                         "prompts: give --samples FILE (SHD .h5/.hdf5 or .safetensors)")
+    if not samples:
+        if default is None:
+            raise InputError("no samples: give --samples FILE (SHD .h5/.hdf5 or .safetensors)")
+        samples = default
+    limit = getattr(args, "limit", None)
+    if limit is not None and limit < 1:
+        raise InputError("--limit must be >= 1")
+    s = model.samples(str(samples))
+    return s.subset(list(range(min(limit, len(s))))) if limit is not None else s
+
+
 def files(value) -> list[str]:
     """A flag's file or files as a list."""
     return value if isinstance(value, list) else [value]
@@ -55,6 +102,12 @@ def load_edits(model, path: str | None):
     for w in model.check_edits(edits):
         print(f"warning: {w}", file=sys.stderr)
     return edits
+
+
+def site_pattern(model) -> str:
+    """How the model's per-layer site names read, for ``info`` (``blocks.{l}.<kind>`` for a
+    language model, ``layers.{l}.<kind>`` for a spiking network)."""
+    return getattr(model, "site_pattern", "blocks.{l}.<kind>")
 
 
 def is_diffusion(model) -> bool:

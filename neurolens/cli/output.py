@@ -18,6 +18,12 @@ def emit(args, payload, text: str) -> None:
         print(text)
 
 
+def render(args, result, payload: dict | None = None) -> None:
+    """A result that renders itself: ``result.to_json()`` (or ``payload``) with ``--json``,
+    else ``result.summary()``."""
+    emit(args, result.to_json() if payload is None else payload, result.summary())
+
+
 def print_json(payload) -> None:
     print(json.dumps(payload, indent=2))
 

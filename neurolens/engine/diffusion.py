@@ -363,7 +363,8 @@ class DiffusionModel(ModelBase):
     # -- export ----------------------------------------------------------------------------------
     export_words = {"source": "pipeline", "weights": "UNet weights",
                     "library": "`diffusers` (`DiffusionPipeline.from_pretrained`)",
-                    "why": "they act on a window of denoising steps"}
+                    "why": "they act on a window of denoising steps",
+                    "loader": "plain diffusers"}
 
     def bake_target(self, unet, site: str) -> BakeTarget:
         """A UNet FFN site is the input of ``ff.net.2`` (in ``unet``, a copy of the UNet)."""

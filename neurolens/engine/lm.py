@@ -284,7 +284,8 @@ class LanguageModel(ModelBase):
         return None
 
     export_words = {"source": "model", "weights": "weights", "library": "`transformers`",
-                    "why": "they depend on the input, the position or a random draw"}
+                    "why": "they depend on the input, the position or a random draw",
+                    "loader": "plain transformers"}
 
     def _export_copy(self):
         import copy

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from neurolens.engine.dtypes import torch_dtype
+from neurolens.engine.memory import preflight
 from neurolens.errors import LoadError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -43,12 +44,13 @@ def check_folder(path: Path, allow_pickle: bool) -> None:
 
 def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", dtype=None,
          allow_pickle: bool = False, trust_remote_code: bool = False,
-         apply_sidecar: bool = True):
+         apply_sidecar: bool = True, check_memory: bool = True):
     """Load a causal LM (or encoder) from a local folder or a hub id; default: the demo model.
 
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (``device_map="auto"`` through
     accelerate, for models larger than one device). ``dtype``: float32 (default on CPU),
-    float16, bfloat16 or "auto".
+    float16, bfloat16 or "auto". ``check_memory``: estimate the memory first from the
+    safetensors headers and refuse with one line when it will not fit (:mod:`.memory`).
     """
     import torch  # noqa: F401 - import cost belongs here, not at package import
 
@@ -94,6 +96,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", 
             raise LoadError(f"cannot read the config of {name}: {str(e).splitlines()[0]}") from None
         raise LoadError(f"could not load '{name}': not a local folder, and the Hugging Face hub "
                         f"did not answer ({str(e).splitlines()[0][:160]})") from None
+    preflight(path if local else name, device=device, dtype=td, enabled=check_memory)
     mkw = dict(kw)
     mkw["use_safetensors"] = None if allow_pickle else True
     if td is not None:

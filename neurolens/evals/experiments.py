@@ -19,7 +19,8 @@ from pathlib import Path
 
 #: shipped experiment -> the evals module that registers it (imported on first use)
 BUILTIN = {"unlearning": "neurolens.evals.reproduce", "neurostrike": "neurolens.evals.reproduce",
-           "sparsity": "neurolens.evals.reproduce", "memorization": "neurolens.evals.memorization"}
+           "sparsity": "neurolens.evals.reproduce", "memorization": "neurolens.evals.memorization",
+           "delays": "neurolens.evals.delays"}
 
 
 @dataclass(frozen=True)

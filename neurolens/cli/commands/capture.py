@@ -6,8 +6,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from neurolens.cli.args import model_args, prompt_args
-from neurolens.cli.common import is_diffusion, load_edits, load_model, prompts_from
+from neurolens.cli.args import model_args, prompt_args, sample_args
+from neurolens.cli.common import (early_prompts, is_diffusion, load_edits, load_model,
+                                  model_inputs)
 from neurolens.cli.output import emit
 from neurolens.errors import InputError
 
@@ -16,8 +17,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("capture", help="record activations to a safetensors file")
     model_args(p)
     prompt_args(p)
+    sample_args(p)
     p.add_argument("--site", action="append", help="site or pattern (repeatable; default "
-                   "blocks.*.mlp.hook_post)")
+                   "blocks.*.mlp.hook_post; spiking networks: layers.*.hook_spikes)")
     p.add_argument("--reduce", default=None, choices=["tokens", "last", "mean", "max"],
                    help="LM: per token (default), last token, mean or max over tokens; "
                         "diffusion: mean (default) / max over spatial tokens per step, or "
@@ -34,15 +36,18 @@ def add_parser(sub) -> None:
 
 
 def cmd_capture(args) -> int:
-    prompts = prompts_from(args)
+    prompts = early_prompts(args)
     model = load_model(args)
+    prompts = model_inputs(args, model, prompts)
     edits = load_edits(model, args.edits)
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise InputError(f"--out must end in .safetensors, got {args.out}")
     if out.parent and not out.parent.exists():
         raise InputError(f"folder {out.parent} does not exist")
-    sites = args.site or ["blocks.*.mlp.hook_post"]
+    sites = args.site or list(getattr(model, "default_capture_sites", ["blocks.*.mlp.hook_post"]))
+    # the model's words for its inputs and their positions (a spiking network: samples, bins)
+    inputs, positions = getattr(model, "input_nouns", ("prompts", "tokens"))
     diffusion = is_diffusion(model)
     if diffusion:
         # one tensor per (site, prompt): [steps, width] (mean/max over the spatial tokens of
@@ -59,7 +64,7 @@ def cmd_capture(args) -> int:
 
         def progress(done, total):
             if show:
-                print(f"\rcapturing {done}/{total} prompts", end="", file=sys.stderr,
+                print(f"\rcapturing {done}/{total} {inputs}", end="", file=sys.stderr,
                       flush=True)
         # out=: the rows stream to the file (bounded memory)
         cap = model.capture(prompts, sites, reduce=reduce, edits=edits,
@@ -76,9 +81,9 @@ def cmd_capture(args) -> int:
                 f"{args.steps} steps (reduce={reduce}) -> {out} ({size / 1e6:.1f} MB)")
     else:
         n_tok = sum(len(t) for t in cap.tokens)
-        payload = {"out": str(out), "sites": cap.sites, "prompts": len(prompts),
-                   "tokens": n_tok, "reduce": reduce, "bytes": size}
-        text = (f"captured {len(cap.sites)} site(s) x {len(prompts)} prompt(s) "
-                f"({n_tok} tokens, reduce={reduce}) -> {out} ({size / 1e6:.1f} MB)")
+        payload = {"out": str(out), "sites": cap.sites, inputs: len(prompts),
+                   positions: n_tok, "reduce": reduce, "bytes": size}
+        text = (f"captured {len(cap.sites)} site(s) x {len(prompts)} {inputs[:-1]}(s) "
+                f"({n_tok} {positions}, reduce={reduce}) -> {out} ({size / 1e6:.1f} MB)")
     emit(args, payload, text)
     return 0

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from neurolens.cli.args import gen_args, model_args, prompt_args
-from neurolens.cli.common import (denoise_params, generation_params, is_diffusion, load_edits,
-                                  load_model, prompts_from)
-from neurolens.cli.output import emit, print_json, save_grid
+from neurolens.cli.args import gen_args, model_args, prompt_args, sample_args
+from neurolens.cli.common import (denoise_params, early_prompts, generation_params, is_diffusion,
+                                  load_edits, load_model, model_inputs, self_rendering)
+from neurolens.cli.output import emit, print_json, render, save_grid
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compare", help="baseline vs edited outputs")
     model_args(p)
     prompt_args(p)
+    sample_args(p)
     p.add_argument("--edits", required=True)
     gen_args(p)
     p.set_defaults(max_new_tokens=16)
@@ -20,9 +21,13 @@ def add_parser(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    prompts = prompts_from(args)
+    prompts = early_prompts(args)
     model = load_model(args)
+    prompts = model_inputs(args, model, prompts)
     edits = load_edits(model, args.edits)
+    if self_rendering(model):
+        render(args, model.compare(prompts, edits))
+        return 0
     if is_diffusion(model):
         return _compare_diffusion(args, model, prompts, edits)
     cmp = model.compare(prompts, edits, params=generation_params(args))

@@ -1,10 +1,13 @@
-"""``neurolens eval``: skill metrics on the demo prompt formats, optionally before/after edits."""
+"""``neurolens eval``: skill metrics on the demo prompt formats, optionally before/after edits
+(a spiking network: accuracy overall and per class on a sample file, by default its folder's
+held-out split)."""
 
 from __future__ import annotations
 
-from neurolens.cli.args import model_args
-from neurolens.cli.common import load_edits, load_model
+from neurolens.cli.args import model_args, sample_args
+from neurolens.cli.common import load_edits, load_model, model_inputs, self_rendering
 from neurolens.cli.output import Progress, emit
+from neurolens.errors import InputError
 
 
 def add_parser(sub) -> None:
@@ -14,7 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--skill", action="append",
                    help="arithmetic, comprehension, code, refusal, benign (default: all)")
     p.add_argument("--split", default="eval", help="prompt-set split (default: eval, held out)")
-    p.add_argument("--limit", type=int, default=None, help="at most N items per skill")
+    p.add_argument("--limit", type=int, default=None,
+                   help="at most N items per skill (spiking networks: the first N samples)")
+    sample_args(p, limit=False)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -25,6 +30,11 @@ def cmd_eval(args) -> int:
     from neurolens.evals import skills as sk
     lm = load_model(args)
     edits = load_edits(lm, args.edits)
+    if self_rendering(lm):
+        return _eval_generic(args, lm, edits)
+    if args.samples:
+        raise InputError("--samples is for spiking networks (this model is evaluated on its "
+                         "skills' prompt sets)")
     prog = Progress(not args.quiet)
     base = sk.evaluate(lm, args.skill, split=args.split, limit=args.limit,
                        batch_size=args.batch_size, progress=prog)
@@ -49,4 +59,22 @@ def cmd_eval(args) -> int:
             lines.append(f"{s:14s} {base[s].primary_name:16s} {base[s].primary:8.3f} "
                          f"{ed[s].primary:8.3f} {rel[s]:9.3f}")
     emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def _eval_generic(args, model, edits) -> int:
+    """A family whose results render themselves: its run on the inputs (by default the model's
+    own held-out samples), before / after the edits."""
+    default = getattr(model, "default_samples", lambda: None)()
+    inputs = model_inputs(args, model, None, default=default)
+    where = str(args.samples or default)
+    head = {"model": model.name_or_path, "samples": where, "n": len(inputs)}
+    if edits is None:
+        out = model.classify(inputs)
+        emit(args, {**head, **out.to_json()},
+             f"{model.name_or_path} on {where}\n" + out.summary(per_sample=False))
+    else:
+        cmp = model.compare(inputs, edits)
+        emit(args, {**head, "edits": args.edits, **cmp.to_json(), "relative": cmp.relative},
+             f"{model.name_or_path} on {where}, edits {args.edits}\n" + cmp.summary())
     return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from neurolens.cli.args import model_args
-from neurolens.cli.common import is_diffusion, load_model
+from neurolens.cli.common import is_diffusion, load_model, site_pattern
 from neurolens.cli.output import emit
 
 
@@ -24,17 +24,20 @@ def cmd_info(args) -> int:
                "n_params": model.n_params(), "fingerprint": model.fingerprint,
                "device": str(model.device), "sites": sites, "notes": model.notes,
                "base_edits": len(model.base_edits)}
+    payload["memory"] = _memory(model)
     if not sites:
         payload["modules"] = [n for n, _ in model.hf.named_modules() if n][:400]
     lines = [f"{model.name_or_path}", f"  architecture  {model.model_type} ({model.kind})",
              f"  layers        {model.n_layers}",
              f"  parameters    {model.n_params() / 1e6:.2f}M",
              f"  fingerprint   {model.fingerprint}", f"  device        {model.device}"]
+    if payload["memory"] is not None:
+        lines.append(f"  memory        {_memory_line(payload['memory'])}")
     kinds: dict[str, int] = {}
     for s, w in sites.items():
         kinds.setdefault(s.split(".", 2)[2], w)
     if sites:
-        lines.append("  sites (per layer, blocks.{l}.<kind>):")
+        lines.append(f"  sites (per layer, {site_pattern(model)}):")
         lines += [f"    {k:22s} width {w}" for k, w in kinds.items()]
     else:
         lines.append("  no canonical sites; native module paths:")
@@ -42,6 +45,21 @@ def cmd_info(args) -> int:
     lines += [f"  note: {n}" for n in model.notes]
     emit(args, payload, "\n".join(lines))
     return 0
+
+
+def _memory(model) -> dict | None:
+    """The pre-flight estimate of the model's checkpoint at the dtype it was loaded with."""
+    from neurolens.engine.memory import report
+    hf = getattr(model, "hf", None)       # transformers models only
+    p = next(iter(hf.parameters()), None) if hf is not None else None
+    return report(model.name_or_path, p.dtype, str(model.device)) if p is not None else None
+
+
+def _memory_line(m: dict) -> str:
+    from neurolens.engine.memory import gb
+    free = m["available_bytes"]
+    return (f"{gb(m['weights_bytes'])} of weights at {m['dtype']}, about {gb(m['needed_bytes'])}"
+            f" to run" + (f" ({gb(free)} available on {m['device']})" if free is not None else ""))
 
 
 def _info_diffusion(args, dm) -> int:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from neurolens.cli.args import gen_args, model_args, prompt_args
-from neurolens.cli.common import (denoise_params, generation_params, is_diffusion, load_edits,
-                                  load_model, prompts_from)
-from neurolens.cli.output import emit, print_json, save_grid
+from neurolens.cli.args import gen_args, model_args, prompt_args, sample_args
+from neurolens.cli.common import (denoise_params, early_prompts, generation_params, is_diffusion,
+                                  load_edits, load_model, model_inputs, self_rendering)
+from neurolens.cli.output import emit, print_json, render, save_grid
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("run", help="generate text, optionally with edits")
+    p = sub.add_parser("run", help="generate text (or images; a spiking network classifies "
+                       "samples), optionally with edits")
     model_args(p)
     prompt_args(p)
+    sample_args(p)
     p.add_argument("--edits", help="edit spec (neurolens.edits/1 JSON)")
     gen_args(p)
     p.add_argument("--json", action="store_true")
@@ -19,9 +21,14 @@ def add_parser(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    prompts = prompts_from(args)
+    prompts = early_prompts(args)
     model = load_model(args)
+    prompts = model_inputs(args, model, prompts)
     edits = load_edits(model, args.edits)
+    if self_rendering(model):
+        out = model.generate(prompts, edits=edits)
+        render(args, out, out.to_json(per_sample=True))
+        return 0
     if is_diffusion(model):
         out = model.generate(prompts, edits=edits, **denoise_params(args))
         path = save_grid([list(out.images)], args.image)

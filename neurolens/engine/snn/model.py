@@ -21,7 +21,6 @@ import fnmatch
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterable, Iterator
 
@@ -38,6 +37,7 @@ from neurolens.engine.snn.ops import check_op as check_synapse_op  # registers t
 from neurolens.engine.snn.data import SampleSet, read_samples
 from neurolens.engine.snn.network import MODEL_TYPE, SpikingNet, load_network, \
     save_network
+from neurolens.engine.snn.results import SNNComparison, SNNOutput
 from neurolens.errors import InputError
 from neurolens.spec.edits import EditOp, EditSet
 from neurolens.spec.sites import is_pattern, parse_snn_site
@@ -46,80 +46,21 @@ from neurolens.store.capture_store import CaptureStore
 SYNAPSES = "synapses"
 
 
+class _HookPointCapture(CaptureHandler):
+    """A hook point's output (spikes, membrane) is a fresh tensor that nothing writes to
+    afterwards (every later step makes new tensors), so the store keeps it without a copy."""
+
+    @property
+    def borrow(self) -> bool:
+        return True
+
+    @borrow.setter
+    def borrow(self, value: bool) -> None:    # the session planner's guess is for LM sites
+        pass
+
+
 def snn_site(layer: int, kind: str) -> str:
     return f"layers.{int(layer)}.{kind}"
-
-
-# ----------------------------------------------------------------------------- results
-@dataclass
-class SNNOutput:
-    """Classification of a sample set: per sample the prediction and the readout's class
-    probabilities at every time step (``probs`` ``[n, time, classes]``; the prediction is the
-    argmax of their sum over time)."""
-
-    predictions: np.ndarray          # [n] int64
-    probs: np.ndarray                # [n, time, classes] float32
-    labels: np.ndarray | None        # [n] int64
-    class_names: list[str]
-
-    def __len__(self) -> int:
-        return int(self.predictions.shape[0])
-
-    @property
-    def scores(self) -> np.ndarray:
-        """``[n, classes]``: the mean over time of the class probabilities."""
-        return self.probs.mean(1)
-
-    @property
-    def accuracy(self) -> float | None:
-        if self.labels is None:
-            return None
-        return float((self.predictions == self.labels).mean())
-
-    def per_class_accuracy(self) -> dict[str, float | None]:
-        out: dict[str, float | None] = {}
-        for k, name in enumerate(self.class_names):
-            m = self.labels == k if self.labels is not None else None
-            out[name] = (float((self.predictions[m] == k).mean())
-                         if m is not None and m.any() else None)
-        return out
-
-    def confusion(self) -> np.ndarray:
-        """``[true, predicted]`` counts."""
-        c = len(self.class_names)
-        m = np.zeros((c, c), dtype=np.int64)
-        if self.labels is not None:
-            np.add.at(m, (self.labels, self.predictions), 1)
-        return m
-
-    def to_json(self, per_sample: bool = False) -> dict:
-        d = {"n": len(self), "accuracy": self.accuracy,
-             "per_class_accuracy": self.per_class_accuracy(), "class_names": self.class_names}
-        if per_sample:
-            d["predictions"] = self.predictions.tolist()
-            d["labels"] = None if self.labels is None else self.labels.tolist()
-            d["scores"] = np.round(self.scores, 6).tolist()
-        return d
-
-
-@dataclass
-class SNNComparison:
-    before: SNNOutput
-    after: SNNOutput
-
-    @property
-    def changed(self) -> np.ndarray:
-        return self.before.predictions != self.after.predictions
-
-    @property
-    def n_changed(self) -> int:
-        return int(self.changed.sum())
-
-    def to_json(self) -> dict:
-        pb, pa = self.before.per_class_accuracy(), self.after.per_class_accuracy()
-        return {"n": len(self.before), "n_changed": self.n_changed,
-                "accuracy_before": self.before.accuracy, "accuracy_after": self.after.accuracy,
-                "per_class": {k: {"before": pb[k], "after": pa[k]} for k in pb}}
 
 
 # ----------------------------------------------------------------------------- the model
@@ -128,6 +69,13 @@ class SpikingModel(ModelBase):
     export)."""
 
     kind = "snn"
+    #: what the run verbs take (the CLI's ``--samples FILE``), and its words for them
+    inputs = "samples"
+    input_nouns = ("samples", "bins")
+    default_capture_sites = ("layers.*.hook_spikes",)
+    #: classify / compare results offer ``to_json()`` and ``summary()`` (the CLI prints them)
+    renders_results = True
+    site_pattern = "layers.{l}.<kind>"
 
     def __init__(self, net: SpikingNet, name_or_path: str = "", device: str = "cpu",
                  base_edits: EditSet | None = None, notes: list[str] | None = None):
@@ -381,7 +329,7 @@ class SpikingModel(ModelBase):
             lab = f" ({labels[s.labels[i]]})" if s.labels is not None else ""
             prompts.append(f"sample {i}{lab}")
             store.set_prompt(i, prompts[-1], set_name)
-        caps = {n: CaptureHandler(n, store, reduce) for n in names}
+        caps = {n: _HookPointCapture(n, store, reduce) for n in names}
         try:
             drain(self.run_events(s, edits=edits, captures=caps, batch_size=batch_size,
                                   cancel=cancel), progress, "capture")
@@ -405,7 +353,8 @@ class SpikingModel(ModelBase):
     # -- export ----------------------------------------------------------------------------------
     export_words = {"source": "network", "weights": "weights and delays",
                     "library": "`neurolens` (`neurolens.engine.snn.network.load_network`)",
-                    "why": "they are not one weight and one whole-bin delay per synapse"}
+                    "why": "they are not one weight and one whole-bin delay per synapse",
+                    "loader": "neurolens.engine.snn.network.load_network"}
 
     def bake_target(self, net: SpikingNet, site: str) -> BakeTarget | None:
         """Hidden spikes are read by the next layer's synapses; the readout's membrane is
@@ -425,6 +374,25 @@ class SpikingModel(ModelBase):
 
     def _save_export(self, net: SpikingNet, tmp: Path) -> None:
         save_network(net, tmp)
+
+    def export_npz(self, edits: EditSet | None, path: str | Path, force: bool = False) -> Path:
+        """The edited network as a portable ``.npz`` (weights, whole-bin delays, batch-norm
+        statistics, LIF parameters; :mod:`neurolens.engine.snn.reference` runs it with numpy
+        alone). Only edits that bake exactly: the others are refused."""
+        import tempfile
+
+        from neurolens.engine.snn.portable import save_npz
+        with tempfile.TemporaryDirectory(prefix="neurolens-npz-") as tmp:
+            report = self.export(edits, Path(tmp) / "net")
+            if report.sidecar:
+                raise InputError("the .npz holds one weight and one whole-bin delay per synapse;"
+                                 f" these edits do not bake into that: {', '.join(report.sidecar)}")
+            return save_npz(load_network(report.path), path, force=force)
+
+    def default_samples(self) -> Path | None:
+        """The folder's held-out samples (``samples/heldout.safetensors``), if it has them."""
+        p = Path(self.name_or_path) / "samples" / "heldout.safetensors"
+        return p if p.is_file() else None
 
 
 def load_snn(path: str | os.PathLike, *, device: str = "cpu",
