@@ -41,6 +41,12 @@ def _is_pipeline(model: str | None) -> bool:
     return bool(model) and (Path(model) / "model_index.json").is_file()
 
 
+def _is_snn(model: str | None) -> bool:
+    from pathlib import Path
+    cfg = Path(model or "") / "config.json"
+    return bool(model) and cfg.is_file() and '"neurolens-snn"' in cfg.read_text()
+
+
 def _memorized_prompts() -> list[str]:
     import json
 
@@ -86,6 +92,8 @@ def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str
         win.add_prompts(_memorized_prompts()[:4], "memorized")
         win.run_list.setChecked(True)
         win.prompt_edit.setPlainText("a handwritten digit 3")
+    elif _is_snn(model):
+        win.shipped_n.setValue(64)        # the shipped probe set loads with the network
     elif not prompt:
         for skill, n in (("arithmetic", 10), ("comprehension", 10), ("code", 10),
                          ("refusal", 10)):
@@ -103,16 +111,17 @@ def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str
             return
         n_prompts = len(win._current_req.prompts) if win._current_req else 0
         ready = (win.last_outputs is not None and win.layer_map.has_data()
-                 and win.token_map.has_data()
+                 and (win.token_map.has_data() or win.rasters.has_data())
+                 and (not win.snn.active or win.snn.overview is not None)
                  and (not win.diffusion or win.image_grid.canvas is not None)
-                 and (n_prompts < 2 or len(win.scatter.points) == n_prompts))
+                 and (n_prompts < 2 or "scatter" not in win.family.panels
+                      or len(win.scatter.points) == n_prompts))
         if ready and win._umap_pending and time.monotonic() - t0 < timeout * 0.5:
             return  # give UMAP a chance to swap in
         if ready:
             if win.selection == [] and win.model_info:
-                m = win.layer_map.data
-                r, c = np.unravel_index(int(np.argmax(np.abs(m))), m.shape)
-                win.layer_map.click_cell(int(r), int(c))
+                r, c = win.family.showcase_cell(win.layer_map.data)
+                win.layer_map.click_cell(r, c)
                 return
             app.processEvents()
             ok = win.grab().save(screenshot)
@@ -126,7 +135,6 @@ def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str
             result["code"] = 1
             app.exit(1)
 
-    import numpy as np
     timer = QTimer()
     timer.timeout.connect(check)
     timer.start(200)

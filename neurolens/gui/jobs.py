@@ -72,6 +72,12 @@ def model_info(m) -> dict:
         info["site_list"] = list(m.sites())
         info["aliases"] = m.aliases()
         info["image_size"] = m.image_size
+    if m.kind == "snn":
+        from neurolens.engine.snn.views import sample_files
+        info.update(class_names=m.class_names, n_inputs=m.n_inputs,
+                    layer_sizes=list(m.cfg.layer_sizes), delays=m.cfg.delays,
+                    max_delay=int(m.max_delay), kernel_size=int(m.cfg.effective_kernel),
+                    sample_files={k: str(v) for k, v in sample_files(m).items()})
     return info
 
 
@@ -245,14 +251,131 @@ def compare_images(req: RunSpec, store: CaptureStore, base: CaptureStore) -> Job
     return job
 
 
+# -- spiking networks -------------------------------------------------------------------------
+def read_samples(path: str, n: int | None = None) -> Job:
+    """A sample file (safetensors or SHD .h5) checked against the loaded network: its first
+    ``n`` samples as ``{"spikes", "labels", "path"}``."""
+    def job(ctx: Context):
+        _needs_model(ctx)
+        s = ctx.model.samples(path)
+        k = len(s) if n is None else min(len(s), int(n))
+        yield Finished({"spikes": s.spikes[:k], "labels": None if s.labels is None
+                        else s.labels[:k], "path": str(path)})
+    return job
+
+
+def snn_overview(health_set: str | None) -> Job:
+    """The network's synapses (weights, delays, kernels per layer), the task's class templates
+    where it has them, and the dead / saturated neurons on ``health_set`` (a sample file)."""
+    def job(ctx: Context):
+        from neurolens.engine.snn.views import neuron_health, overview
+        _needs_model(ctx)
+        ov = overview(ctx.model)
+        ov["templates"] = None
+        if ov.get("task"):
+            from neurolens.evals.spike_motifs import MotifTask
+            try:
+                tpl = MotifTask.from_json(ov["task"]).templates()
+                if tpl.shape[1] == ov["n_inputs"]:
+                    ov["templates"] = tpl
+            except (TypeError, ValueError):
+                pass
+        ov["health"] = neuron_health(ctx.model, health_set) if health_set else {}
+        yield Finished(ov)
+    return job
+
+
+def snn_synapses(edits) -> Job:
+    """Every layer's synapses as the enabled synapse and delay ops of ``edits`` leave them."""
+    def job(ctx: Context):
+        from neurolens.engine.snn.views import synapses
+        _needs_model(ctx)
+        yield Finished([synapses(ctx.model, layer, edits)
+                        for layer in range(ctx.model.n_layers)])
+    return job
+
+
+def _classify(ctx: Context, req, edits, store: CaptureStore, offset: int, total: int):
+    """One classification streaming every layer's bins into ``store``; returns ("finished",
+    SNNOutput) | ("cancelled", None)."""
+    from neurolens.engine.events import BatchDone
+    from neurolens.engine.snn.views import classify_into
+    for ev in classify_into(ctx.model, req.spikes, req.labels, list(req.prompts),
+                            list(req.set_names), store, edits=edits, cancel=ctx.cancel):
+        if isinstance(ev, BatchDone):
+            yield Progressed(offset + ev.done, total)
+            yield Update(ev.done)
+        elif isinstance(ev, Finished):
+            return "finished", ev.result
+        elif isinstance(ev, Cancelled):
+            return "cancelled", None
+        elif isinstance(ev, Failed):
+            raise ev.error
+    return "cancelled", None
+
+
+def _classes(out) -> dict:
+    return {"outputs": [out.class_names[k] for k in out.predictions],
+            "predictions": out.predictions, "labels": out.labels, "probs": out.probs,
+            "class_names": out.class_names, "accuracy": out.accuracy,
+            "per_class": out.per_class_accuracy()}
+
+
+def classify(req, store: CaptureStore) -> Job:
+    """Classify the request's samples with its edits; every layer's bins stream into the store
+    batch by batch (the rasters fill in sample order)."""
+    def job(ctx: Context):
+        _needs_model(ctx)
+        n = len(req.prompts)
+        yield Started(n, "samples")
+        t0 = time.perf_counter()
+        st, out = yield from _classify(ctx, req, req.edits, store, 0, n)
+        if st == "cancelled":
+            yield Cancelled()
+            return
+        yield Finished({**_classes(out), "seconds": time.perf_counter() - t0})
+    return job
+
+
+def compare_samples(req, store: CaptureStore, base: CaptureStore) -> Job:
+    """Baseline (into ``base``) then edited (into ``store``): accuracy per class before and
+    after (the engine's :class:`SNNComparison`), predictions and probabilities of both."""
+    def job(ctx: Context):
+        from neurolens.engine.snn.model import SNNComparison
+        _needs_model(ctx)
+        n = len(req.prompts)
+        yield Started(2 * n, "samples")
+        t0 = time.perf_counter()
+        st, before = yield from _classify(ctx, req, None, base, 0, 2 * n)
+        if st == "finished":
+            st, after = yield from _classify(ctx, req, req.edits, store, n, 2 * n)
+        if st == "cancelled":
+            yield Cancelled()
+            return
+        r = SNNComparison(before, after).to_json()
+        r.update(before=before.predictions.tolist(), after=after.predictions.tolist(),
+                 labels=None if before.labels is None else before.labels.tolist(),
+                 class_names=before.class_names, probs_before=before.probs,
+                 probs_after=after.probs, n_edits=len(req.edits) if req.edits else 0,
+                 seconds=time.perf_counter() - t0)
+        yield Finished(r)
+    return job
+
+
 # -- export, methods, logit lens ---------------------------------------------------------------
-def export(edits, folder: str, force: bool, prompt: str) -> Job:
-    """Export, then reload the folder and check it against the in-app edited model."""
+def export(edits, folder: str, force: bool, prompt) -> Job:
+    """Export, then reload the folder and check it against the in-app edited model (on a
+    prompt; a spiking network: on samples ``[n, time, channels]``)."""
     def job(ctx: Context):
         from neurolens.evals.export_check import verify_export
         _needs_model(ctx)
         report = ctx.model.export(edits, folder, force=force)
-        check = verify_export(ctx.model, folder, edits, prompt, plain_exact=not report.sidecar)
+        if ctx.model.kind == "snn":
+            from neurolens.engine.snn.views import verify_export as verify_snn
+            check = verify_snn(ctx.model, folder, edits, prompt)
+        else:
+            check = verify_export(ctx.model, folder, edits, prompt,
+                                  plain_exact=not report.sidecar)
         yield Finished({"path": str(report.path), "baked": report.baked,
                         "sidecar": report.sidecar, "summary": report.summary(), "check": check})
     return job

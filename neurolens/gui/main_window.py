@@ -27,8 +27,9 @@ from neurolens.gui.controllers.neurons import NeuronController
 from neurolens.gui.controllers.prompts import PromptController
 from neurolens.gui.controllers.runs import RunController
 from neurolens.gui.controllers.sessions import SessionController
+from neurolens.gui.controllers.snn import SNNController
 from neurolens.gui.edit_model import EditModel
-from neurolens.gui.presenters.family import GENERATION_ROWS, family_for
+from neurolens.gui.presenters.family import GENERATION_ROWS, PANELS, family_for
 from neurolens.gui.presenters.maps import Maps, View
 from neurolens.gui.settings import user_settings
 from neurolens.gui.views import window_ui
@@ -101,6 +102,8 @@ class MainWindow(QMainWindow):
         self.methods = MethodController(self)
         self.exports = ExportController(self)
         self.neurons = NeuronController(self)
+        self.snn = SNNController(self)
+        self.picker = self.prompt_sets        # the prompt panel's sets: prompts or samples
         self.projector = Projector()
         self.projector.ready.connect(self.neurons.projected)
         window_ui.build_ui(self)
@@ -165,7 +168,8 @@ class MainWindow(QMainWindow):
         self.model_label.setText(self.family.model_label())
         n = info["n_layers"]
         self.layer_spin.setRange(0, max(0, n - 1))
-        layer = self.sessions.layer if 0 <= self.sessions.layer < n else n - 1
+        layer = (self.sessions.layer if 0 <= self.sessions.layer < n
+                 else self.family.default_layer())
         self.layer_spin.setValue(max(0, layer))
         kinds, cur = self.family.neuron_kinds(), self.kind_combo.currentText()
         self.kind_combo.blockSignals(True)
@@ -174,10 +178,11 @@ class MainWindow(QMainWindow):
         self.kind_combo.setCurrentText(cur if cur in kinds else kinds[0])
         self.kind_combo.blockSignals(False)
         self._preshape_maps()
+        self.snn.loaded(info)
         self._remember(self.loading_name or info["name"])
         notes = "; ".join(info.get("notes", []))
         self.set_busy(False, f"loaded {info['name']}" + (f" ({notes})" if notes else ""))
-        if self.runs.pending_after_load:
+        if self.runs.pending_after_load and not self.snn.loading_sets:
             self.runs.pending_after_load = False
             self.run()
 
@@ -198,11 +203,19 @@ class MainWindow(QMainWindow):
         self.runs.set_family(fam)
         for name in GENERATION_ROWS:
             self._gen_form.setRowVisible(getattr(self, name), name in fam.generation_rows)
+        self.gen_box.setVisible(bool(fam.generation_rows))
+        self.layer_map.set_title(fam.map_title)
+        self.view_split.setSizes(list(fam.split))
         self.methods_panel.set_kind(fam.kind)
+        self.edits_panel.set_kind(fam.kind, fam.n_layers)
+        self.inspector.set_mode(fam.inspector)
+        self.picker = self.snn if fam.picker == "samples" else self.prompt_sets
+        self.picker_label.setText(fam.placeholder if fam.picker == "samples" else "")
+        self.picker_label.setVisible(fam.picker == "samples")
         for w in (self.step_label, self.step_spin):
             w.setVisible(fam.uses_steps)
-        self.image_grid.setVisible(not fam.text_output)
-        self.output_label.setVisible(fam.text_output)
+        for name in PANELS:
+            getattr(self, name).setVisible(name in fam.panels)
         self.prompt_edit.setPlaceholderText(fam.placeholder)
         self.token_map.set_title(fam.token_title)
         self.token_map.plot.setLabel("left", fam.token_axis)
@@ -317,8 +330,8 @@ class MainWindow(QMainWindow):
         """Before any data: lay the maps out for the shape the loaded model's data will have."""
         if self.model_info is None:
             return
-        self.layer_map.preshape(self.family.n_layers,
-                                self.family.layer_columns(self.kind_combo.currentText()))
+        self.layer_map.preshape(*self.family.map_shape(self.kind_combo.currentText(),
+                                                       self.layer_spin.value()))
         self.token_map.preshape(None, self.model_info["sites"].get(
             self.site(self.layer_spin.value()), 0))
 
@@ -328,6 +341,8 @@ class MainWindow(QMainWindow):
         self.refresh(force=True)
         if self.sender() in (self.kind_combo, self.layer_spin) and not self.running:
             self.update_scatter()
+        if self.sender() is self.layer_spin:
+            self.snn.draw_delays()
         if self.sender() is self.prompt_spin:
             self.runs.show_output()
 
@@ -343,6 +358,7 @@ class MainWindow(QMainWindow):
             if data is not None:
                 heatmap.set_data(data[0], data[1])
                 heatmap.set_row_labels(data[2])
+        self.snn.refresh(view)
         self.neurons.mark()
         self.refresh_times.append(time.perf_counter())
         if len(self.refresh_times) > 1000:
@@ -369,6 +385,7 @@ class MainWindow(QMainWindow):
         self.mark_dirty()
         n = len(self.edit_model.ops)
         self.right_tabs.setTabText(1, f"Edits ({n})" if n else "Edits")
+        self.snn.edits_changed()
 
     def export_model(self, folder: str, force: bool = False) -> None:
         self.exports.export_model(folder, force)

@@ -30,6 +30,9 @@ class ExportController(Controller):
         self.result = None
         rows = w.prompt_list.rows
         prompt = w.prompt_edit.toPlainText() or (rows[0][1] if rows else "")
+        if w.family.picker == "samples":      # a spiking network: checked on samples
+            req = w.snn.request(None, 0)
+            prompt = req.spikes[:64] if req is not None else None
         w.set_busy(True, f"exporting to {folder}…")
         job = jobs.export(w.edit_model.enabled_set() or EditSet(), folder, force, prompt)
         w.jobs.submit(job, done=self._done, failed=self._failed)

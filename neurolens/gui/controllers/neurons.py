@@ -24,11 +24,16 @@ class NeuronController(Controller):
         self.umap_pending = False
 
     # -- selection -------------------------------------------------------------------------------
+    def _map_site(self, row: int) -> str:
+        w = self.w
+        return w.family.map_site(row, w.layer_spin.value(), w.kind_combo.currentText())
+
     def layer_cell(self, row: int, col: int, additive: bool) -> None:
-        self.select([(self.w.site(row), col)], additive)
+        self.select([(self._map_site(row), col)], additive)
 
     def layer_cells(self, cells: list) -> None:
-        self.select([(self.w.site(r), c) for r, c in cells], additive=True)
+        self.select(list(dict.fromkeys((self._map_site(r), c) for r, c in cells)),
+                    additive=True)
 
     def token_cell(self, row: int, col: int, additive: bool) -> None:
         self.select([(self.w.site(self.w.layer_spin.value()), col)], additive)
@@ -51,16 +56,19 @@ class NeuronController(Controller):
         """Mark the selection on the layer map: a method's neurons on the gate or up
         projection are marked on the post-activation map as well (the same FFN neuron)."""
         cells = []
+        layer = self.w.layer_spin.value()
         for s, i in self.selection:
-            row = self.w.family.site_row(s) if self.w.model_info else None
-            if row is not None and (row, i) not in cells:
-                cells.append((row, i))
+            if self.w.model_info:
+                cells += [c for c in self.w.family.marked_cells(s, i, layer) if c not in cells]
         self.w.layer_map.mark(cells)
 
     def inspect(self, site: str, idx: int) -> None:
         w = self.w
         values, top = w.maps.neuron_profile(site, idx)
         w.inspector.show_neuron(neuron_label(site, idx, with_kind=True), values, top)
+        if w.family.inspector == "kernel":
+            w.snn.inspect(site, idx)
+            return
         err = w.family.lens_error(site)
         if err is not None:
             w.inspector.show_lens({"error": err})

@@ -100,6 +100,9 @@ class PromptController(Controller):
             w.set_b.setCurrentIndex(1)
         w.methods_panel.set_names(names)
 
+    def row_chosen(self, row: int) -> None:
+        """A prompt table row was chosen (the views keep the prompt of the run they show)."""
+
     def define_set(self, indices: list[int], name: str | None = None) -> str:
         """Lasso result: move the chosen prompts of the last run into a new named set."""
         req = self.w.runs.req

@@ -24,12 +24,14 @@ class RunController(Controller):
 
     def set_family(self, fam) -> None:
         """The jobs and result views of the loaded model's family (chosen once per load)."""
-        if fam.text_output:
-            self._run_job, self._compare_job = jobs.generate, jobs.compare_generations
-            self._on_update, self._on_compared = self._texts, self._compared_texts
-        else:
-            self._run_job, self._compare_job = jobs.denoise, jobs.compare_images
-            self._on_update, self._on_compared = self._images, self._compared_images
+        self._run_job, self._compare_job, self._on_update, self._on_compared = {
+            "text": (jobs.generate, jobs.compare_generations, self._texts,
+                     self._compared_texts),
+            "images": (jobs.denoise, jobs.compare_images, self._images, self._compared_images),
+            "classes": (jobs.classify, jobs.compare_samples, self._classes,
+                        self._compared_classes),
+        }[fam.output]
+        self._build = self._sample_request if fam.picker == "samples" else self.build_request
 
     # -- requests ----------------------------------------------------------------------------------
     def build_request(self) -> RunSpec | None:
@@ -47,6 +49,11 @@ class RunController(Controller):
                        generation=params, denoise=w.denoise_params(), edits=w.current_edits(),
                        run_id=self.run_id, answers=rp.answers)
 
+    def _sample_request(self):
+        """A spiking network's request: the picked samples (None: none picked)."""
+        self.run_id += 1
+        return self.w.snn.request(self.w.current_edits(), self.run_id)
+
     def _request(self, queue_while_loading: bool = False) -> RunSpec | None:
         w = self.w
         if self.running:
@@ -57,15 +64,22 @@ class RunController(Controller):
                 return None
             w.show_error("No model loaded: use File ▸ Open model.")
             return None
-        req = self.build_request()
+        if w.family.picker == "samples" and w.snn.loading_sets:
+            self.pending_after_load = True        # runs when the samples are read
+            return None
+        req = self._build()
         if req is None:
-            w.show_error("Type a prompt (or load a prompt set) first.")
+            w.show_error("Type a prompt (or load a prompt set) first." if w.family.picker
+                         == "prompts" else "Pick samples first (a shipped set or a file).")
         return req
 
     def _begin(self, req: RunSpec, status: str) -> None:
         w = self.w
         self.req = req
-        w.maps.begin(req.prompts, req.set_names, req.generation.max_new_tokens)
+        if isinstance(req, RunSpec):
+            w.maps.begin(req.prompts, req.set_names, req.generation.max_new_tokens)
+        else:
+            w.maps.begin(req.prompts, req.set_names, 0, getattr(req, "labels", None))
         self.last_outputs = None
         w.prompt_spin.setRange(0, len(req.prompts) - 1)
         self.running = True
@@ -136,6 +150,16 @@ class RunController(Controller):
         self.w.image_grid.show_rows([images], results.images_caption(step, n,
                                                                      self.w.seed.value()))
 
+    def _classes(self, done: int) -> None:
+        """A spiking network's batches arrive: the rasters fill in (the store is drawn)."""
+
+    def _compared_classes(self, r: dict) -> None:
+        self.compare_result = r
+        self.last_outputs = {"outputs": [r["class_names"][k] for k in r["after"]]}
+        self.w.compare_view.show_classes(r, list(self.req.prompts) if self.req else [])
+        self.w.center_tabs.setCurrentWidget(self.w.compare_view)
+        self._ended(f"compared: {r['n_changed']} of {r['n']} predictions changed")
+
     def _ended(self, status: str) -> None:
         w = self.w
         self.running = False
@@ -146,7 +170,9 @@ class RunController(Controller):
 
     def _finished(self, summary: dict) -> None:
         self.last_outputs = summary
-        self._ended(f"done in {summary['seconds']:.2f}s")
+        acc = summary.get("accuracy")
+        self._ended(f"done in {summary['seconds']:.2f}s"
+                    + ("" if acc is None else f" · accuracy {acc:.3f}"))
 
     def _compared_texts(self, r: dict) -> None:
         self.compare_result = r

@@ -36,7 +36,8 @@ class SessionController(Controller):
                        edits=w.edit_model.edit_set(),
                        view={"kind": v.kind, "stat": int(v.diff), "set_a": v.set_a,
                              "set_b": v.set_b, "layer": v.layer, "show": v.show,
-                             "answers": w.prompt_list.answers},
+                             "answers": w.prompt_list.answers,
+                             "samples": w.snn.bank.sources()},
                        generation={**w.generation_params().to_json(),
                                    "denoise": w.denoise_params().to_json(),
                                    "run_list": w.run_list.isChecked()})
@@ -67,7 +68,9 @@ class SessionController(Controller):
         if v.get("set_b"):
             w.set_b.setCurrentText(v["set_b"])
         self.layer = int(v.get("layer", -1))
-        if load_model and ses.model and ses.model != (w.model_info or {}).get("name"):
+        reload = bool(load_model and ses.model and ses.model != (w.model_info or {}).get("name"))
+        w.snn.restore_sets(v.get("samples") or [], now=not reload)
+        if reload:
             w.open_model(ses.model)
         elif self.layer >= 0:
             w.layer_spin.setValue(self.layer)

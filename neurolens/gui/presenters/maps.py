@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neurolens.gui.presenters.family import LMFamily
+from neurolens.gui.presenters.stats import stat_matrix, step_mean  # noqa: F401 - their home was here
 from neurolens.store import CaptureStore
 
 #: what the maps show (the view bar's "show" choice)
@@ -55,49 +56,6 @@ class Levels:
         return (-cur, cur)
 
 
-def step_mean(store: CaptureStore, set_names, site: str, step: int,
-              set_name: str | None = None) -> np.ndarray | None:
-    """Diffusion: mean over the prompts (of one set) of a block's activations at one step."""
-    vals = []
-    for i, s in enumerate(set_names):
-        if set_name is not None and s != set_name:
-            continue
-        try:
-            vals.append(store.rows(site, i, step=step).reshape(-1))
-        except KeyError:
-            continue
-    return np.mean(vals, axis=0).astype(np.float32) if vals else None
-
-
-def stat_matrix(store: CaptureStore, sites: list[str], set_names, view: View,
-                step: int = -1) -> np.ndarray | None:
-    """One row per site: the mean activation, or the difference of two sets' means (over every
-    captured row, or at one denoising step); rows of different widths are padded with zeros."""
-    rows = []
-    a, b = view.set_a, view.set_b
-    for site in sites:
-        if step >= 0:
-            ra = step_mean(store, set_names, site, step, a if view.diff else None)
-            rb = step_mean(store, set_names, site, step, b) if view.diff else 0.0
-            if ra is None or rb is None:
-                return None
-            rows.append(ra - rb)
-        elif view.diff:
-            sa, sb = store.stats(site, a), store.stats(site, b)
-            if sa is None or sb is None or not sa.count or not sb.count:
-                return None
-            rows.append((sa.mean - sb.mean).astype(np.float32))
-        else:
-            st = store.stats(site)
-            if st is None or not st.count:
-                return None
-            rows.append(st.mean.astype(np.float32))
-    if not rows:
-        return None
-    width = max(len(r) for r in rows)   # UNet blocks differ in width: pad with zeros
-    return np.stack([np.pad(r, (0, width - len(r))) for r in rows])
-
-
 def pad_rows(rows: np.ndarray, labels: list[str], total: int):
     """While tokens stream the token map keeps the run's final height, the rows still to come
     neutral: its axes and range stay put instead of changing every token."""
@@ -118,11 +76,14 @@ class Maps:
     set_names: tuple = ()
     max_new_tokens: int = 0
     levels: Levels = field(default_factory=Levels)
+    labels: np.ndarray | None = None     # spiking networks: each sample's class
 
-    def begin(self, prompts, set_names, max_new_tokens: int = 0) -> None:
-        """A run starts: its prompts and sets, fresh colour levels."""
+    def begin(self, prompts, set_names, max_new_tokens: int = 0, labels=None) -> None:
+        """A run starts: its prompts and sets (and the samples' classes), fresh colour
+        levels."""
         self.prompts, self.set_names = tuple(prompts), tuple(set_names)
         self.max_new_tokens = int(max_new_tokens)
+        self.labels = None if labels is None else np.asarray(labels)
         self.levels.clear()
 
     def _prompt(self, view: View) -> int:
@@ -132,11 +93,9 @@ class Maps:
         """The layer x neuron statistic of the edited run, the baseline, or their difference."""
         if not self.family.info:
             return None
-        sites = self.family.sites(view.kind)
-        step = view.step if self.family.uses_steps else -1
 
         def of(store):
-            return stat_matrix(store, sites, self.set_names, view, step)
+            return self.family.layer_stat(self, store, view)
         if view.show == EDITED:
             return of(self.store)
         base = of(self.base)

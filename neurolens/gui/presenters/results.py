@@ -122,7 +122,12 @@ def export_message(r: dict) -> str:
     if not r["baked"] and not r["sidecar"]:
         lines.append("No enabled edits: the checkpoint equals the loaded model.")
     c = r.get("check") or {}
-    if c and "max_abs_pixel_diff" in c:
+    if c and "max_abs_prob_diff" in c:
+        lines += ["", f"Reload check on {c['samples']} samples: "
+                      f"{'passed' if c['same_output'] else 'FAILED'} (max class-probability "
+                      f"difference {c['max_abs_prob_diff']:.2e}, the same predictions: "
+                      f"{'yes' if c['same_output'] else 'no'})"]
+    elif c and "max_abs_pixel_diff" in c:
         lines += ["", f"Reload check on “{c['prompt'][:60]}”: "
                       f"{'passed' if c['same_output'] else 'FAILED'} (max pixel difference "
                       f"{c['max_abs_pixel_diff']:.2e} between the exported pipeline and the "

@@ -64,8 +64,38 @@ class CompareView(QWidget):
             for c, v in enumerate(row):
                 self.metrics.setItem(k, c, QTableWidgetItem(v))
 
+    def show_classes(self, r: dict, names: list[str]) -> None:
+        """A spiking network's comparison: accuracy per class before / after, the samples whose
+        prediction changed, one sample's probability of its label over time before / after."""
+        from neurolens.gui.presenters import snn
+        self.result = r
+        self.summary.setText(snn.compare_summary(r))
+        self.texts.setHtml(snn.compare_html(r, names))
+        self.which.setRange(0, max(0, r["n"] - 1))
+        self.plot.setLabel("bottom", "time bin")
+        self.plot.setTitle("probability of the sample's label (else its first prediction)")
+        self._plot()
+        rows = snn.compare_rows(r)
+        self.metrics.setHorizontalHeaderLabels(["class", "before", "after", "change"])
+        self.metrics.setRowCount(len(rows))
+        for k, row in enumerate(rows):
+            for c, v in enumerate(row):
+                self.metrics.setItem(k, c, QTableWidgetItem(v))
+
+    def _plot_classes(self) -> None:
+        r = self.result
+        i = min(self.which.value(), r["n"] - 1)
+        k = r["labels"][i] if r.get("labels") is not None else r["before"][i]
+        for name, key, col in (("before", "probs_before", (60, 60, 200)),
+                               ("after", "probs_after", (220, 60, 60))):
+            p = r[key][i][:, k]
+            self.plot.plot(np.arange(len(p)), p, pen=pg.mkPen(col, width=2), name=name)
+
     def _plot(self) -> None:
         self.plot.clear()
+        if self.result and "probs_before" in self.result:
+            self._plot_classes()
+            return
         if not self.result or not self.result["items"]:
             return
         it = self.result["items"][min(self.which.value(), len(self.result["items"]) - 1)]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QInputDialog, QLabel,
-                               QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout,
+                               QInputDialog, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from neurolens.errors import SpecError
 from neurolens.gui.edit_model import EditModel
+from neurolens.gui.presenters.snn import SNN_OPS, layer_op
 from neurolens.spec.edits import Prune, Scale, Set
 
 
@@ -43,6 +44,7 @@ class EditsPanel(QWidget):
         self.add_btn = QPushButton("Add edit for selected neurons")
         self.add_btn.clicked.connect(self.add_for_selection)
         lay.addWidget(self.add_btn)
+        self._build_layer_ops(lay)
         self.list = QListWidget()
         self.list.itemChanged.connect(self._item_changed)
         self.list.itemDoubleClicked.connect(lambda it: self.edit_note(self.list.row(it)))
@@ -59,6 +61,70 @@ class EditsPanel(QWidget):
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
         self.refresh()
+
+    def _build_layer_ops(self, lay) -> None:
+        """Spiking networks: the synapse and delay ops on a whole layer's synapses."""
+        box = self.layer_box = QGroupBox("Synapses and delays of a layer")
+        bl = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.layer_op = QComboBox()
+        for op, spec in SNN_OPS.items():
+            self.layer_op.addItem(spec[0], op)
+        self.layer_op.currentIndexChanged.connect(self._layer_op_changed)
+        row.addWidget(self.layer_op, 1)
+        row.addWidget(QLabel("layer"))
+        self.op_layer = QSpinBox()
+        row.addWidget(self.op_layer)
+        bl.addLayout(row)
+        row = QHBoxLayout()
+        self.param_label = QLabel("fraction")
+        row.addWidget(self.param_label)
+        self.param = QDoubleSpinBox()
+        row.addWidget(self.param)
+        row.addWidget(QLabel("seed"))
+        self.op_seed = QSpinBox()
+        self.op_seed.setRange(0, 2**31 - 1)
+        row.addWidget(self.op_seed)
+        b = QPushButton("Add")
+        b.clicked.connect(self.add_layer_op)
+        row.addWidget(b)
+        bl.addLayout(row)
+        lay.addWidget(box)
+        box.setVisible(False)
+        self._layer_op_changed()
+
+    def set_kind(self, kind: str, n_layers: int = 0) -> None:
+        """The loaded model's kind: a spiking network gets the layer ops; its neuron edits act
+        on every time bin (no positions)."""
+        snn = kind == "snn"
+        self.layer_box.setVisible(snn)
+        self.positions.setVisible(not snn)
+        if snn:
+            self.positions.setCurrentText("all")
+            self.op_layer.setRange(0, max(0, n_layers - 1))
+
+    def _layer_op_changed(self, *_) -> None:
+        label, pname, default, lo, hi, dec, seeded = SNN_OPS[self.layer_op.currentData()]
+        self.param_label.setText(pname or "")
+        self.param.setVisible(pname is not None)
+        self.param.setDecimals(dec)
+        self.param.setRange(lo, hi)
+        self.param.setSingleStep(0.05 if dec else 1)
+        self.param.setValue(default)
+        self.op_seed.setEnabled(seeded)
+
+    def add_layer_op(self) -> int:
+        try:
+            op = layer_op(self.layer_op.currentData(), self.op_layer.value(), self.param.value(),
+                          self.op_seed.value())
+            op.check("edit")
+        except (SpecError, ValueError) as e:
+            self.status.setText(str(e))
+            return 0
+        self.model.add([op], f"add {op.op}")
+        self.refresh()
+        self.changed.emit()
+        return 1
 
     def _op_changed(self, op: str) -> None:
         self.amount.setEnabled(op != "prune")

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import (QLabel, QListWidget, QSplitter, QTableWidget, QTa
 from PySide6.QtCore import Qt
 
 from neurolens.gui.views.scatter import PALETTE
+from neurolens.gui.views.snn_view import KernelView
 
 
 class NeuronInspector(QWidget):
@@ -33,7 +34,17 @@ class NeuronInspector(QWidget):
         self.lens.horizontalHeader().setStretchLastSection(True)
         self.lens.verticalHeader().setVisible(False)
         split.addWidget(self.lens)
+        self.kernel = KernelView()          # spiking networks, in place of the logit lens
+        self.kernel.setVisible(False)
+        split.addWidget(self.kernel)
         lay.addWidget(split)
+
+    def set_mode(self, mode: str) -> None:
+        """``lens``: the logit lens below the histogram; ``kernel``: a spiking neuron's
+        incoming kernels and template alignment."""
+        self.lens.setVisible(mode == "lens")
+        self.kernel.setVisible(mode == "kernel")
+        self.hist.setLabel("left", "time bins" if mode == "kernel" else "tokens")
 
     def show_neuron(self, label: str, values_by_set: dict[str, np.ndarray],
                     top: list[tuple[float, str]]) -> None:

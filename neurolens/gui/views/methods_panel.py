@@ -116,6 +116,8 @@ class MethodForm(QWidget):
 
 class MethodsPanel(QWidget):
     fitRequested = Signal(str, dict)     # method title, params (set names resolved by the window)
+    HINT = ("Load prompt sets (e.g. forget / retain) in the prompt panel, pick a method, then "
+            "fit.")
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -131,8 +133,7 @@ class MethodsPanel(QWidget):
         self.fit_btn = QPushButton("Fit and add edit")
         self.fit_btn.clicked.connect(self._fit)
         lay.addWidget(self.fit_btn)
-        self.report = QLabel("Load prompt sets (e.g. forget / retain) in the prompt panel, "
-                             "pick a method, then fit.")
+        self.report = QLabel(self.HINT)
         self.report.setWordWrap(True)
         lay.addWidget(self.report)
         lay.addStretch(1)
@@ -142,6 +143,14 @@ class MethodsPanel(QWidget):
         """Offer the registered methods that apply to a model kind (read from the registry:
         a method registered since is offered at the next model load)."""
         specs = methods_for(kind)
+        self.fit_btn.setEnabled(bool(specs))
+        self.method.setVisible(bool(specs))
+        if not specs:
+            self.report.setText(f"No registered method applies to a {kind} model yet"
+                                + (": the Edits tab has the synapse and delay ops."
+                                   if kind == "snn" else "."))
+        elif not self.forms:
+            self.report.setText(self.HINT)
         if [f.spec.id for f in self.forms] == [s.id for s in specs]:
             return                               # the same methods: keep the forms as they are
         cur = self.method.currentText()

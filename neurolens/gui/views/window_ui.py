@@ -20,6 +20,7 @@ from neurolens.gui.views.image_grid import ImageGrid
 from neurolens.gui.views.inspector import NeuronInspector
 from neurolens.gui.views.methods_panel import MethodsPanel
 from neurolens.gui.views.scatter import KeySpaceScatter
+from neurolens.gui.views.snn_view import DelayPanel, RasterPanel
 
 
 def build_ui(w) -> None:
@@ -33,12 +34,15 @@ def build_ui(w) -> None:
     w.model_label.setWordWrap(True)
     w.model_label.setStyleSheet("font-weight: bold")
     ll.addWidget(w.model_label)
-    ll.addWidget(QLabel("Prompt"))
+    w.prompt_box = QWidget()       # the typed prompt (not for a spiking network's samples)
+    pl = QVBoxLayout(w.prompt_box)
+    pl.setContentsMargins(0, 0, 0, 0)
+    pl.addWidget(QLabel("Prompt"))
     w.prompt_edit = QPlainTextEdit()
     w.prompt_edit.setPlaceholderText("Type a prompt, e.g. Compute: 47+38=")
     w.prompt_edit.setMaximumHeight(90)
     w.prompt_edit.textChanged.connect(w.mark_dirty)
-    ll.addWidget(w.prompt_edit)
+    pl.addWidget(w.prompt_edit)
     row = QHBoxLayout()
     w.set_name = QLineEdit("typed")
     w.set_name.setToolTip("prompt set name for added prompts (views colour by set)")
@@ -47,7 +51,11 @@ def build_ui(w) -> None:
     add = QPushButton("Add to list")
     add.clicked.connect(w.prompt_sets.add_typed)
     row.addWidget(add)
-    ll.addLayout(row)
+    pl.addLayout(row)
+    ll.addWidget(w.prompt_box)
+    w.picker_label = QLabel("")
+    w.picker_label.setWordWrap(True)
+    ll.addWidget(w.picker_label)
     row = QHBoxLayout()
     w.shipped = QComboBox()
     row.addWidget(w.shipped)
@@ -57,24 +65,25 @@ def build_ui(w) -> None:
     w.shipped_n.setToolTip("how many prompts to take")
     row.addWidget(w.shipped_n)
     b = QPushButton("Load")
-    b.clicked.connect(w.prompt_sets.load_chosen_set)
+    b.clicked.connect(lambda: w.picker.load_chosen_set())
     row.addWidget(b)
     ll.addLayout(row)
     row = QHBoxLayout()
     b = QPushButton("Load file…")
-    b.clicked.connect(w.prompt_sets.file_dialog)
+    b.clicked.connect(lambda: w.picker.file_dialog())
     row.addWidget(b)
     b = QPushButton("Clear list")
-    b.clicked.connect(w.prompt_sets.clear)
+    b.clicked.connect(lambda: w.picker.clear())
     row.addWidget(b)
     ll.addLayout(row)
     w.prompt_table = QTableWidget(0, 2)
     w.prompt_table.setHorizontalHeaderLabels(["set", "prompt"])
     w.prompt_table.horizontalHeader().setStretchLastSection(True)
     w.prompt_table.verticalHeader().setVisible(False)
+    w.prompt_table.currentCellChanged.connect(lambda r, *_: w.picker.row_chosen(r))
     ll.addWidget(w.prompt_table, 1)
 
-    gen = QGroupBox("Generation")
+    gen = w.gen_box = QGroupBox("Generation")
     gf = QFormLayout(gen)
     w.max_tokens = QSpinBox()
     w.max_tokens.setRange(0, 4096)
@@ -180,7 +189,7 @@ def build_ui(w) -> None:
     ctl.addStretch(1)
     cl.addLayout(ctl)
 
-    vsplit = QSplitter(Qt.Orientation.Vertical)
+    vsplit = w.view_split = QSplitter(Qt.Orientation.Vertical)
     top = QSplitter(Qt.Orientation.Horizontal)
     w.layer_map = Heatmap("layer × neuron", "neuron", "layer")
     w.layer_map.cellClicked.connect(w.neurons.layer_cell)
@@ -189,9 +198,11 @@ def build_ui(w) -> None:
     w.scatter = KeySpaceScatter()
     w.scatter.lassoSelected.connect(w.define_prompt_set)
     top.addWidget(w.scatter)
-    top.setSizes([820, 420])
+    w.delays = DelayPanel()
+    top.addWidget(w.delays)
+    top.setSizes([820, 420, 420])
     vsplit.addWidget(top)
-    bottom = QWidget()
+    bottom = w.token_box = QWidget()
     bl = QVBoxLayout(bottom)
     bl.setContentsMargins(0, 0, 0, 0)
     w.token_map = Heatmap("token × neuron", "neuron", "token")
@@ -207,7 +218,10 @@ def build_ui(w) -> None:
     bsplit.addWidget(bottom)
     w.image_grid = ImageGrid()
     bsplit.addWidget(w.image_grid)
-    bsplit.setSizes([620, 520])
+    w.rasters = RasterPanel()
+    w.rasters.neuronClicked.connect(w.snn.raster_clicked)
+    bsplit.addWidget(w.rasters)
+    bsplit.setSizes([620, 520, 1140])
     vsplit.addWidget(bsplit)
     vsplit.setSizes([470, 380])
     w.center_tabs = QTabWidget()
@@ -276,7 +290,7 @@ def build_menus(w) -> None:
     for text, fn, key in (("&Save session…", w.sessions.save_dialog, "Ctrl+S"),
                           ("Open s&ession…", w.sessions.open_dialog, None),
                           (None, None, None),
-                          ("Load &prompts…", w.prompt_sets.file_dialog, None),
+                          ("Load &prompts…", lambda: w.picker.file_dialog(), None),
                           ("&Import edits…", w.exports.import_dialog, None),
                           ("E&xport edits…", w.exports.export_edits_dialog, None),
                           ("Export edited &model…", w.exports.export_model_dialog, "Ctrl+E")):
