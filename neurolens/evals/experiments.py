@@ -20,7 +20,7 @@ from pathlib import Path
 #: shipped experiment -> the evals module that registers it (imported on first use)
 BUILTIN = {"unlearning": "neurolens.evals.reproduce", "neurostrike": "neurolens.evals.reproduce",
            "sparsity": "neurolens.evals.reproduce", "memorization": "neurolens.evals.memorization",
-           "delays": "neurolens.evals.delays"}
+           "delays": "neurolens.evals.delays", "attribution": "neurolens.evals.attribution"}
 
 
 @dataclass(frozen=True)
