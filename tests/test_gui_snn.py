@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from neurolens.gui.presenters import snn as P
 from neurolens.gui.presenters.family import SNNFamily, family_for
@@ -21,21 +20,8 @@ WAIT = 60_000
 
 # -- a tiny network with shipped sample sets -------------------------------------------------------
 def _tiny_net(seed: int = 0):
-    from neurolens.engine.snn.network import SNNConfig, SpikingNet
-    torch.manual_seed(seed)
-    net = SpikingNet(SNNConfig(n_in=4, layer_sizes=[6, 3], kernel_size=5, delays="learned",
-                               tau=1.5, class_names=["a", "b", "c"]))
-    net.init_delays(torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        for p in net.projections():
-            p.weight.mul_(3.0)
-        bn = net.layers[0].bn
-        bn.running_mean.uniform_(-0.3, 0.3)
-        bn.running_var.uniform_(0.5, 1.5)
-        bn.weight.uniform_(0.8, 1.6)
-        bn.bias.uniform_(0.0, 0.6)
-    net.round_delays()
-    return net.eval()
+    from tiny import tiny_snn_net
+    return tiny_snn_net(seed=seed)
 
 
 def _samples(n: int, seed: int):

@@ -8,32 +8,19 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import neurolens as nl
 from neurolens.engine.snn import reference as ref
-from neurolens.engine.snn.network import SNNConfig, SpikingNet, save_network
+from neurolens.engine.snn.network import save_network
 from neurolens.resources import model_path
+from tiny import tiny_snn_net
 
 DEMO = model_path("demo-snn")
 needs_demo = pytest.mark.skipif(not (DEMO / "config.json").is_file(), reason="no demo SNN")
 
 
 def _tiny(tmp_path, delays="learned", seed=0):
-    torch.manual_seed(seed)
-    net = SpikingNet(SNNConfig(n_in=4, layer_sizes=[6, 3], kernel_size=5, delays=delays, tau=1.5,
-                               class_names=["a", "b", "c"]))
-    net.init_delays(torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        for p in net.projections():
-            p.weight.mul_(3.0)
-        bn = net.layers[0].bn
-        bn.running_mean.uniform_(-0.3, 0.3)
-        bn.running_var.uniform_(0.5, 1.5)
-        bn.weight.uniform_(0.8, 1.6)
-        bn.bias.uniform_(0.0, 0.6)
-    net.round_delays()
-    return nl.load(save_network(net.eval(), tmp_path / f"net-{delays}"))
+    return nl.load(save_network(tiny_snn_net(delays, seed), tmp_path / f"net-{delays}"))
 
 
 def _edits(tmp_path, edits):

@@ -7,35 +7,22 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import neurolens as nl
 from neurolens.engine import ops as engine_ops
 from neurolens.engine.model import Model
 from neurolens.engine.snn.model import SpikingModel
-from neurolens.engine.snn.network import SNNConfig, SpikingNet, save_network
+from neurolens.engine.snn.network import SpikingNet, save_network
 from neurolens.errors import InputError, LoadError, SpecError
 from neurolens.spec import snn_edits as se
 from neurolens.store.capture_store import CaptureStore
+from tiny import tiny_snn_net
 
 K = 5
 
 
 def _tiny_net(delays: str = "learned", seed: int = 0) -> SpikingNet:
-    torch.manual_seed(seed)
-    net = SpikingNet(SNNConfig(n_in=4, layer_sizes=[6, 3], kernel_size=K, delays=delays,
-                               tau=1.5, class_names=["a", "b", "c"]))
-    net.init_delays(torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        for p in net.projections():
-            p.weight.mul_(3.0)
-        bn = net.layers[0].bn
-        bn.running_mean.uniform_(-0.3, 0.3)
-        bn.running_var.uniform_(0.5, 1.5)
-        bn.weight.uniform_(0.8, 1.6)
-        bn.bias.uniform_(0.0, 0.6)
-    net.round_delays()
-    return net.eval()
+    return tiny_snn_net(delays, seed, K)
 
 
 @pytest.fixture

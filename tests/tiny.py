@@ -89,3 +89,23 @@ def save(arch: str, path, seed: int = 0):
     model.save_pretrained(path, safe_serialization=True)
     tokenizer().save_pretrained(path)
     return path
+
+
+def tiny_snn_net(delays: str = "learned", seed: int = 0, kernel_size: int = 5):
+    """A 4 -> 6 -> 3 spiking network with firing weights and non-trivial batch-norm statistics,
+    delays rounded to whole bins (as for evaluation)."""
+    from neurolens.engine.snn.network import SNNConfig, SpikingNet
+    torch.manual_seed(seed)
+    net = SpikingNet(SNNConfig(n_in=4, layer_sizes=[6, 3], kernel_size=kernel_size,
+                               delays=delays, tau=1.5, class_names=["a", "b", "c"]))
+    net.init_delays(torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for p in net.projections():
+            p.weight.mul_(3.0)
+        bn = net.layers[0].bn
+        bn.running_mean.uniform_(-0.3, 0.3)
+        bn.running_var.uniform_(0.5, 1.5)
+        bn.weight.uniform_(0.8, 1.6)
+        bn.bias.uniform_(0.0, 0.6)
+    net.round_delays()
+    return net.eval()
