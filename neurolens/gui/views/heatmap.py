@@ -1,4 +1,8 @@
-"""Heatmap view with click, shift-click and shift-drag rectangle selection."""
+"""Heatmap view with click, shift-click and shift-drag rectangle selection.
+
+Where a screen pixel covers several neurons a click selects the strongest of them (the one the
+pixel shows, :mod:`neurolens.gui.presenters.pick`), and a hover read-out names it before the
+click."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPen
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
+
+from neurolens.gui.presenters.pick import cell_text, pick_column
 
 CMAP = pg.colormap.get("CET-D1")  # diverging blue-white-red: sign matters for activations
 
@@ -62,6 +68,7 @@ class Heatmap(pg.GraphicsLayoutWidget):
     def __init__(self, title: str, xlabel: str, ylabel: str, parent=None):
         super().__init__(parent=parent)
         self.setBackground("w")
+        self._token_rows = ylabel == "token"
         self.vb = SelectViewBox()
         self.plot = self.addPlot(viewBox=self.vb, title=title)
         self.plot.setLabel("bottom", xlabel)
@@ -88,6 +95,18 @@ class Heatmap(pg.GraphicsLayoutWidget):
         self._shape = None
         self._ticks = None
         self._marks: list = []
+        self._labels: list[str] = []
+        # the hover read-out: the cell a click at the cursor would select, in the view's
+        # top-left corner (pixel coordinates of the view box, not data coordinates)
+        self.readout = pg.TextItem("", color="k", fill=pg.mkBrush(255, 255, 255, 220),
+                                   anchor=(0, 0))
+        self.readout.setParentItem(self.vb)
+        self.readout.setZValue(1000)
+        self.readout.setPos(2, 2)
+        self.readout.hide()
+        self._hover_cell = None
+        self._hover_pos = None
+        self.scene().sigMouseMoved.connect(self._on_move)
         # until the first run fills it, the map says how to fill it instead of showing empty
         # axes scaled around zero
         self.hint = pg.TextItem("run prompts to fill this map", color="#888", anchor=(0.5, 0.5))
@@ -122,6 +141,8 @@ class Heatmap(pg.GraphicsLayoutWidget):
                               yMax=data.shape[0] + 0.5)
             self.vb.setRange(xRange=(0, max(1, data.shape[1])), yRange=(0, max(1, data.shape[0])),
                              padding=0)
+        if self._hover_pos is not None:         # new values under a resting cursor
+            self._on_move(self._hover_pos)
 
     def preshape(self, rows: int | None, cols: int) -> None:
         """Lay the empty map out for data of ``rows`` x ``cols`` (``rows`` None: the columns
@@ -147,6 +168,7 @@ class Heatmap(pg.GraphicsLayoutWidget):
 
     def set_row_labels(self, labels: list[str]) -> None:
         step = max(1, len(labels) // 24)
+        self._labels = list(labels)
         ticks = [(i + 0.5, labels[i]) for i in range(0, len(labels), step)]
         if ticks != self._ticks:
             self._ticks = ticks
@@ -154,6 +176,7 @@ class Heatmap(pg.GraphicsLayoutWidget):
 
     def clear_row_labels(self) -> None:
         self._ticks = None
+        self._labels = []
         self.plot.getAxis("left").setTicks(None)
 
     def mark(self, cells: list[tuple[int, int]]) -> None:
@@ -162,16 +185,49 @@ class Heatmap(pg.GraphicsLayoutWidget):
         self._marks = list(cells)
         self.marks.setData([c + 0.5 for _, c in cells], [r + 0.5 for r, _ in cells])
 
-    def _cell(self, x: float, y: float) -> tuple[int, int] | None:
-        r, c = int(np.floor(y)), int(np.floor(x))
-        if 0 <= r < self.data.shape[0] and 0 <= c < self.data.shape[1]:
-            return r, c
-        return None
+    def _cell(self, x: float, y: float, span: float = 0.0) -> tuple[int, int] | None:
+        """The cell a click at view (x, y) selects: in its row, the strongest column of those
+        a screen pixel ``span`` columns wide covers (``span`` <= 1: the column under x)."""
+        r = int(np.floor(y))
+        if not 0 <= r < self.data.shape[0]:
+            return None
+        c = pick_column(self.data[r], x, span)
+        return None if c is None else (r, c)
+
+    def pixel_span(self) -> float:
+        """How many columns one screen pixel covers at the current zoom."""
+        return float(self.vb.viewPixelSize()[0])
 
     def _on_click(self, x, y, additive):
-        cell = self._cell(x, y)
+        cell = self._cell(x, y, self.pixel_span())
         if cell is not None:
             self.cellClicked.emit(cell[0], cell[1], additive)
+
+    def hover_text(self) -> str:
+        return self.readout.textItem.toPlainText() if self.readout.isVisible() else ""
+
+    def _on_move(self, scene_pos) -> None:
+        self._hover_pos = scene_pos
+        cell = None
+        if self.data.size and self.vb.sceneBoundingRect().contains(scene_pos):
+            p = self.vb.mapSceneToView(scene_pos)
+            cell = self._cell(p.x(), p.y(), self.pixel_span())
+        if cell is None:
+            self.readout.hide()
+            self._hover_cell = None
+            return
+        r, c = cell
+        label = self._labels[r] if r < len(self._labels) else str(r)
+        text = cell_text(label, c, float(self.data[r, c]), token=self._token_rows)
+        if (cell, text) != self._hover_cell:
+            self._hover_cell = (cell, text)
+            self.readout.setText(text)
+        self.readout.show()
+
+    def leaveEvent(self, ev):
+        self.readout.hide()
+        self._hover_cell = self._hover_pos = None
+        super().leaveEvent(ev)
 
     def _on_rect(self, x0, y0, x1, y1):
         rows, cols = self.data.shape
@@ -182,5 +238,6 @@ class Heatmap(pg.GraphicsLayoutWidget):
             self.cellsSelected.emit(cells)
 
     def click_cell(self, row: int, col: int, additive: bool = False) -> None:
-        """Programmatic click (tests, keyboard)."""
-        self._on_click(col + 0.5, row + 0.5, additive)
+        """Programmatic click (tests, keyboard): selects exactly this cell."""
+        if self._cell(col + 0.5, row + 0.5) is not None:
+            self.cellClicked.emit(row, col, additive)
