@@ -18,26 +18,14 @@ import neurolens as nl
 import tiny
 from neurolens.engine.export import export
 from neurolens.errors import InputError
+from test_export import BAKEABLE
 
 PROMPTS = ["Compute: 47+38=", "Story: Tom has a red ball."]
 
 #: exact edits per architecture (gpt2: Conv1D layers with biases; llama/phi3: gated MLPs, phi3
 #: fused gate_up; gemma, opt, gpt2: tied embeddings; gpt_neox: lm_head renamed on save)
 EXACT = {
-    "gpt2": [nl.Prune("blocks.0.mlp.hook_post", [1, 2, 3]),
-             nl.Scale("blocks.1.mlp.hook_post", [4, 9], factor=2.5),
-             nl.Prune("blocks.1.mlp.hook_pre", [10, 11]),
-             nl.Set("blocks.0.mlp.hook_post", [20], value=0.7),
-             nl.Scale("blocks.0.hook_mlp_out", [3], factor=-1.0)],
-    "llama": [nl.Prune("blocks.0.mlp.hook_post", [1, 2, 3]),
-              nl.Scale("blocks.1.mlp.hook_post", [4, 9], factor=2.5),
-              nl.Prune("blocks.1.mlp.hook_pre", [10, 11]),
-              nl.Scale("blocks.0.mlp.hook_pre_linear", [12], factor=0.3),
-              nl.Prune("blocks.*.mlp.hook_pre_linear", [30]),
-              nl.Scale("blocks.1.hook_mlp_out", [5], factor=0.0)],
-    "phi3": [nl.Prune("blocks.0.mlp.hook_pre", [2]),
-             nl.Scale("blocks.1.mlp.hook_pre_linear", [7], factor=3.0),
-             nl.Prune("blocks.1.mlp.hook_post", [8])],
+    **BAKEABLE,      # gpt2, llama, phi3: the in-memory export tests' edits
     "gemma": [nl.Prune("blocks.*.mlp.hook_post", [0, 5]),
               nl.Scale("blocks.1.mlp.hook_pre_linear", [3], factor=-2.0)],
     "opt": [nl.Prune("blocks.0.mlp.hook_post", [6]),

@@ -13,9 +13,9 @@ import pytest
 from neurolens.gui.presenters import snn as P
 from neurolens.gui.presenters.family import SNNFamily, family_for
 from neurolens.store import CaptureStore
+from test_gui import WAIT, window  # noqa: F401 - the window fixture (scratch settings, autosave)
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "models" / "demo-snn"
-WAIT = 60_000
 
 
 # -- a tiny network with shipped sample sets -------------------------------------------------------
@@ -148,19 +148,6 @@ def test_readout_probabilities_are_the_engines(tiny_snn):
 
 
 # -- the window ----------------------------------------------------------------------------------
-@pytest.fixture
-def window(qtbot, tmp_path):
-    from PySide6.QtCore import QSettings
-
-    from neurolens.gui.main_window import MainWindow
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    w = MainWindow(settings=settings, autosave_path=str(tmp_path / "autosave.neurolens.json"))
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    w.close()
-
-
 def _load(qtbot, w, folder):
     w.model_info = None
     w.open_model(str(folder))
@@ -276,7 +263,7 @@ def _drive(qtbot, w, folder, tmp_path, n_probe):
     return again
 
 
-def test_tiny_snn_load_run_click_prune_compare_export_reload(qtbot, window, tiny_snn,
+def test_tiny_snn_load_run_click_prune_compare_export_reload(qtbot, window, tiny_snn,  # noqa: F811
                                                               tmp_path):
     w = window
     _drive(qtbot, w, tiny_snn, tmp_path, n_probe=9)
@@ -309,7 +296,7 @@ def test_tiny_snn_load_run_click_prune_compare_export_reload(qtbot, window, tiny
 
 
 @pytest.mark.skipif(not (DEMO / "config.json").is_file(), reason="demo SNN not shipped")
-def test_demo_snn_views(qtbot, window, tmp_path):
+def test_demo_snn_views(qtbot, window, tmp_path):  # noqa: F811
     w = window
     w.shipped_n.setValue(48)
     _drive(qtbot, w, DEMO, tmp_path, n_probe=48)

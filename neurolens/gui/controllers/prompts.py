@@ -80,24 +80,8 @@ class PromptController(Controller):
     def fill_table(self) -> None:
         """The prompt table, the view bar's set pickers and the Methods form's."""
         w = self.w
-        rows = self.list.table_rows()
-        w.prompt_table.setRowCount(len(rows))
-        for r, (s, text, k) in enumerate(rows):
-            a = QTableWidgetItem(s)
-            a.setForeground(QColor(*PALETTE[k % len(PALETTE)]))
-            w.prompt_table.setItem(r, 0, a)
-            w.prompt_table.setItem(r, 1, QTableWidgetItem(text))
         names = self.list.set_names()
-        for combo in (w.set_a, w.set_b):
-            cur = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if cur in names:
-                combo.setCurrentText(cur)
-            combo.blockSignals(False)
-        if len(names) > 1 and w.set_b.currentText() == w.set_a.currentText():
-            w.set_b.setCurrentIndex(1)
+        fill_set_table(w, self.list.table_rows(), names)
         w.methods_panel.set_names(names)
 
     def row_chosen(self, row: int) -> None:
@@ -113,3 +97,25 @@ class PromptController(Controller):
         self.fill_table()
         self.w.status.setText(f"{len(indices)} prompts now form the set '{name}'")
         return name
+
+
+def fill_set_table(w, rows: list[tuple[str, str, int]], names: list[str]) -> None:
+    """The prompt (or sample) table, one row per (set, text, colour index), and the view bar's
+    A/B set pickers (kept where they still exist; B differs from A when it can)."""
+    w.prompt_table.setRowCount(len(rows))
+    for r, (s, text, k) in enumerate(rows):
+        a = QTableWidgetItem(s)
+        a.setForeground(QColor(*PALETTE[k % len(PALETTE)]))
+        w.prompt_table.setItem(r, 0, a)
+        w.prompt_table.setItem(r, 1, QTableWidgetItem(text))
+    for combo in (w.set_a, w.set_b):
+        cur = combo.currentText()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(names)
+        if cur in names:
+            combo.setCurrentText(cur)
+        combo.blockSignals(False)
+    if len(names) > 1 and w.set_b.currentText() == w.set_a.currentText():
+        w.set_b.setCurrentIndex(1)
+

@@ -9,14 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QFileDialog, QTableWidgetItem
+from PySide6.QtWidgets import QFileDialog
 
 from neurolens.gui import jobs
 from neurolens.gui.controllers import Controller
+from neurolens.gui.controllers.prompts import fill_set_table
 from neurolens.gui.presenters import snn
 from neurolens.gui.presenters.maps import BASELINE, DIFFERENCE
-from neurolens.gui.views.scatter import PALETTE
 
 
 class SNNController(Controller):
@@ -143,24 +142,7 @@ class SNNController(Controller):
 
     def fill_table(self) -> None:
         w = self.w
-        rows = self.bank.table_rows()
-        w.prompt_table.setRowCount(len(rows))
-        for r, (s, text, k) in enumerate(rows):
-            a = QTableWidgetItem(s)
-            a.setForeground(QColor(*PALETTE[k % len(PALETTE)]))
-            w.prompt_table.setItem(r, 0, a)
-            w.prompt_table.setItem(r, 1, QTableWidgetItem(text))
-        names = self.bank.set_names()
-        for combo in (w.set_a, w.set_b):
-            cur = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if cur in names:
-                combo.setCurrentText(cur)
-            combo.blockSignals(False)
-        if len(names) > 1 and w.set_b.currentText() == w.set_a.currentText():
-            w.set_b.setCurrentIndex(1)
+        fill_set_table(w, self.bank.table_rows(), self.bank.set_names())
 
     def row_chosen(self, row: int) -> None:
         """A sample chosen in the table: the rasters show it (when the run holds it)."""
