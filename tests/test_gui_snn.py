@@ -232,6 +232,17 @@ def _drive(qtbot, w, folder, tmp_path, n_probe):
     want[np.arange(m.n_inputs), q[j]] = m.weights(0)[j]
     qtbot.waitUntil(lambda: np.allclose(w.inspector.kernel.data, want, atol=1e-6),
                     timeout=WAIT)
+    # dead / saturated neurons are counted again under the edits: the pruned neuron never
+    # spikes; the counts are a direct capture's (numpy on the held-out set, not the engine's)
+    qtbot.waitUntil(lambda: w.snn.health_edited is not None, timeout=WAIT)
+    held = m.samples(str(folder / "samples" / "heldout.safetensors"))
+    hcap = m.capture(held, sites=["layers.0.hook_spikes"], edits=EditSet(list(edits)))
+    per = np.stack([hcap["layers.0.hook_spikes"][i].mean(0) for i in range(len(held))])
+    he = w.snn.health_edited[0]
+    assert he["dead"][j] and he["n_dead"] == int((per.max(0) == 0).sum())
+    assert he["n_saturated"] == int((per.mean(0) > 0.5).sum())
+    assert f"edited: dead {he['n_dead']}/" in w.picker_label.text()
+    assert "edited: dead" in w.inspector.kernel.note.text()
     w.compare_result = None
     w.compare()
     qtbot.waitUntil(lambda: w.compare_result is not None, timeout=WAIT)

@@ -189,19 +189,37 @@ def test_prune_neurons_equals_zeroed_outgoing_weights_and_bakes(snn_dir, samples
     assert _no_hooks(m)
 
 
-def _expected_delays(op, d: np.ndarray) -> np.ndarray:
+def _expected_delays(op, d: np.ndarray, w: np.ndarray) -> np.ndarray:
     top = K - 1
     if op.op == "delay_zero":
         return np.zeros_like(d)
-    if op.op == "delay_quantize":     # half up to multiples of step; past K - 1: one step down
+    if op.op == "delay_quantize" and op.phase == "grid":
+        # half up to multiples of step; past K - 1: one step down
         q = np.floor(d / op.step + 0.5).astype(np.int64) * op.step
         return np.where(q > top, q - op.step, q)
+    if op.op == "delay_quantize":     # per neuron: each offset tried, one synapse at a time
+        out = np.empty_like(d)
+        for j in range(d.shape[0]):
+            best = None
+            for off in range(op.step):
+                row = []
+                for x in d[j]:
+                    # the nearest grid point off + step*m in 0..K-1, half up
+                    cands = [g for g in range(off, top + 1, op.step)]
+                    row.append(min(cands, key=lambda g: (abs(g - x), -g)))
+                cost = float(np.sum(np.abs(w[j]) * np.abs(np.array(row) - d[j])))
+                if best is None or cost < best[0]:
+                    best = (cost, row)
+            out[j] = best[1]
+        return out
     raise AssertionError(op)
 
 
 @pytest.mark.parametrize("op", [se.ZeroDelays("layers.0.synapses"),
                                 se.QuantizeDelays("layers.0.synapses", 2),
                                 se.QuantizeDelays("layers.0.synapses", 3),
+                                se.QuantizeDelays("layers.0.synapses", 2, phase="neuron"),
+                                se.QuantizeDelays("layers.0.synapses", 4, phase="neuron"),
                                 se.ShuffleDelays("layers.0.synapses", seed=4),
                                 se.JitterDelays("layers.0.synapses", bins=1, seed=2),
                                 se.PruneSynapses("layers.0.synapses", [[0, 1], [5, 3]]),
@@ -215,7 +233,7 @@ def test_synapse_ops_against_a_plain_forward_and_baked_exactly(op, snn_dir, samp
     w0 = state["layers.0.proj.weight"]
     w, d = w0.copy(), d0.copy()
     if op.op in ("delay_zero", "delay_quantize"):
-        d = _expected_delays(op, d0)
+        d = _expected_delays(op, d0, w0)
     elif op.op == "delay_shuffle":
         d = d0.reshape(-1)[np.random.default_rng(4).permutation(d0.size)].reshape(d0.shape)
     elif op.op == "prune_synapses" and op.synapses:

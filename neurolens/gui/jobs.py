@@ -285,13 +285,16 @@ def snn_overview(health_set: str | None) -> Job:
     return job
 
 
-def snn_synapses(edits) -> Job:
-    """Every layer's synapses as the enabled synapse and delay ops of ``edits`` leave them."""
+def snn_synapses(edits, health_set: str | None = None) -> Job:
+    """Every layer's synapses as the enabled synapse and delay ops of ``edits`` leave them, and
+    (with ``health_set``, a sample file, and edits) the dead / saturated neurons under them."""
     def job(ctx: Context):
-        from neurolens.engine.snn.views import synapses
+        from neurolens.engine.snn.views import neuron_health, synapses
         _needs_model(ctx)
-        yield Finished([synapses(ctx.model, layer, edits)
-                        for layer in range(ctx.model.n_layers)])
+        layers = [synapses(ctx.model, layer, edits) for layer in range(ctx.model.n_layers)]
+        health = (neuron_health(ctx.model, health_set, edits)
+                  if health_set and edits is not None and len(edits) else None)
+        yield Finished({"layers": layers, "health": health})
     return job
 
 

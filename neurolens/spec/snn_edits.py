@@ -9,7 +9,9 @@ baking rules live in :mod:`neurolens.engine.snn.ops`.
   smallest ``|w|`` ``fraction`` of the layer;
 - ``delay_zero``: every delay set to 0 bins;
 - ``delay_quantize``: delays rounded (half up) to multiples of ``step`` bins (those past the
-  largest delay go one step down);
+  largest delay go one step down); with ``phase: "neuron"`` each neuron's grid is shifted by
+  the offset in ``0..step-1`` that moves its incoming delays least (sum of ``|w| * shift``): a
+  per-neuron base delay plus synaptic delays in steps of ``step``;
 - ``delay_shuffle``: the layer's delays permuted among its synapses (``seed``);
 - ``delay_jitter``: every delay moved by a uniform integer in ``-bins..bins`` (``seed``), clipped
   to the kernel;
@@ -33,6 +35,9 @@ def _int(value: Any, where: str, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise SpecError(f"{where}: expected an integer >= {lo}, got {value!r}")
     return int(value)
+
+
+QUANTIZE_PHASES = ("grid", "neuron")
 
 
 @dataclass
@@ -126,18 +131,24 @@ class QuantizeDelays(SynapseOp):
     op: ClassVar[str] = "delay_quantize"
     required: ClassVar[tuple[str, ...]] = ("site", "step")
     step: int = 1
+    phase: str = "grid"
 
-    def __init__(self, site: str, step: int = 1, enabled: bool = True, note: str = ""):
+    def __init__(self, site: str, step: int = 1, phase: str = "grid", enabled: bool = True,
+                 note: str = ""):
         self._init(site, enabled, note)
-        self.step = step
+        self.step, self.phase = step, phase
         self.check("edit")
 
     def check(self, where: str) -> None:
         super().check(where)
         self.step = _int(self.step, f"{where}.step", 1)
+        if self.phase not in QUANTIZE_PHASES:
+            raise SpecError(f"{where}.phase: expected one of {', '.join(QUANTIZE_PHASES)}, got "
+                            f"{self.phase!r}")
 
     def describe(self) -> str:
-        return f"delay_quantize to steps of {self.step} bins at {self.site}"
+        grid = "" if self.phase == "grid" else ", grid offset per neuron"
+        return f"delay_quantize to steps of {self.step} bins{grid} at {self.site}"
 
 
 @dataclass

@@ -31,6 +31,32 @@ def check_op(op: SynapseOp, proj: DelayedProjection) -> None:
                                  f"{proj.n_out} neurons x {proj.n_in} inputs)")
 
 
+def _on_grid(d: torch.Tensor, step: int, offset: int, top: int) -> torch.Tensor:
+    q = torch.floor((d - offset) / step + 0.5) * step + offset
+    q = torch.where(q > top, q - step, q)
+    return torch.where(q < 0, q + step, q)
+
+
+def quantize(w: torch.Tensor, d: torch.Tensor, step: int, top: int,
+             per_neuron: bool = False) -> torch.Tensor:
+    """Delays ``[neurons, inputs]`` rounded (half up) to the grid ``offset + step * m`` within
+    ``0..top``: offset 0, or per neuron (row) the offset in ``0..step-1`` with the least
+    ``sum |w| * |shift|`` (the smaller offset on a tie)."""
+    if not per_neuron:
+        return _on_grid(d, step, 0, top)
+    best, best_cost = None, None
+    for offset in range(step):
+        q = _on_grid(d, step, offset, top)
+        cost = (w.abs() * (q - d).abs()).sum(1)
+        if best is None:
+            best, best_cost = q, cost
+        else:
+            better = cost < best_cost
+            best = torch.where(better[:, None], q, best)
+            best_cost = torch.minimum(cost, best_cost)
+    return best
+
+
 def apply_op(op: SynapseOp, w: torch.Tensor, d: torch.Tensor, kernel_size: int
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(weights, whole-bin delays)`` ``[neurons, inputs]`` after ``op`` (new tensors)."""
@@ -48,8 +74,7 @@ def apply_op(op: SynapseOp, w: torch.Tensor, d: torch.Tensor, kernel_size: int
     elif op.op == "delay_zero":
         d.zero_()
     elif op.op == "delay_quantize":
-        q = torch.floor(d / op.step + 0.5) * op.step
-        d = torch.where(q > top, q - op.step, q)
+        d = quantize(w, d, op.step, top, per_neuron=op.phase == "neuron")
     elif op.op == "delay_shuffle":
         perm = np.random.default_rng(op.seed).permutation(d.numel())
         d = d.reshape(-1)[torch.from_numpy(perm)].reshape(d.shape)

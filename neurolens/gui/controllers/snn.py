@@ -24,6 +24,8 @@ class SNNController(Controller):
         self.bank = snn.SampleBank()
         self.overview: dict | None = None
         self.health: dict = {}
+        self.health_edited: dict | None = None    # under the enabled edits (None: no edits)
+        self.health_set: str | None = None
         self.active = False
         self.loading_sets = 0
         self.synapses_pending = 0
@@ -36,6 +38,7 @@ class SNNController(Controller):
         w = self.w
         self.active = w.family.kind == "snn"
         self.overview, self.health, self.synapses_pending = None, {}, 0
+        self.health_edited = None
         if not self.active:
             return
         self.bank.class_names = list(info.get("class_names", []))
@@ -44,7 +47,8 @@ class SNNController(Controller):
                           if s.spikes.shape[2] == info.get("n_inputs")]
         self.fill_table()
         files = info.get("sample_files", {})
-        w.jobs.submit(jobs.snn_overview(files.get("heldout")), done=self._overview,
+        self.health_set = files.get("heldout")
+        w.jobs.submit(jobs.snn_overview(self.health_set), done=self._overview,
                       failed=lambda m: w.show_error(f"Could not read the network.\n\n{m}"))
         if self.pending_sets:
             self._load_pending()
@@ -69,13 +73,17 @@ class SNNController(Controller):
         self.overview, self.health = ov, ov.get("health", {})
         if self.w.current_edits() is not None:
             self.edits_changed()
+        self._health_note()
         line = snn.health_line(self.health)
+        if line and not self.w.running:
+            self.w.status.setText(f"{self.w.status.text()} · {line}")
+        self.draw_delays()
+
+    def _health_note(self) -> None:
+        line = snn.health_line(self.health, self.health_edited)
         if line:
             self.w.picker_label.setText(f"{self.w.family.placeholder}\n\nNeurons {line}: dead = "
                                         "no spike, saturated = spiking in over half the bins")
-            if not self.w.running:
-                self.w.status.setText(f"{self.w.status.text()} · {line}")
-        self.draw_delays()
 
     def edits_changed(self) -> None:
         """The delay views and the inspector's kernels follow the enabled synapse and delay
@@ -83,14 +91,17 @@ class SNNController(Controller):
         if not self.active or self.overview is None:
             return
         self.synapses_pending += 1
-        self.w.jobs.submit(jobs.snn_synapses(self.w.current_edits()), done=self._synapses,
+        self.w.jobs.submit(jobs.snn_synapses(self.w.current_edits(), self.health_set),
+                           done=self._synapses,
                            failed=self._synapses_failed)
 
-    def _synapses(self, layers: list) -> None:
+    def _synapses(self, r: dict) -> None:
         self.synapses_pending -= 1
         if self.overview is None or self.synapses_pending:
             return                      # a newer request is on its way
-        self.overview["layers"] = layers
+        self.overview["layers"] = r["layers"]
+        self.health_edited = r["health"]
+        self._health_note()
         self.draw_delays()
         if self.w.selection:
             self.inspect(*self.w.selection[-1])
@@ -212,9 +223,7 @@ class SNNController(Controller):
         title = (f"layer {layer}: {L['weights'].size} synapses from the {src} ({live} non-zero),"
                  f" delays 0..{ov['max_delay']} bins ({ov['delays_mode']}"
                  f"{'; as the enabled edits leave them' if edited else ''})")
-        h = self.health.get(layer)
-        if h:
-            title += f" · dead {h['n_dead']}/{h['n']} · saturated {h['n_saturated']}/{h['n']}"
+        title += snn.layer_health_text(self.health, self.health_edited, layer)
         w.delays.show_layer(title, bins, counts, pts, chosen)
 
     def inspect(self, site: str, idx: int) -> None:
@@ -231,7 +240,7 @@ class SNNController(Controller):
         if idx >= L["kernels"].shape[0]:
             return
         kern = snn.kernel_view(L["kernels"], idx)
-        notes = [snn.neuron_health_text(self.health, layer, idx)]
+        notes = [snn.neuron_health_text(self.health, layer, idx, self.health_edited)]
         a = None
         tpl = ov.get("templates")
         if layer == 0 and tpl is not None:

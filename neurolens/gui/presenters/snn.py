@@ -229,24 +229,50 @@ def kernel_view(kernels: np.ndarray, neuron: int) -> np.ndarray:
     return kernels[neuron][:, ::-1]
 
 
-def health_line(health: dict) -> str:
-    """"dead 3/48 · saturated 0/48 (layer 0, 2048 held-out samples)" for every hidden layer."""
+def _counts(h: dict) -> str:
+    return f"dead {h['n_dead']}/{h['n']} · saturated {h['n_saturated']}/{h['n']}"
+
+
+def health_line(health: dict, edited: dict | None = None) -> str:
+    """"L0: dead 3/48 · saturated 0/48 (on 2048 held-out samples)" for every hidden layer; with
+    ``edited`` (the same under the enabled edits) "...; edited: dead 9/48 · saturated 0/48"."""
     parts = []
     for layer, h in sorted(health.items()):
-        parts.append(f"L{layer}: dead {h['n_dead']}/{h['n']} · saturated {h['n_saturated']}/"
-                     f"{h['n']}")
+        part = f"L{layer}: {_counts(h)}"
+        e = (edited or {}).get(layer)
+        if e is not None:
+            part += f"; edited: {_counts(e)}"
+        parts.append(part)
     if not parts:
         return ""
     n = next(iter(health.values()))["samples"]
     return "; ".join(parts) + f" (on {n} held-out samples)"
 
 
-def neuron_health_text(health: dict, layer: int, neuron: int) -> str:
+def layer_health_text(health: dict, edited: dict | None, layer: int) -> str:
+    """" · dead 3/48 · saturated 0/48 (edited: dead 9/48 · saturated 0/48)" or ""."""
+    h = health.get(layer)
+    if not h:
+        return ""
+    e = (edited or {}).get(layer)
+    return f" · {_counts(h)}" + (f" (edited: {_counts(e)})" if e is not None else "")
+
+
+def _state(h: dict, neuron: int) -> str:
+    return "dead" if h["dead"][neuron] else "saturated" if h["saturated"][neuron] else "active"
+
+
+def neuron_health_text(health: dict, layer: int, neuron: int,
+                       edited: dict | None = None) -> str:
     h = health.get(layer)
     if h is None or neuron >= h["n"]:
         return ""
-    state = "dead" if h["dead"][neuron] else "saturated" if h["saturated"][neuron] else "active"
-    return f"{state}: spikes in {100 * h['rate'][neuron]:.1f}% of the bins (held-out mean)"
+    text = (f"{_state(h, neuron)}: spikes in {100 * h['rate'][neuron]:.1f}% of the bins "
+            "(held-out mean)")
+    e = (edited or {}).get(layer)
+    if e is not None:
+        text += f"; edited: {_state(e, neuron)}, {100 * e['rate'][neuron]:.1f}%"
+    return text
 
 
 # -- Compare ----------------------------------------------------------------------------------
