@@ -106,6 +106,7 @@ def test_cli_json_and_table(capsys):
     assert d["paper"]["learned"] == 0.9507
     assert [r["name"] for r in d["ablations"]] == [
         "delays zero", "shuffled within each layer", "quantized, step 2", "quantized, step 4",
+        "quantized, step 2, grid per neuron", "quantized, step 4, grid per neuron",
         "jittered +-1 bin", "jittered +-3 bins"]
     code = main(["reproduce", "delays", "--limit", "64", "--quiet"])
     out, _ = capsys.readouterr()
