@@ -162,6 +162,9 @@ def test_attribution_patching_equals_exact_patching_for_a_linear_metric():
     ex = attribute(m, CLEAN, "42", "52", method="exact", **kw)
     np.testing.assert_allclose(atp.effects[site], ex.effects[site], rtol=1e-7, atol=1e-13)
     assert np.abs(ex.effects[site]).max() > 1e-5
+    # the model's own entry point is the same call
+    np.testing.assert_array_equal(m.attribute(CLEAN, "42", "52", **kw).effects[site],
+                                  atp.effects[site])
     # per position too, and the sum over positions is the total
     per = atp.per_token(site)
     assert per.shape == (len(ids(m.tokenizer, CLEAN)), 64)
@@ -318,3 +321,27 @@ def test_cli_prompt_files_exact_and_mean_ablation(tiny_dirs, tmp_path, capsys):
                        lambda cur: torch.full_like(cur, float(mean[n]))):
             effects.append(before - lp(plain_logits(m.hf, s)))
     assert top["effect"] == pytest.approx(np.mean(effects), abs=1e-5)
+
+
+def test_cli_mean_ablation_defaults_to_the_probe_split(tiny_dirs, tmp_path, capsys):
+    """A JSONL prompts file with splits: the mean ablation averages over its probe rows (the
+    same numbers as --mean-prompts with those rows by hand), and says so."""
+    rows = [(CLEAN, "42", "eval"), ("Compute: 1+30=", "31", "eval"),
+            ("hello world", "x", "probe"), ("ab", "y", "probe")]
+    clean = tmp_path / "skill.jsonl"
+    clean.write_text("\n".join(json.dumps({"prompt": p, "answer": a, "skill": "s",
+                                           "split": s}) for p, a, s in rows) + "\n")
+    means = tmp_path / "means.txt"
+    means.write_text("hello world\nab\n")
+    base = ["-m", str(tiny_dirs["gpt2"]), "--prompts", str(clean), "--json", "--method",
+            "exact", "--site", "blocks.0.mlp.hook_post", "--top", "3"]
+    code, out, err = cli(base, capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["mean_over"] == "the probe split of skill.jsonl (2 prompts)"
+    code, out2, err = cli(base + ["--mean-prompts", str(means)], capsys)
+    assert code == 0, err
+    d2 = json.loads(out2)
+    assert [t["effect"] for t in d["top"]] == pytest.approx([t["effect"] for t in d2["top"]])
+    code, out3, err = cli(base + ["--ablate", "zero"], capsys)
+    assert code == 0 and "mean_over" not in json.loads(out3)

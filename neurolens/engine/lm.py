@@ -376,6 +376,12 @@ class LanguageModel(ModelBase):
                 raise ev.error
         return [out[i] for i in range(len(prompts))]
 
+    def attribute(self, prompts, answer, contrast=None, **kw):
+        """Causal neuron scores for ``answer`` (see :func:`neurolens.engine.attribution.
+        attribute`: attribution patching by default, gradient x activation, or exact)."""
+        from neurolens.engine.attribution import attribute
+        return attribute(self, prompts, answer, contrast, **kw)
+
     def score_continuations(self, prompts: list[str], answers: list[str],
                             edits: EditSet | None = None, batch_size: int = 16, progress=None
                             ) -> list[dict]:

@@ -40,3 +40,29 @@ def read_prompt_rows(path: str) -> list[tuple[str, str | None]]:
         answer = d.get("answer")
         out.append((d["prompt"], answer if isinstance(answer, str) else None))
     return out
+
+
+def probe_split(path: str) -> tuple[list[str], str] | None:
+    """The probe split of a JSONL prompts file's skill: its own rows with ``"split": "probe"``,
+    else (rows naming one ``skill`` and no probe rows) the shipped ``prompts/<skill>.jsonl``'s
+    probe rows. ``(prompts, where)``, or None (text lines, no skill, nothing found)."""
+    p = Path(path)
+    try:
+        rows = [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("prompt"), str)]
+    own = [r["prompt"] for r in rows if r.get("split") == "probe"]
+    if own:
+        return own, f"the probe split of {p.name} ({len(own)} prompts)"
+    skills = {r.get("skill") for r in rows}
+    if len(skills) != 1 or not isinstance(next(iter(skills)), str):
+        return None
+    skill = next(iter(skills))
+    from neurolens.resources import prompts_dir
+    shipped = prompts_dir() / f"{skill}.jsonl"
+    if not shipped.is_file() or shipped.resolve() == p.resolve():
+        return None
+    got = probe_split(str(shipped))
+    return None if got is None else (got[0], f"the {skill} skill's probe split "
+                                              f"({len(got[0])} prompts)")

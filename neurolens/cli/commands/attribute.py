@@ -11,7 +11,7 @@ from neurolens.cli.args import model_args, prompt_args
 from neurolens.cli.common import load_edits, load_model, read_prompts
 from neurolens.cli.output import emit
 from neurolens.errors import InputError
-from neurolens.spec.prompts import read_prompt_rows
+from neurolens.spec.prompts import probe_split, read_prompt_rows
 
 
 def add_parser(sub) -> None:
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--ablate", choices=["mean", "zero"],
                    help="no corrupted prompt: mean (default) or zero ablation")
     p.add_argument("--mean-prompts", help="prompts file for the mean ablation (default: the "
-                   "prompts)")
+                   "probe split of a JSONL prompts file's skill, else the prompts)")
     p.add_argument("--site", action="append", help="neuron site or pattern (repeatable; "
                    "default blocks.*.mlp.hook_post)")
     p.add_argument("--method", default="attribution", choices=["attribution", "gradxact",
@@ -76,6 +76,19 @@ def _check_out(path: str | None, suffix: str, flag: str) -> None:
         raise InputError(f"folder {p.parent} does not exist")
 
 
+def _mean_prompts(args, corrupt) -> tuple[list[str] | None, str]:
+    """The prompts the mean ablation averages over: --mean-prompts, else the probe split of the
+    prompts file's skill (its own probe rows, or the shipped skill file's), else the prompts."""
+    if args.mean_prompts:
+        got = read_prompts(args.mean_prompts)
+        return got, f"{Path(args.mean_prompts).name} ({len(got)} prompts)"
+    if corrupt is None and args.ablate != "zero" and args.prompts:
+        probe = probe_split(args.prompts)
+        if probe is not None:
+            return probe
+    return None, "the attributed prompts"
+
+
 def cmd_attribute(args) -> int:
     prompts, answer = _prompts_and_answers(args)
     if args.corrupt is not None and args.corrupt_prompts:
@@ -90,7 +103,7 @@ def cmd_attribute(args) -> int:
         raise InputError("--batch-size must be >= 1")
     _check_out(args.as_edits, ".json", "--as-edits")
     _check_out(args.out, ".safetensors", "--out")
-    mean_prompts = read_prompts(args.mean_prompts) if args.mean_prompts else None
+    mean_prompts, mean_over = _mean_prompts(args, corrupt)
     model = load_model(args)
     if getattr(model, "kind", "lm") != "lm":
         raise InputError("attribute works on language models")
@@ -103,6 +116,9 @@ def cmd_attribute(args) -> int:
                     verify=args.top if args.verify else 0, batch=args.batch_size, edits=edits)
     payload = res.to_json(top=args.top)
     notes = []
+    if res.corruption == "mean":
+        payload["mean_over"] = mean_over
+        notes.append(f"mean ablation over {mean_over}")
     if args.as_edits:
         path = res.as_edits(args.top).save(args.as_edits)
         payload["as_edits"] = str(path)
