@@ -180,7 +180,7 @@ def test_every_command_has_its_help(capsys):
     """One module per command (neurolens.cli.commands): each adds its sub-parser."""
     from neurolens.cli.parser import COMMANDS
     names = ["info", "capture", "run", "compare", "export", "reproduce", "fit", "bench", "gui",
-             "eval", "attribute"]
+             "eval", "attribute", "index"]
     assert len(COMMANDS) == len(names)
     code, out, _ = run(capsys, "--help")
     assert code == 0 and all(n in out for n in names)

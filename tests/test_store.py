@@ -51,6 +51,14 @@ def test_store_per_set_stats_and_threads():
     assert f.count == 80
     np.testing.assert_allclose(f.mean, want.mean(0), rtol=1e-6)
     assert store.stats("s").count == 160
+    np.testing.assert_allclose(store.stats("s", "forget").std(), want.std(0), rtol=1e-5)
+    # the means of several sites at once, per set or over everything (None: nothing there)
+    ma, mall, none = store.means(["s", "s", "t"], "forget")[0], store.means(["s"])[0], \
+        store.means(["t"])[0]
+    np.testing.assert_allclose(ma, want.mean(0), rtol=1e-6)
+    everything = np.concatenate(list(rows.values()))
+    np.testing.assert_allclose(mall, everything.mean(0), rtol=1e-6)
+    assert none is None
     assert store.latest("s").shape == (50, 5)
     assert store.take_dirty() == {"s"} and store.take_dirty() == set()
     assert store.set_names() == ["forget", "retain"]

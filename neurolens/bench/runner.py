@@ -16,9 +16,10 @@ def run(quick: bool = False, only: list[str] | None = None, log=print,
     """Run the cases; ``model`` replaces the demo model in the cases that use it."""
     # the case modules are imported here, not with the package: two of them also run as
     # ``python -m`` (a module imported with its package would run twice)
-    from neurolens.bench.cases import (capture_overhead, edited_generation, gui, interactive,
-                                       large_capture, pca, snn, sparse_decoding, topk,
-                                       vs_nnsight)
+    from neurolens.bench.cases import attention
+    from neurolens.bench.cases import (attribution, capture_overhead, edited_generation, gui,
+                                       gui_wide, interactive, large_capture, neuron_index, pca,
+                                       snn, sparse_decoding, topk, vs_nnsight)
     cases: list[Case] = []
     errors: dict[str, str] = {}
 
@@ -71,7 +72,22 @@ def run(quick: bool = False, only: list[str] | None = None, log=print,
     with tempfile.TemporaryDirectory() as tmp:
         attempt("large-capture", lambda: large_capture.case(2_048 if quick else 200_064, tmp,
                                                             model))
+    attempt("attribution", lambda: attribution.cases(demo(), 4 if quick else 32,
+                                                     1 if quick else reps, exact=not quick))
+    attempt("index", lambda: neuron_index.throughput(demo(), 2_000 if quick else 200_000,
+                                                     1 if quick else 3))
+    if not quick:
+        attempt("index-memory", lambda: neuron_index.memory(1_000_000, model))
+    if quick:
+        attempt("attention-patterns", lambda: attention.patterns(random_gpt2(2, 64), "gpt2 2x64",
+                                                                 2, 16, reps))
+        attempt("attention-decode", lambda: attention.decode(2, 128, 2, 384, 512, 32, 4, 1))
+    else:
+        attempt("attention-patterns", lambda: attention.patterns(demo(), "demo model", 8, 128,
+                                                                 reps))
+        attempt("attention-decode", lambda: attention.decode())   # 4,096 context, k = 256
     attempt("snn", lambda: snn.cases(quick))
     attempt("gui", lambda: gui.case(2 if quick else 16, 4 if quick else 96, model))
+    attempt("gui-wide", lambda: gui_wide.case(quick))     # 32 x 14,336 (Llama-3-8B widths)
     return {"machine": machine(), "quick": quick, "cases": [asdict(c) for c in cases],
             "errors": errors}

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 
 from neurolens import __version__
-from neurolens.cli.commands import (attribute, bench, capture, compare, export, fit, gui, info,
-                                    reproduce, run)
+from neurolens.cli.commands import (attribute, bench, capture, compare, export, fit, gui, index,
+                                    info, reproduce, run)
 from neurolens.cli.commands import eval as eval_
 
 #: the command modules; each has ``add_parser(sub)``
-COMMANDS = (info, capture, run, compare, export, reproduce, fit, attribute, bench, gui, eval_)
+COMMANDS = (info, capture, run, compare, export, reproduce, fit, attribute, index, bench, gui,
+            eval_)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,15 @@ class Arch:
     unembed: tuple[str, ...] = ("lm_head",)
     final_norm: tuple[str, ...] = ()
     tested: bool = False                # covered by the test suite with a config-built model
+    attn: AttnPaths | None = None       # the attention module and its output projection
+
+
+@dataclass(frozen=True)
+class AttnPaths:
+    """Where a block keeps its self-attention (relative to the block)."""
+
+    module: str                         # the attention module (its output is hook_attn_out)
+    o_proj: str                         # output projection (its input is hook_z, heads x d_head)
 
 
 def _gated(layers=("model.layers", "layers"), final_norm=("model.norm", "norm")) -> Arch:
@@ -96,6 +105,25 @@ ARCHS: dict[str, Arch] = {
 # encoders: no unembedding for the logit lens
 for _k in ("bert", "roberta", "distilbert"):
     ARCHS[_k] = Arch(**{**ARCHS[_k].__dict__, "unembed": ()})
+
+#: self-attention per architecture (model_type -> attention module, output projection): the
+#: sites ``attn.hook_z`` (the projection's input), ``hook_attn_out`` (the module's output) and the
+#: pattern / score sites (read inside the module's eager attention)
+ATTN_PATHS: dict[str, tuple[str, str]] = {
+    **{k: ("self_attn", "self_attn.o_proj") for k in (
+        "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2",
+        "granite", "cohere", "smollm3", "phi3", "starcoder2")},
+    "gpt2": ("attn", "attn.c_proj"),                  # Conv1D: weight [in, out]
+    "gpt_neox": ("attention", "attention.dense"),
+    "opt": ("self_attn", "self_attn.out_proj"),
+    "gptj": ("attn", "attn.out_proj"),
+    "phi": ("self_attn", "self_attn.dense"),
+    "gpt_bigcode": ("attn", "attn.c_proj"),
+}
+for _k, (_mod, _o) in ATTN_PATHS.items():
+    ARCHS[_k] = Arch(**{**ARCHS[_k].__dict__, "attn": AttnPaths(_mod, _o), "sites": {
+        **ARCHS[_k].sites, "attn.hook_z": Native(_o, "input"), "hook_attn_out": Native(_mod),
+        "attn.hook_pattern": Native(_mod), "attn.hook_attn_scores": Native(_mod)}})
 
 
 def get_module(root, path: str):

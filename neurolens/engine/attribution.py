@@ -16,6 +16,11 @@ The corrupted activations come from corrupted prompts of the same token lengths,
 through ``torch.inference_mode``; attribution has its own path with gradients on, and every hook
 lives in a :class:`~neurolens.engine.hooks.HookSession`, so it is gone after every run, also one
 that raised. The metric and its tokenization rule: :mod:`neurolens.engine.attribution_metric`.
+
+Attention heads (``per="head"`` on ``blocks.L.attn.hook_z`` sites, the output projection's input
+viewed as heads x d_head): a head is the block of its d_head columns. Exact patching patches the
+whole block at once; the gradient methods sum the per-column terms over the block, which is
+exactly attribution patching of the block (the linear approximation is additive).
 """
 
 from __future__ import annotations
@@ -25,14 +30,15 @@ import inspect
 import numpy as np
 import torch
 
-from neurolens.engine.attribution_metric import (Setup, build_setup, check_neuron_sites,
-                                                 encode_prompt, metric_rows)
+from neurolens.engine.attribution_metric import (Setup, build_setup, check_head_sites,
+                                                 check_neuron_sites, encode_prompt, metric_rows)
 from neurolens.engine.attribution_result import Attribution
 from neurolens.engine.hooks import CancelToken, HookSession, RunState
 from neurolens.errors import Cancelled, InputError
 
 METHODS = ("attribution", "gradxact", "exact")
 ABLATIONS = ("mean", "zero")
+UNITS = ("neuron", "head")
 
 
 class _Record:
@@ -219,6 +225,43 @@ def _exact_rows(model, setup: Setup, sites, corr: _Corrupted, clean: np.ndarray,
     return out / setup.n
 
 
+class _Units:
+    """Neurons, or attention heads as blocks of ``d_head`` columns of ``hook_z``."""
+
+    def __init__(self, model, sites, per: str):
+        self.model, self.per = model, per
+        if per == "head":
+            from neurolens.engine.attention.heads import geometry
+            self.g = geometry(model)
+            self.n = {s: self.g.n_heads for s in sites}
+        else:
+            self.n = {s: model.site_width(s) for s in sites}
+
+    def columns(self, unit: int) -> list[int]:
+        if self.per == "neuron":
+            return [unit]
+        return list(range(unit * self.g.d_head, (unit + 1) * self.g.d_head))
+
+    def reduce(self, e: np.ndarray) -> np.ndarray:
+        """``[..., width]`` per-column effects -> ``[..., units]``."""
+        if self.per == "neuron":
+            return e
+        return e.reshape(*e.shape[:-1], self.g.n_heads, self.g.d_head).sum(-1)
+
+    def check(self, chosen: dict[str, list[int]], sites) -> None:
+        word = self.per
+        for s in chosen:
+            if s not in sites:
+                raise InputError(f"{word}s given for {s}, which is not among the sites")
+            bad = [n for n in chosen[s] if not 0 <= n < self.n[s]]
+            if not bad:
+                continue
+            if word == "head":
+                from neurolens.engine.attention.heads import check_heads
+                check_heads(self.model, s, bad)
+            raise InputError(f"{s}: neuron {bad[0]} out of range (width {self.n[s]})")
+
+
 def _position(setup: Setup, position: int | None) -> int | None:
     if position is None:
         return None
@@ -236,7 +279,8 @@ def attribute(model, prompts, answer, contrast=None, *, corrupt=None, ablate: st
               sites="blocks.*.mlp.hook_post", method: str = "attribution",
               neurons: dict[str, list[int]] | None = None, position: int | None = None,
               mean_prompts: list[str] | None = None, verify: int = 0, batch: int = 64,
-              edits=None, progress=None, cancel: CancelToken | None = None) -> Attribution:
+              edits=None, per: str = "neuron", progress=None,
+              cancel: CancelToken | None = None) -> Attribution:
     """Causal effect of every neuron of ``sites`` on the metric (see the module docstring).
 
     ``prompts``/``corrupt``: a string or a list (same token lengths pairwise); without
@@ -246,9 +290,18 @@ def attribute(model, prompts, answer, contrast=None, *, corrupt=None, ablate: st
     only these (default every neuron of the sites). ``position``: score that position only
     (ranks and exact patching), else positions are summed. ``verify``: patch the top-k of a
     gradient method exactly too. The result's ``corrupted`` metric is the corrupted prompts'
-    run, or for an ablation the clean run with every neuron of the sites ablated."""
+    run, or for an ablation the clean run with every neuron of the sites ablated.
+
+    ``per="head"``: score attention heads instead of neurons; ``sites`` are
+    ``blocks.L.attn.hook_z`` sites (e.g. ``"blocks.*.attn.hook_z"``), ``effects[site]`` is
+    ``[n_heads]`` (query heads), ``per_prompt[site][i]`` ``[tokens, n_heads]``, ``neurons``
+    lists heads, and ``as_edits`` writes ``prune_head`` ops. A head's effect is that of its whole
+    ``d_head`` slice: patched at once (exact), or the sum of the slice's terms (gradient
+    methods; exact for the linear approximation)."""
     if method not in METHODS:
         raise InputError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+    if per not in UNITS:
+        raise InputError(f"per: 'neuron' or 'head', got {per!r}")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if isinstance(corrupt, str):
         corrupt = [corrupt]
@@ -258,7 +311,8 @@ def attribute(model, prompts, answer, contrast=None, *, corrupt=None, ablate: st
         ablate = ablate or "mean"
         if ablate not in ABLATIONS:
             raise InputError(f"unknown ablation '{ablate}' (choose from mean, zero)")
-    sites = check_neuron_sites(model, sites)
+    sites = (check_head_sites if per == "head" else check_neuron_sites)(model, sites)
+    units = _Units(model, sites, per)
     setup = build_setup(model, prompts, answer, contrast, corrupt)
     pos = _position(setup, position)
     if edits is not None:
@@ -270,39 +324,35 @@ def attribute(model, prompts, answer, contrast=None, *, corrupt=None, ablate: st
             for idx in setup.groups:
                 clean[idx] = _read(model, setup, [setup.clean[i] for i in idx], idx, [],
                                    edits)[0]
-        chosen = neurons or {s: list(range(model.site_width(s))) for s in sites}
-        for s in chosen:
-            if s not in sites:
-                raise InputError(f"neurons given for {s}, which is not among the sites")
-            bad = [n for n in chosen[s] if not 0 <= n < model.site_width(s)]
-            if bad:
-                raise InputError(f"{s}: neuron {bad[0]} out of range "
-                                 f"(width {model.site_width(s)})")
-        rows = [{s: [n]} for s in chosen for n in chosen[s]]
-        eff = _exact_rows(model, setup, sites, corr, clean, rows, pos, batch, edits,
+        chosen = neurons or {s: list(range(units.n[s])) for s in sites}
+        units.check(chosen, sites)
+        keys = [(s, n) for s in chosen for n in chosen[s]]
+        eff = _exact_rows(model, setup, sites, corr, clean,
+                          [{s: units.columns(n)} for s, n in keys], pos, batch, edits,
                           progress, cancel)
-        effects = {s: np.full(model.site_width(s), np.nan) for s in sites}
-        for r, e in zip(rows, eff):
-            (s, (n,)), = r.items()
+        effects = {s: np.full(units.n[s], np.nan) for s in sites}
+        for (s, n), e in zip(keys, eff):
             effects[s][n] = e
-        per = None
+        per_prompt = None
     else:
-        per, clean = _gradients(model, setup, sites, corr, method, edits)
-        effects = {s: (np.mean([a[pos] for a in per[s]], 0) if pos is not None
-                       else np.mean([a.sum(0) for a in per[s]], 0)) for s in sites}
+        per_prompt, clean = _gradients(model, setup, sites, corr, method, edits)
+        per_prompt = {s: [units.reduce(a) for a in v] for s, v in per_prompt.items()}
+        effects = {s: (np.mean([a[pos] for a in per_prompt[s]], 0) if pos is not None
+                       else np.mean([a.sum(0) for a in per_prompt[s]], 0)) for s in sites}
     res = Attribution(
         method=method, metric=setup.metric, metric_text=setup.describe(),
         corruption="prompts" if corrupt is not None else ablate, sites=sites,
         prompts=prompts, tokens=[model.token_strings(s) for s in setup.clean],
         clean=float(clean.mean()), corrupted=float(corr.metric.mean()), effects=effects,
-        per_prompt=per, position=pos, model_name=model.name_or_path,
-        fingerprint=model.fingerprint)
+        per_prompt=per_prompt, position=pos, model_name=model.name_or_path,
+        fingerprint=model.fingerprint, unit=per)
     if verify and method != "exact":
         top = res.top(verify)
-        rows = [{s: [n]} for s, n, _ in top]
+        rows = [{s: units.columns(n)} for s, n, _ in top]
         ex = _exact_rows(model, setup, sites, corr, clean, rows, pos, batch, edits,
                          progress, cancel)
-        res.verified = [{"site": s, "neuron": n, "estimate": float(e), "exact": float(x)}
+        res.verified = [{"site": s, "neuron": n, **({"head": n} if per == "head" else {}),
+                         "estimate": float(e), "exact": float(x)}
                         for (s, n, e), x in zip(top, ex)]
     return res
 

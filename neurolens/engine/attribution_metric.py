@@ -22,6 +22,8 @@ from neurolens.spec.sites import parse_site
 
 #: site kinds whose last axis is neurons (the others are residual-stream directions)
 NEURON_KINDS = ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post")
+#: the site kind scored per attention head (``per="head"``)
+HEAD_KIND = "attn.hook_z"
 #: most prompts in one batch (the gradient run keeps its graph)
 GROUP = 32
 
@@ -153,9 +155,25 @@ def check_neuron_sites(model, patterns) -> list[str]:
     sites = model.resolve_sites(patterns)
     for s in sites:
         p = parse_site(s)
+        if p is not None and p.kind == HEAD_KIND:
+            raise InputError(f"'{s}' holds attention heads: score them per head (per='head', "
+                             "CLI --per head)")
         if p is None or p.kind not in NEURON_KINDS:
             raise InputError(f"'{s}' is not a neuron site: attribution scores FFN neurons "
-                             f"(blocks.L.{', blocks.L.'.join(NEURON_KINDS)})")
+                             f"(blocks.L.{', blocks.L.'.join(NEURON_KINDS)}) or attention "
+                             f"heads (blocks.L.{HEAD_KIND} with per='head')")
+    return sites
+
+
+def check_head_sites(model, patterns) -> list[str]:
+    """Concrete sites of ``patterns`` for per-head scores; each must be a
+    ``blocks.L.attn.hook_z`` site (the heads' outputs)."""
+    sites = model.resolve_sites(patterns)
+    for s in sites:
+        p = parse_site(s)
+        if p is None or p.kind != HEAD_KIND:
+            raise InputError(f"'{s}' has no attention heads: per-head scores read "
+                             f"blocks.L.{HEAD_KIND} (e.g. blocks.*.{HEAD_KIND})")
     return sites
 
 

@@ -14,11 +14,21 @@ from neurolens.spec.edits import EditSet, ModelRef, Prune
 from neurolens.spec.sites import neuron_label, parse_site
 
 
+def unit_label(site: str, index: int, unit: str = "neuron", with_kind: bool = False) -> str:
+    """``L3.N17`` for a neuron, ``L3.H1`` for an attention head."""
+    if unit == "head":
+        s = parse_site(site)
+        return f"L{s.layer}.H{index}" if s is not None else f"{site}[H{index}]"
+    return neuron_label(site, index, with_kind=with_kind)
+
+
 @dataclass
 class Attribution:
     """``effects[site]``: ``[width]`` signed effect of each neuron on the mean metric (summed
     over positions, or at ``position``); ``per_prompt[site][i]``: ``[tokens, width]`` per
-    position for prompt i (gradient methods; None for exact patching)."""
+    position for prompt i (gradient methods; None for exact patching). ``unit``: ``"neuron"``,
+    or ``"head"`` (``hook_z`` sites scored per attention head: ``width`` is the number of query
+    heads, the indices are heads, :meth:`matrix` is layer x head)."""
 
     method: str
     metric: str                    # "logit_diff" | "logprob"
@@ -35,9 +45,10 @@ class Attribution:
     model_name: str = ""
     fingerprint: str = ""
     verified: list[dict] = field(default_factory=list)
+    unit: str = "neuron"
 
     def ranking(self) -> list[tuple[str, int, float]]:
-        """Every scored neuron as ``(site, neuron, effect)``, largest |effect| first."""
+        """Every scored neuron (head) as ``(site, index, effect)``, largest |effect| first."""
         out = [(s, int(n), float(e)) for s in self.sites for n, e in enumerate(self.effects[s])
                if np.isfinite(e)]
         out.sort(key=lambda t: -abs(t[2]))
@@ -61,25 +72,32 @@ class Attribution:
         return self.per_prompt[site][prompt]
 
     def as_edits(self, k: int) -> EditSet:
-        """A prune edit set of the top-``k`` neurons (by |effect|), one op per site."""
+        """A prune edit set of the top-``k`` neurons (by |effect|), one op per site
+        (``prune_head`` ops when the units are heads)."""
         top = self.top(k)
         if not top:
-            raise InputError("no neurons to prune (k = 0 or no scores)")
+            raise InputError(f"no {self.unit}s to prune (k = 0 or no scores)")
         by_site: dict[str, list[int]] = {}
         for s, n, _ in top:
             by_site.setdefault(s, []).append(n)
         note = f"top {len(top)} by |{self.method} effect| on {self.metric_text}"
-        return EditSet([Prune(s, sorted(ns), note=note) for s, ns in by_site.items()],
-                       ModelRef(self.model_name, self.fingerprint))
+        if self.unit == "head":
+            from neurolens.spec.head_edits import PruneHead
+            ops = [PruneHead(s, sorted(hs), note=note) for s, hs in by_site.items()]
+        else:
+            ops = [Prune(s, sorted(ns), note=note) for s, ns in by_site.items()]
+        return EditSet(ops, ModelRef(self.model_name, self.fingerprint))
 
     def header(self) -> dict:
         return {"method": self.method, "metric": self.metric, "metric_text": self.metric_text,
                 "corruption": self.corruption, "clean": self.clean, "corrupted": self.corrupted,
-                "position": self.position, "sites": self.sites, "prompts": len(self.prompts)}
+                "position": self.position, "sites": self.sites, "prompts": len(self.prompts),
+                "per": self.unit}
 
     def to_json(self, top: int = 20, arrays: bool = False) -> dict:
         d = self.header()
-        d["top"] = [{"site": s, "neuron": n, "label": neuron_label(s, n), "effect": e}
+        d["top"] = [{"site": s, "neuron": n, **({"head": n} if self.unit == "head" else {}),
+                     "label": unit_label(s, n, self.unit), "effect": e}
                     for s, n, e in self.top(top)]
         d["tokens"] = self.tokens[0] if len(self.tokens) == 1 else None
         if self.verified:
@@ -93,13 +111,16 @@ class Attribution:
             f"at position {self.position}"
         corr = "corrupted prompts" if self.corruption == "prompts" else \
             f"{self.corruption} ablation"
-        lines = [f"{self.method} on {len(self.sites)} site(s), {len(self.prompts)} prompt(s); "
+        unit = " per head" if self.unit == "head" else ""
+        lines = [f"{self.method} on {len(self.sites)} site(s){unit}, {len(self.prompts)} "
+                 "prompt(s); "
                  f"metric {self.metric_text}: clean {self.clean:.4f}, {corr} "
                  f"{self.corrupted:.4f}", f"top {top} by |effect| ({where}):"]
         exact = {(v["site"], v["neuron"]): v["exact"] for v in self.verified}
         for s, n, e in self.top(top):
             p = parse_site(s)
-            label = neuron_label(s, n, with_kind=p is not None and p.kind != "mlp.hook_post")
+            label = unit_label(s, n, self.unit,
+                               with_kind=p is not None and p.kind != "mlp.hook_post")
             extra = f"  exact {exact[(s, n)]:+.4f}" if (s, n) in exact else ""
             lines.append(f"  {label:14s} {e:+.4f}{extra}")
         return "\n".join(lines)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from neurolens.engine import attention as attn_sites   # also registers the head ops
 from neurolens.engine.adapters import Adapter, SiteRef, adapter_for, get_module
 from neurolens.engine.baking import BakeTarget, WeightView
 from neurolens.engine.capture import Capture, CaptureHandler
@@ -66,13 +67,16 @@ def _as_list(prompts) -> tuple[list, bool]:
     raise InputError("prompts must be strings or lists of token ids")
 
 
-def _through_norm(direction: torch.Tensor, norm, model_type: str) -> torch.Tensor:
+def _through_norm(direction: torch.Tensor, norm, model_type: str,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """The linear part of the final norm applied to a residual direction: LayerNorms (they
-    subtract the mean) centre it first; the weight multiplies (Gemma's RMSNorm stores w - 1)."""
+    subtract the mean) centre it first; the weight (``weight``, else the norm's own) multiplies
+    (Gemma's RMSNorm stores w - 1)."""
     name = type(norm).__name__.lower()
     if isinstance(norm, torch.nn.LayerNorm) or ("layernorm" in name and "rms" not in name):
         direction = direction - direction.mean()
-    weight = getattr(norm, "weight", None)
+    if weight is None:
+        weight = getattr(norm, "weight", None)
     if weight is not None:
         scale = weight.detach().float().to(direction.device)
         if model_type.startswith("gemma"):
@@ -143,7 +147,9 @@ class LanguageModel(ModelBase):
             h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
             for name, p in self.hf.state_dict().items():
                 h.update(f"{name}{tuple(p.shape)}".encode())
-            first = next(iter(self.hf.parameters())).detach().flatten()[:256].float().cpu()
+            from neurolens.engine.offload import parameter   # offloaded: read from disk
+            first = parameter(self.hf, next(iter(self.hf.named_parameters()))[0])
+            first = first.flatten()[:256].float().cpu()
             h.update(first.numpy().tobytes())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
@@ -171,7 +177,7 @@ class LanguageModel(ModelBase):
         if isinstance(patterns, str):
             patterns = [patterns]
         out: list[str] = []
-        avail = list(self.sites())
+        avail = list(self.sites()) + list(self.attention_sites())
         for p in patterns:
             if is_pattern(p):
                 found = match_sites(p, avail)
@@ -183,6 +189,14 @@ class LanguageModel(ModelBase):
                 found = [p]
             out.extend(s for s in found if s not in out)
         return out
+
+    def attention_sites(self) -> dict[str, int]:
+        """Attention sites with their widths (:mod:`neurolens.engine.attention`)."""
+        return attn_sites.attention_sites(self)
+
+    def attention(self, prompts, sites=("blocks.*.attn.hook_pattern",), **kw):
+        """Attention patterns / scores ``[heads, query, key]`` per prompt (eager attention)."""
+        return attn_sites.capture_attention(self, prompts, sites, **kw)
 
     def _probe_widths(self, names: list[str]) -> dict[str, int]:
         if not names:
@@ -248,7 +262,7 @@ class LanguageModel(ModelBase):
 
     # -- edits ---------------------------------------------------------------------------------
     def _validation_widths(self, edits: EditSet) -> dict[str, int]:
-        widths = dict(self.sites())
+        widths = dict(self.sites()) | self.attention_sites()
         for op in edits:
             if not is_pattern(op.site) and op.site not in widths:
                 try:
@@ -256,6 +270,19 @@ class LanguageModel(ModelBase):
                 except InputError:
                     pass  # validate() reports the unknown site with the field name
         return widths
+
+    def _check_op(self, op) -> None:
+        heads = getattr(op, "heads", None)
+        if heads is not None and parse_site(op.site) is not None:
+            attn_sites.check_heads(self, op.site, heads)
+        elif heads is not None or op.op == "attn_topk":
+            attn_sites.geometry(self)
+
+    def session_factory(self, edits: EditSet | None = None, captures: dict | None = None,
+                        ctx: dict | None = None):
+        ctx = ctx if ctx is not None else {}    # the attention plan of the run lands in it
+        factory = super().session_factory(edits, captures, ctx)
+        return attn_sites.scoped_factory(self, factory, ctx)
 
     def bake_target(self, hf, site: str) -> BakeTarget | None:
         """The linear layers of ``hf`` (a copy of this model) around a canonical FFN site."""
@@ -281,6 +308,8 @@ class LanguageModel(ModelBase):
                               writes_zero=True)
         if s.kind == "hook_mlp_out":
             return BakeTarget(writes=view(arch.down), writes_linear=True, writes_zero=True)
+        if s.kind == "attn.hook_z" and arch.attn is not None:
+            return attn_sites.ops.head_bake_target(self, view(arch.attn.o_proj))
         return None
 
     export_words = {"source": "model", "weights": "weights", "library": "`transformers`",
@@ -289,6 +318,10 @@ class LanguageModel(ModelBase):
 
     def _export_copy(self):
         import copy
+
+        from neurolens.engine.offload import device_map, gathered_copy
+        if device_map(self.hf):      # placed by accelerate: a plain CPU copy, offload gathered
+            return gathered_copy(self.hf)
         return copy.deepcopy(self.hf)
 
     def _save_export(self, hf, tmp: Path) -> None:
@@ -315,6 +348,10 @@ class LanguageModel(ModelBase):
                        batch_size: int = 8, cancel: CancelToken | None = None,
                        set_names: list[str] | None = None):
         names = self.resolve_sites(sites)
+        if any(attn_sites.is_pattern_site(s) for s in names):
+            attn_sites.check_patterns(self)      # names an architecture without weights
+            raise InputError("attention pattern / score sites are [heads, query, key] per prompt: "
+                             "capture them with model.attention(prompts, sites)")
         store = store if store is not None else CaptureStore(stats=False)
         for i, p in enumerate(prompts):
             store.set_prompt(i, p, set_names[i] if set_names else None)
@@ -489,23 +526,52 @@ class LanguageModel(ModelBase):
         if arch is None or not arch.unembed:
             raise InputError("the logit lens needs a known causal-LM architecture")
         from neurolens.engine.adapters import try_module
-        down = get_module(self.hf, f"{self.adapter.layers_path}.{layer}.{arch.down}")
-        w = down.weight.detach()
+        from neurolens.engine.offload import parameter     # offloaded weights: read from disk
+        w = parameter(self.hf, f"{self.adapter.layers_path}.{layer}.{arch.down}.weight")
         col = (w[neuron, :] if arch.conv1d else w[:, neuron]).float()   # Conv1D rows: inputs
-        _, norm = try_module(self.hf, arch.final_norm)
+        npath, norm = try_module(self.hf, arch.final_norm)
         if norm is not None:
-            col = _through_norm(col, norm, self.model_type)
-        _, head = try_module(self.hf, arch.unembed)
+            nw = (parameter(self.hf, f"{npath}.weight")
+                  if getattr(norm, "weight", None) is not None else None)
+            col = _through_norm(col, norm, self.model_type, nw)
+        hpath, head = try_module(self.hf, arch.unembed)
         if head is None:
             head = self.hf.get_output_embeddings()
-        hw = head.weight.detach()
-        with torch.inference_mode():   # in the weights' dtype: no float32 copy of the vocabulary
-            scores = (hw @ col.to(device=hw.device, dtype=hw.dtype)).float().cpu()
-        top = torch.topk(scores, k)
-        bot = torch.topk(-scores, k)
+            hpath = next(n for n, m in self.hf.named_modules() if m is head)
+        promote, suppress = self._lens_top(parameter(self.hf, f"{hpath}.weight"), col, k)
         dec = self.tokenizer.decode if self.tokenizer is not None else str
-        return {"promote": [(dec([int(i)]), float(v)) for v, i in zip(top.values, top.indices)],
-                "suppress": [(dec([int(i)]), float(-v)) for v, i in zip(bot.values, bot.indices)]}
+        return {"promote": [(dec([i]), v) for i, v in promote],
+                "suppress": [(dec([i]), v) for i, v in suppress]}
+
+    @staticmethod
+    def _lens_top(hw: torch.Tensor, col: torch.Tensor, k: int):
+        """The ``k`` highest and the ``k`` lowest entries of ``hw @ col`` as two lists of
+        (row, value), strongest first, exact to float64: one pass over the vocabulary ``hw``
+        (vocab x d) in its own dtype, with no float32 copy of it (3.7 GB at 256k x 3,584),
+        ~70 ms there in bf16 on 2 CPU cores; then the rows that pass could have misordered
+        (the k best and every row within its rounding error of them) scored again in float64,
+        a few hundred rows at a time."""
+        k = min(int(k), hw.shape[0])
+        exact_dtype = torch.float32 if hw.device.type == "mps" else torch.float64
+        with torch.inference_mode():
+            col_hi = col.detach().to(device=hw.device, dtype=exact_dtype)
+            approx = (hw @ col_hi.to(hw.dtype)).float()
+            # the pass rounds col and the scores to the weights' dtype (accumulating in float32)
+            tol = 2 * torch.finfo(hw.dtype).eps * float(approx.abs().max()) + 1e-30
+            out = []
+            for sign in (1.0, -1.0):
+                s = approx * sign
+                m = min(hw.shape[0], max(4 * k, 64))
+                cand = torch.topk(s, m)
+                floor = float(cand.values[k - 1]) - 2 * tol
+                idx = cand.indices[cand.values >= floor]
+                if len(idx) == m:                   # more near-ties than candidates
+                    idx = torch.nonzero(s >= floor).flatten()[:4096]
+                exact = torch.cat([(hw[idx[i:i + 512]].to(exact_dtype) @ col_hi) * sign
+                                   for i in range(0, len(idx), 512)])
+                order = torch.argsort(-exact, stable=True)[:k]
+                out.append([(int(idx[j]), float(exact[j] * sign)) for j in order])
+        return out[0], out[1]
 
     # -- compare / export --------------------------------------------------------------------------
     def compare(self, prompts: str | Iterable[str], edits: EditSet,

@@ -44,11 +44,13 @@ def check_folder(path: Path, allow_pickle: bool) -> None:
 
 def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", dtype=None,
          allow_pickle: bool = False, trust_remote_code: bool = False,
-         apply_sidecar: bool = True, check_memory: bool = True):
+         apply_sidecar: bool = True, check_memory: bool = True, max_memory=None):
     """Load a causal LM (or encoder) from a local folder or a hub id; default: the demo model.
 
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (``device_map="auto"`` through
-    accelerate, for models larger than one device). ``dtype``: float32 (default on CPU),
+    accelerate, for models larger than one device: layers over the GPUs present, the CPU and
+    disk, within ``max_memory``, e.g. ``{"cpu": "8GiB", 0: "20GiB"}``; see :mod:`.offload`).
+    ``dtype``: float32 (default on CPU),
     float16, bfloat16 or "auto". ``check_memory``: estimate the memory first from the
     safetensors headers and refuse with one line when it will not fit (:mod:`.memory`).
     """
@@ -96,13 +98,17 @@ def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", 
             raise LoadError(f"cannot read the config of {name}: {str(e).splitlines()[0]}") from None
         raise LoadError(f"could not load '{name}': not a local folder, and the Hugging Face hub "
                         f"did not answer ({str(e).splitlines()[0][:160]})") from None
-    preflight(path if local else name, device=device, dtype=td, enabled=check_memory)
+    if max_memory is not None and device != "auto":
+        raise LoadError("max_memory is for device='auto' (--device auto)")
+    preflight(path if local else name, device=device, dtype=td, enabled=check_memory,
+              max_memory=max_memory)
     mkw = dict(kw)
     mkw["use_safetensors"] = None if allow_pickle else True
     if td is not None:
         mkw["dtype"] = td
     if device == "auto":
-        mkw["device_map"] = "auto"
+        from neurolens.engine.offload import from_pretrained_kwargs
+        mkw.update(from_pretrained_kwargs(max_memory))
     try:
         try:
             hf = AutoModelForCausalLM.from_pretrained(src, config=config, **mkw)
@@ -137,6 +143,10 @@ def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", 
             base = EditSet.load(side)
             notes.append(f"re-applying {len(base)} edit(s) from {SIDECAR_NAME} that are not "
                          "baked into the weights")
-    dev = device if device != "auto" else str(next(hf.parameters()).device)
+    if device == "auto":
+        from neurolens.engine.offload import input_device
+        dev = str(input_device(hf))
+    else:
+        dev = device
     lm = LanguageModel(hf, tok, name_or_path=name, device=dev, base_edits=base, notes=notes)
     return lm

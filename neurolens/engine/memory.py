@@ -5,8 +5,10 @@ weight is read) at the dtype the model will be loaded with: floating tensors tak
 the others keep theirs. :func:`preflight` compares that with the memory available where the model
 goes (the CPU's ``MemAvailable``; a GPU's free memory, and the CPU's too, since a GPU load passes
 through it) and raises :class:`~neurolens.errors.LoadError` (CLI exit 2, a dialog in the GUI)
-with one line that gives the estimate, the memory available and the options. ``device="auto"``
-is not checked (accelerate places the layers over the devices and disk), nor is anything with
+with one line that gives the estimate, the memory available and the options. With
+``device="auto"`` accelerate places the layers over the GPUs, the CPU and disk: the weights must
+fit in all of them together (the GPUs' free memory, the CPU's, within ``max_memory`` where it
+is given, and the free disk space of the offload folder). Nothing is checked with
 ``NEUROLENS_SKIP_MEMORY_CHECK=1`` set or ``check_memory=False`` given to ``load``.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +133,8 @@ def report(name_or_path: str | Path, dtype=None, device: str = "cpu") -> dict | 
         est = None
     if est is None:
         return None
-    return {**est.as_dict(), "device": device, "available_bytes": available_memory(device)}
+    free = auto_capacity()[0] if device == "auto" else available_memory(device)
+    return {**est.as_dict(), "device": device, "available_bytes": free}
 
 
 def gb(n: int) -> str:
@@ -139,11 +143,50 @@ def gb(n: int) -> str:
     return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
+def auto_capacity(max_memory=None) -> tuple[int, str]:
+    """Bytes that ``device="auto"`` can place weights in (GPUs, CPU, disk) and how they add up;
+    ``max_memory`` (accelerate's form) caps the devices it names."""
+    from neurolens.engine.offload import cache_dir, parse_max_memory
+    caps = parse_max_memory(max_memory) or {}
+    places = []
+    try:
+        import torch
+        places = [(i, f"cuda:{i}") for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no usable GPU runtime: CPU and disk only
+        places = []
+    places.append(("cpu", "cpu"))
+    total, parts = 0, []
+    for key, dev in places:
+        free = available_memory(dev) or 0
+        if key in caps:
+            free = min(free, _bytes(caps[key]))
+        total += free
+        parts.append(f"{gb(free)} {dev}")
+    try:
+        folder = cache_dir()
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        disk = shutil.disk_usage(folder).free
+    except OSError:
+        disk = 0
+    total += disk
+    parts.append(f"{gb(disk)} disk")
+    return total, " + ".join(parts)
+
+
+def _bytes(v) -> int:
+    """accelerate's memory sizes: an int, or "8GiB", "500MB", ..."""
+    if isinstance(v, (int, float)):
+        return int(v)
+    from accelerate.utils import convert_file_size_to_int
+    return int(convert_file_size_to_int(str(v)))
+
+
 def preflight(name_or_path: str | Path, *, device: str = "cpu", dtype=None,
-              enabled: bool = True) -> Estimate | None:
+              enabled: bool = True, max_memory=None) -> Estimate | None:
     """Raise LoadError when the model of ``name_or_path`` (a folder, or a hub id already in the
     cache) will not fit on ``device`` at ``dtype``; return the estimate (None: not checked)."""
-    if not enabled or device == "auto" or os.environ.get(ENV_SKIP, "") not in ("", "0"):
+    if not enabled or os.environ.get(ENV_SKIP, "") not in ("", "0"):
         return None
     folder = Path(name_or_path).expanduser()
     if not folder.is_dir():
@@ -156,6 +199,14 @@ def preflight(name_or_path: str | Path, *, device: str = "cpu", dtype=None,
         return None              # a corrupt file: the load reports it
     if est is None:
         return None
+    if device == "auto":
+        total, parts = auto_capacity(max_memory)
+        if est.weights_bytes > total:
+            raise LoadError(f"{name_or_path} needs about {gb(est.weights_bytes)} of weights at "
+                            f"{est.dtype} but the GPUs, the CPU and disk hold {gb(total)} "
+                            f"({parts}): try a smaller dtype or model, or free disk space "
+                            f"({ENV_SKIP}=1 loads anyway)")
+        return est
     places = [device] if device == "cpu" else [device, "cpu"]   # a GPU load goes through the CPU
     for place in places:
         need = est.needed_bytes if place == device else est.weights_bytes

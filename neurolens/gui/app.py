@@ -58,8 +58,9 @@ def _memorized_prompts() -> list[str]:
 
 
 def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str | None = None,
-            timeout: float = 300.0) -> int:
-    """Open the main window. With ``screenshot``: load, run, wait for data, save PNG, exit."""
+            timeout: float = 300.0, tab: str | None = None) -> int:
+    """Open the main window. With ``screenshot``: load, run, wait for data, save PNG, exit
+    (``tab="attention"``: then the Attention tab, its head summaries and a head's pattern)."""
     problem = _platform_problem(screenshot)
     if problem:
         print(problem, file=sys.stderr)
@@ -122,6 +123,8 @@ def run_gui(model: str | None = None, screenshot: str | None = None, prompt: str
             if win.selection == [] and win.model_info:
                 r, c = win.family.showcase_cell(win.layer_map.data)
                 win.layer_map.click_cell(r, c)
+                return
+            if tab == "attention" and not win.attention.screenshot_step():
                 return
             app.processEvents()
             ok = win.grab().save(screenshot)

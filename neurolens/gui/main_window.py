@@ -21,6 +21,8 @@ from PySide6.QtWidgets import QApplication, QDialog, QMainWindow, QMessageBox
 
 from neurolens import __version__
 from neurolens.gui import gc_policy, jobs
+from neurolens.gui.controllers.attention import AttentionController
+from neurolens.gui.controllers.attribute import AttributeController
 from neurolens.gui.controllers.export import ExportController
 from neurolens.gui.controllers.methods import MethodController
 from neurolens.gui.controllers.neurons import NeuronController
@@ -102,12 +104,16 @@ class MainWindow(QMainWindow):
         self.methods = MethodController(self)
         self.exports = ExportController(self)
         self.neurons = NeuronController(self)
+        self.attribution = AttributeController(self)
+        self.attention = AttentionController(self)
         self.snn = SNNController(self)
         self.picker = self.prompt_sets        # the prompt panel's sets: prompts or samples
         self.projector = Projector()
         self.projector.ready.connect(self.neurons.projected)
         window_ui.build_ui(self)
         window_ui.build_menus(self)
+        self.attribution.wire()
+        self.attention.wire()
         self.apply_family(self.family)
         self.timer = QTimer(self)
         self.timer.setInterval(self.REFRESH_MS)
@@ -209,6 +215,8 @@ class MainWindow(QMainWindow):
         self.methods_panel.set_kind(fam.kind)
         self.edits_panel.set_kind(fam.kind, fam.n_layers)
         self.inspector.set_mode(fam.inspector)
+        self.attribution.set_family(fam)
+        self.attention.set_family(fam)
         self.picker = self.snn if fam.picker == "samples" else self.prompt_sets
         self.picker_label.setText(fam.placeholder if fam.picker == "samples" else "")
         self.picker_label.setVisible(fam.picker == "samples")

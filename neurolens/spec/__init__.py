@@ -4,3 +4,4 @@
 # ops live in their own module, loaded here so an edit file naming them reads before any
 # spiking network is loaded
 from neurolens.spec import snn_edits as _snn_edits  # noqa: F401
+from neurolens.spec import head_edits as _head_edits  # noqa: F401

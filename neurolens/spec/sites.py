@@ -10,8 +10,13 @@ from dataclasses import dataclass
 SITE_KINDS = ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "hook_mlp_out",
               "hook_resid_post")
 
+#: attention site kinds (LMs): per-head outputs, the block's attention output, and the patterns
+#: (heads x query x key, after / before the softmax), captured through eager attention
+ATTN_SITE_KINDS = ("attn.hook_z", "hook_attn_out", "attn.hook_pattern", "attn.hook_attn_scores")
+
 _CANON = re.compile(r"^blocks\.(\d+)\.(mlp\.hook_pre|mlp\.hook_pre_linear|mlp\.hook_post|"
-                    r"hook_mlp_out|hook_resid_post)$")
+                    r"hook_mlp_out|hook_resid_post|attn\.hook_z|hook_attn_out|attn\.hook_pattern|"
+                    r"attn\.hook_attn_scores)$")
 _NATIVE = re.compile(r"^[A-Za-z_][\w.]*:(input|output)$")
 
 
@@ -53,7 +58,9 @@ def match_sites(pattern: str, available: list[str]) -> list[str]:
 
 def short_kind(kind: str) -> str:
     return {"mlp.hook_pre": "pre", "mlp.hook_pre_linear": "lin", "mlp.hook_post": "post",
-            "hook_mlp_out": "mlp_out", "hook_resid_post": "resid"}.get(kind, kind)
+            "hook_mlp_out": "mlp_out", "hook_resid_post": "resid", "attn.hook_z": "z",
+            "hook_attn_out": "attn_out", "attn.hook_pattern": "pattern",
+            "attn.hook_attn_scores": "scores"}.get(kind, kind)
 
 
 _UNET_BLOCK = re.compile(

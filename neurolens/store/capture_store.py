@@ -68,6 +68,10 @@ class CaptureStore:
         """Add rows [n, width] (or one row [width]) for prompt ``index`` at ``site``."""
         if rows.ndim == 1:
             rows = rows[None]
+        part = None
+        if self.track_stats:     # the batch's moments outside the lock: readers wait less
+            part = RunningStats(rows.shape[-1])
+            part.update(rows)
         with self._lock:
             self.widths.setdefault(site, rows.shape[-1])
             if self._writer is not None:
@@ -81,11 +85,11 @@ class CaptureStore:
                 self._written.add(name)
             elif self.keep_rows:
                 self._rows[(site, index)].append((step, rows))
-            if self.track_stats:
-                self._stat(site, ALL, rows.shape[-1]).update(rows)
+            if part is not None:
+                self._stat(site, ALL, rows.shape[-1]).merge(part)
                 s = self.set_of.get(index)
                 if s is not None:
-                    self._stat(site, s, rows.shape[-1]).update(rows)
+                    self._stat(site, s, rows.shape[-1]).merge(part)
             # ring of recent chunks (not rows: no per-row Python objects on the hot path)
             ring = self._ring.get(site)
             if ring is None:
@@ -146,6 +150,16 @@ class CaptureStore:
         with self._lock:
             st = self._stats.get((site, set_name or ALL))
             return st.copy() if st is not None else None
+
+    def means(self, sites: list[str], set_name: str | None = None) -> list[np.ndarray | None]:
+        """Each site's running mean (over one prompt set, or everything; float64 copies), all
+        taken under one hold of the lock; None where nothing was captured."""
+        out: list[np.ndarray | None] = []
+        with self._lock:
+            for site in sites:
+                st = self._stats.get((site, set_name or ALL))
+                out.append(st.mean.copy() if st is not None and st.count else None)
+        return out
 
     def set_names(self) -> list[str]:
         with self._lock:

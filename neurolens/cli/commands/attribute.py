@@ -1,6 +1,7 @@
 """``neurolens attribute``: causal neuron scores for an answer (attribution patching, gradient x
 activation, or exact activation patching), the top-K as a prune edit set, the effect arrays as a
-capture-format file."""
+capture-format file. ``--per head`` scores attention heads of ``blocks.L.attn.hook_z`` sites
+(the top-K as ``prune_head`` ops)."""
 
 from __future__ import annotations
 
@@ -30,15 +31,20 @@ def add_parser(sub) -> None:
     p.add_argument("--mean-prompts", help="prompts file for the mean ablation (default: the "
                    "probe split of a JSONL prompts file's skill, else the prompts)")
     p.add_argument("--site", action="append", help="neuron site or pattern (repeatable; "
-                   "default blocks.*.mlp.hook_post)")
+                   "default blocks.*.mlp.hook_post, with --per head blocks.*.attn.hook_z)")
+    p.add_argument("--per", default="neuron", choices=["neuron", "head"],
+                   help="score neurons (default) or attention heads (hook_z sites; a head is "
+                        "its whole d_head slice)")
     p.add_argument("--method", default="attribution", choices=["attribution", "gradxact",
                                                                "exact"])
     p.add_argument("--position", type=int, default=None,
                    help="score one token position (negative: from the end) instead of the sum")
-    p.add_argument("--top", type=int, default=20, help="K neurons to list / write (default 20)")
+    p.add_argument("--top", type=int, default=20,
+                   help="K neurons (heads) to list / write (default 20)")
     p.add_argument("--verify", action="store_true",
                    help="patch the top K exactly too (gradient methods)")
-    p.add_argument("--as-edits", help="write a prune edit set of the top K to this JSON file")
+    p.add_argument("--as-edits", help="write a prune edit set of the top K to this JSON file "
+                   "(prune_head ops with --per head)")
     p.add_argument("--out", help="write the effect arrays to FILE.safetensors (capture format)")
     p.add_argument("--edits", help="edit spec applied during the runs")
     p.add_argument("--batch-size", type=int, default=64,
@@ -110,10 +116,12 @@ def cmd_attribute(args) -> int:
     edits = load_edits(model, args.edits)
     from neurolens.engine.attribution import attribute
 
+    default = "blocks.*.attn.hook_z" if args.per == "head" else "blocks.*.mlp.hook_post"
     res = attribute(model, prompts, answer, args.contrast, corrupt=corrupt, ablate=args.ablate,
-                    sites=args.site or ["blocks.*.mlp.hook_post"], method=args.method,
+                    sites=args.site or [default], method=args.method,
                     position=args.position, mean_prompts=mean_prompts,
-                    verify=args.top if args.verify else 0, batch=args.batch_size, edits=edits)
+                    verify=args.top if args.verify else 0, batch=args.batch_size, edits=edits,
+                    per=args.per)
     payload = res.to_json(top=args.top)
     notes = []
     if res.corruption == "mean":
@@ -122,7 +130,7 @@ def cmd_attribute(args) -> int:
     if args.as_edits:
         path = res.as_edits(args.top).save(args.as_edits)
         payload["as_edits"] = str(path)
-        notes.append(f"prune edit set of the top {args.top} -> {path}")
+        notes.append(f"prune edit set of the top {args.top} {res.unit}s -> {path}")
     if args.out:
         path = res.save(args.out)
         payload["out"] = str(path)

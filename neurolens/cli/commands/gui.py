@@ -12,6 +12,8 @@ def add_parser(sub) -> None:
     p.add_argument("--screenshot", help="load, run, save the window as PNG, exit")
     p.add_argument("--prompt", help="prompt to run")
     p.add_argument("--timeout", type=float, default=300.0, help="screenshot mode time limit (s)")
+    p.add_argument("--tab", choices=["neurons", "attention"], default="neurons",
+                   help="screenshot mode: the centre tab to show")
     debug_arg(p)
     p.set_defaults(func=cmd_gui)
 
@@ -24,4 +26,4 @@ def cmd_gui(args) -> int:
     except ImportError as e:
         raise InputError(f"the GUI needs PySide6 and pyqtgraph ({e})") from None
     return run_gui(args.model, screenshot=args.screenshot, prompt=args.prompt,
-                   timeout=args.timeout)
+                   timeout=args.timeout, tab=args.tab)

@@ -103,8 +103,8 @@ class SNNController(Controller):
         self.health_edited = r["health"]
         self._health_note()
         self.draw_delays()
-        if self.w.selection:
-            self.inspect(*self.w.selection[-1])
+        if self.w.selection and self.w.selection.last is not None:
+            self.inspect(*self.w.selection.last)
 
     def _synapses_failed(self, msg: str) -> None:
         self.synapses_pending -= 1
@@ -213,9 +213,9 @@ class SNNController(Controller):
         bins, counts = snn.delay_histogram(L["delays"], L["weights"], ov["max_delay"])
         pts = snn.delay_weight_points(L["delays"], L["weights"])
         chosen = None
-        sel = [(s, i) for s, i in w.selection if s.startswith(f"layers.{layer}.")]
-        if sel:
-            j = sel[-1][1]
+        last = w.selection.last
+        if last is not None and last[0].startswith(f"layers.{layer}."):
+            j = last[1]
             chosen = snn.delay_weight_points(L["delays"][j], L["weights"][j])
         src = "inputs" if layer == 0 else f"layer {layer - 1}"
         live = int((L["weights"] != 0).sum())

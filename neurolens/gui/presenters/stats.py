@@ -28,23 +28,19 @@ def stat_matrix(store: CaptureStore, sites: list[str], set_names, view,
     captured row, or at one denoising step); rows of different widths are padded with zeros."""
     rows = []
     a, b = view.set_a, view.set_b
-    for site in sites:
-        if step >= 0:
+    if step >= 0:
+        for site in sites:
             ra = step_mean(store, set_names, site, step, a if view.diff else None)
             rb = step_mean(store, set_names, site, step, b) if view.diff else 0.0
             if ra is None or rb is None:
                 return None
             rows.append(ra - rb)
-        elif view.diff:
-            sa, sb = store.stats(site, a), store.stats(site, b)
-            if sa is None or sb is None or not sa.count or not sb.count:
-                return None
-            rows.append((sa.mean - sb.mean).astype(np.float32))
-        else:
-            st = store.stats(site)
-            if st is None or not st.count:
-                return None
-            rows.append(st.mean.astype(np.float32))
+    else:   # the running means only (not the other moments), under one hold of the lock
+        ma = store.means(sites, a if view.diff else None)
+        mb = store.means(sites, b) if view.diff else [0.0] * len(sites)
+        if any(x is None for x in ma) or any(x is None for x in mb):
+            return None
+        rows = [(x - y).astype(np.float32) for x, y in zip(ma, mb)]
     if not rows:
         return None
     width = max(len(r) for r in rows)   # UNet blocks differ in width: pad with zeros

@@ -149,10 +149,13 @@ class EditsPanel(QWidget):
         except SpecError as e:
             self.status.setText(str(e))
             return 0
-        by_site: dict[str, list[int]] = defaultdict(list)
-        for site, idx in sel:
-            if idx not in by_site[site]:
-                by_site[site].append(idx)
+        if hasattr(sel, "by_site"):          # a Selection: neurons held as ranges per site
+            by_site = sel.by_site()
+        else:
+            seen: dict[str, set[int]] = defaultdict(set)
+            for site, idx in sel:
+                seen[site].add(int(idx))
+            by_site = {site: sorted(idx) for site, idx in seen.items()}
         op = self.op.currentText()
         ops = []
         for site, neurons in by_site.items():

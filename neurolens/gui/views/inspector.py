@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import (QLabel, QListWidget, QSplitter, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+                               QTabWidget, QVBoxLayout, QWidget)
 from PySide6.QtCore import Qt
 
+from neurolens.gui.views.dashboard_view import DashboardView
 from neurolens.gui.views.scatter import PALETTE
 from neurolens.gui.views.snn_view import KernelView
 
@@ -33,16 +34,21 @@ class NeuronInspector(QWidget):
         self.lens.setHorizontalHeaderLabels(["promotes", "suppresses"])
         self.lens.horizontalHeader().setStretchLastSection(True)
         self.lens.verticalHeader().setVisible(False)
-        split.addWidget(self.lens)
+        self.lower = QTabWidget()           # the logit lens and the corpus dashboard, side by side
+        self.lower.addTab(self.lens, "logit lens")
+        self.dashboard = DashboardView()    # corpus examples from the model's neuron index
+        self.lower.addTab(self.dashboard, "corpus examples")
+        split.addWidget(self.lower)
         self.kernel = KernelView()          # spiking networks, in place of the logit lens
         self.kernel.setVisible(False)
         split.addWidget(self.kernel)
+        split.setSizes([200, 90, 310, 200])     # the lens / corpus tabs get the most room
         lay.addWidget(split)
 
     def set_mode(self, mode: str) -> None:
         """``lens``: the logit lens below the histogram; ``kernel``: a spiking neuron's
         incoming kernels and template alignment."""
-        self.lens.setVisible(mode == "lens")
+        self.lower.setVisible(mode == "lens")
         self.kernel.setVisible(mode == "kernel")
         self.hist.setLabel("left", "time bins" if mode == "kernel" else "tokens")
 

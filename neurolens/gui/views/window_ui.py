@@ -13,6 +13,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QWidget)
 
 from neurolens.gui.presenters.family import NEURON_KINDS
+from neurolens.gui.views.attention_view import AttentionView
+from neurolens.gui.views.attribute_panel import AttributePanel, AttributeResults
 from neurolens.gui.views.compare_view import CompareView
 from neurolens.gui.views.edits_panel import EditsPanel
 from neurolens.gui.views.heatmap import Heatmap
@@ -194,6 +196,7 @@ def build_ui(w) -> None:
     w.layer_map = Heatmap("layer × neuron", "neuron", "layer")
     w.layer_map.cellClicked.connect(w.neurons.layer_cell)
     w.layer_map.cellsSelected.connect(w.neurons.layer_cells)
+    w.layer_map.blockSelected.connect(w.neurons.layer_block)
     top.addWidget(w.layer_map)
     w.scatter = KeySpaceScatter()
     w.scatter.lassoSelected.connect(w.define_prompt_set)
@@ -208,6 +211,7 @@ def build_ui(w) -> None:
     w.token_map = Heatmap("token × neuron", "neuron", "token")
     w.token_map.cellClicked.connect(w.neurons.token_cell)
     w.token_map.cellsSelected.connect(w.neurons.token_cells)
+    w.token_map.blockSelected.connect(w.neurons.token_block)
     bl.addWidget(w.token_map, 1)
     w.output_label = QLabel("")
     w.output_label.setWordWrap(True)
@@ -228,6 +232,10 @@ def build_ui(w) -> None:
     w.center_tabs.addTab(vsplit, "Neurons")
     w.compare_view = CompareView()
     w.center_tabs.addTab(w.compare_view, "Compare")
+    w.attribute_results = AttributeResults()
+    w.center_tabs.addTab(w.attribute_results, "Attribution")
+    w.attention_view = AttentionView()
+    w.center_tabs.addTab(w.attention_view, "Attention")
 
     cl.addWidget(w.center_tabs, 1)
 
@@ -238,6 +246,7 @@ def build_ui(w) -> None:
     rl = QVBoxLayout(inspect_tab)
     rl.setContentsMargins(4, 4, 4, 4)
     w.inspector = NeuronInspector()
+    w.dashboard = w.inspector.dashboard
     rl.addWidget(w.inspector, 3)
     rl.addWidget(QLabel("Selection"))
     w.selection_label = QLabel("none (click a cell; shift-click or shift-drag for many)")
@@ -256,12 +265,14 @@ def build_ui(w) -> None:
     rl.addWidget(w.sets_list, 1)
     right.addTab(inspect_tab, "Inspect")
     w.edits_panel = EditsPanel(w.edit_model)
-    w.edits_panel.selection_provider = lambda: list(w.selection)
+    w.edits_panel.selection_provider = lambda: w.selection.copy()
     w.edits_panel.changed.connect(w.edits_changed)
     right.addTab(w.edits_panel, "Edits")
     w.methods_panel = MethodsPanel()
     w.methods_panel.fitRequested.connect(w.fit_method)
     right.addTab(w.methods_panel, "Methods")
+    w.attribute_panel = AttributePanel()
+    right.addTab(w.attribute_panel, "Attribute")
 
     split = QSplitter(Qt.Orientation.Horizontal)
     split.addWidget(left)

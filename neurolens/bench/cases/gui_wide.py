@@ -1,0 +1,217 @@
+"""The GUI at Llama-3-8B widths: 32 layers x 14,336 neurons (issue 29, item 4).
+
+``case`` (in the bench process) saves a random Llama of that shape with a narrow residual
+stream (d_model 64: the maps' width is what is measured, not the model's speed) and the demo
+model's tokenizer, then runs ``python -m neurolens.bench.cases.gui_wide N_PROMPTS N_TOKENS
+FOLDER`` with its own settings folder, as the ``gui`` case does. ``main`` (in that process)
+streams the prompts while a 5 ms probe timer measures the event loop (the ``gui`` case's
+measure), then drives the maps with real mouse and wheel events: clicks (click to inspector,
+and to the logit lens), wheel zoom and a double-click back, and a shift-drag over the whole
+map (458,752 cells). It prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from neurolens.bench.measure import Case, check
+
+LAYERS, WIDTH, D_MODEL = 32, 14_336, 64
+PROBE_MS = 5   # the probe timer's interval, as in the gui case (cases import no other case)
+
+
+def save_model(folder: str, layers: int = LAYERS, width: int = WIDTH) -> str:
+    """A random Llama, ``layers`` x ``width`` FFN neurons, d_model 64, with the demo model's
+    tokenizer (2,048 tokens)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from neurolens.resources import model_path
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=2048, hidden_size=D_MODEL, intermediate_size=width,
+                      num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+                      head_dim=32, max_position_embeddings=512, bos_token_id=0,
+                      eos_token_id=0, pad_token_id=0, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).eval().save_pretrained(folder)
+    demo = model_path()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(demo / name, os.path.join(folder, name))
+    return folder
+
+
+def case(quick: bool = False) -> list[Case]:
+    n_prompts, n_tokens = (2, 4) if quick else (4, 48)
+    layers = 2 if quick else LAYERS
+    with tempfile.TemporaryDirectory(prefix="neurolens-bench-wide-") as tmp:
+        folder = save_model(os.path.join(tmp, "model"), layers)
+        settings = os.path.join(tmp, "settings")
+        env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "NEUROLENS_SETTINGS_DIR": settings}
+        r = subprocess.run([sys.executable, "-m", __name__, str(n_prompts), str(n_tokens),
+                            folder], capture_output=True, text=True, timeout=1800, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    shape = f"{layers} x {WIDTH}"
+    det = {"shape": shape, "prompts": n_prompts, "new_tokens": n_tokens,
+           "stream_seconds": round(d["seconds"], 2), "p99_gap_ms": d["p99_gap_ms"],
+           "downsample_ms": d["downsample_ms"], "lens_ms": d["lens_ms"],
+           "clicks_ms": d["clicks_ms"], "zoom_ms": d["zoom_ms"], "drag_all_ms": d["drag_all_ms"],
+           "selected_after_drag": d["selected_after_drag"], "bins": d["bins"]}
+    stall, hz, click = d["max_stall_ms"] or 0.0, d["refresh_hz"], d["click_ms"]
+    worst = max(d["zoom_ms"] + [d["drag_all_ms"]])
+    return [Case(f"GUI at {shape}: max event-loop stall while streaming", stall, None, stall,
+                 "<= 50", check(stall, "<= 50"), unit="ms", detail=det),
+            Case(f"GUI at {shape}: heatmap refresh rate while streaming", hz, None, hz,
+                 ">= 20", check(hz, ">= 20"), unit="Hz", detail=det),
+            Case(f"GUI at {shape}: click to inspector", click, None, click, "<= 100",
+                 check(click, "<= 100"), unit="ms", detail=det),
+            Case(f"GUI at {shape}: wheel zoom / select-all stall", worst, None, worst, "<= 50",
+                 check(worst, "<= 50"), unit="ms", detail=det)]
+
+
+def main(argv: list[str]) -> None:
+    """The fresh process: open the model, stream the prompts, then click, zoom and drag."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from neurolens.gui.process import configure
+    configure()          # as `neurolens gui` does, before torch loads
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+    app = QApplication([])
+    from neurolens.gui.main_window import MainWindow
+    from neurolens.spec.run import GenerationParams
+    n_prompts, n_tokens, model = int(argv[0]), int(argv[1]), argv[2]
+    w = MainWindow()
+    w.show()
+    gaps: list[float] = []
+    last: list[float | None] = [None]
+
+    def tick():
+        now = time.perf_counter()
+        if not w.running:          # only gaps that lie wholly inside the stream count
+            last[0] = None
+            return
+        if last[0] is not None:
+            gaps.append(now - last[0])
+        last[0] = now
+    probe = QTimer()
+    probe.setInterval(PROBE_MS)
+    probe.timeout.connect(tick)
+    probe.start()
+    state = {"started": False, "t0": None, "t1": None}
+
+    def poll():
+        if w.model_info and not state["started"]:
+            state["started"] = True
+            w.add_prompts([f"Compute: {10 + i}+{20 + i}=" for i in range(n_prompts)], "bench")
+            w.set_run_list(True)
+            w.set_generation_params(GenerationParams(max_new_tokens=n_tokens, ignore_eos=True,
+                                                     batch_size=16))
+            w.refresh_times.clear()
+            state["t0"] = time.perf_counter()
+            w.run()
+        if (state["started"] and not w.running and state["t1"] is None
+                and w.last_outputs is not None):
+            state["t1"] = time.perf_counter()
+            poller.stop()
+            probe.stop()
+            # inside the event loop: the worker (the logit lens) stops when the loop ends
+            state["interact"] = interact(app, w)
+            app.quit()
+    poller = QTimer()
+    poller.timeout.connect(poll)
+    poller.start(20)
+    w.open_model(model)
+    app.exec()
+    ref = [x for x in w.refresh_times if state["t0"] <= x <= state["t1"]]
+    dur = state["t1"] - state["t0"]
+    out = {"max_stall_ms": (max(gaps) - PROBE_MS / 1e3) * 1e3 if gaps else None,
+           "refresh_hz": len(ref) / dur if dur else 0.0, "seconds": dur,
+           "p99_gap_ms": float(sorted(gaps)[int(len(gaps) * 0.99)] * 1e3) if gaps else None}
+    out.update(state["interact"])
+    print(json.dumps(out))
+    w.close()
+
+
+def _timed(app, fn) -> float:
+    """Milliseconds of ``fn()`` and the event processing (repaints) it queued."""
+    t = time.perf_counter()
+    fn()
+    app.processEvents()
+    return (time.perf_counter() - t) * 1e3
+
+
+def interact(app, w) -> dict:
+    """Real mouse and wheel events on the layer map after the run."""
+    import numpy as np
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    from neurolens.gui.presenters.pick import downsample
+    h = w.layer_map
+    vp = h.viewport()
+    rows, cols = h.data.shape
+    app.processEvents()
+
+    def pixel(x, y):
+        return h.mapFromScene(h.vb.mapViewToScene(QPointF(x, y)))
+    lens_at: list[float] = []
+    show_lens = w.inspector.show_lens
+
+    def record(lens):
+        lens_at.append(time.perf_counter())
+        show_lens(lens)
+    w.inspector.show_lens = record
+    clicks, lens = [], []
+    for r, c in ((rows - 1, cols // 3), (0, cols - 5), (rows // 2, 7), (rows // 3, cols // 2),
+                 (rows - 1, 2 * cols // 3)):
+        n = len(lens_at)
+        t = time.perf_counter()
+        clicks.append(_timed(app, lambda r=r, c=c: QTest.mouseClick(
+            vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+            pixel(c + 0.5, r + 0.5))))
+        deadline = time.perf_counter() + 10
+        while len(lens_at) == n and time.perf_counter() < deadline:
+            app.processEvents()
+            time.sleep(0.001)
+        lens.append((lens_at[-1] - t) * 1e3 if len(lens_at) > n else None)
+    # the wheel: zoom in around the middle, then a double-click shows every neuron again
+    centre = pixel(cols / 2, rows / 2)
+    zoom = []
+    for _ in range(8):
+        ev = QWheelEvent(QPointF(centre), QPointF(vp.mapToGlobal(centre)), QPoint(0, 0),
+                         QPoint(0, 120), Qt.MouseButton.NoButton,
+                         Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+        zoom.append(_timed(app, lambda ev=ev: QApplication.sendEvent(vp, ev)))
+    zoomed = h.visible_columns()
+    clicks.append(_timed(app, lambda: QTest.mouseClick(
+        vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, centre)))
+    zoom.append(_timed(app, h.reset_zoom))
+    drag_all = _timed(app, lambda: h.blockSelected.emit(0, rows - 1, 0, cols - 1))
+    n_sel = len(w.selection)
+    f = h.bins[1]
+    ds = {}
+    for mode in ("max", "mean"):
+        ts = []
+        for _ in range(5):
+            t = time.perf_counter()
+            downsample(h.data, 0, cols, f, mode)
+            ts.append((time.perf_counter() - t) * 1e3)
+        ds[mode] = round(min(ts), 2)
+    return {"click_ms": max(clicks), "clicks_ms": [round(x, 1) for x in clicks],
+            "lens_ms": [None if x is None else round(x, 1) for x in lens],
+            "zoom_ms": [round(x, 1) for x in zoom], "zoomed_range": list(zoomed),
+            "drag_all_ms": drag_all, "selected_after_drag": n_sel,
+            "downsample_ms": ds, "bins": f, "map_shape": [int(rows), int(cols)],
+            "pixel_width": float(np.round(h.vb.width()))}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
