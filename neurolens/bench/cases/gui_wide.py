@@ -23,7 +23,6 @@ import time
 from neurolens.bench.measure import Case, check
 
 LAYERS, WIDTH, D_MODEL = 32, 14_336, 64
-PROBE_MS = 5   # the probe timer's interval, as in the gui case (cases import no other case)
 
 
 def save_model(folder: str, layers: int = LAYERS, width: int = WIDTH) -> str:
@@ -77,65 +76,9 @@ def case(quick: bool = False) -> list[Case]:
 
 def main(argv: list[str]) -> None:
     """The fresh process: open the model, stream the prompts, then click, zoom and drag."""
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from neurolens.gui.process import configure
-    configure()          # as `neurolens gui` does, before torch loads
-    from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
-    app = QApplication([])
-    from neurolens.gui.main_window import MainWindow
-    from neurolens.spec.run import GenerationParams
-    n_prompts, n_tokens, model = int(argv[0]), int(argv[1]), argv[2]
-    w = MainWindow()
-    w.show()
-    gaps: list[float] = []
-    last: list[float | None] = [None]
-
-    def tick():
-        now = time.perf_counter()
-        if not w.running:          # only gaps that lie wholly inside the stream count
-            last[0] = None
-            return
-        if last[0] is not None:
-            gaps.append(now - last[0])
-        last[0] = now
-    probe = QTimer()
-    probe.setInterval(PROBE_MS)
-    probe.timeout.connect(tick)
-    probe.start()
-    state = {"started": False, "t0": None, "t1": None}
-
-    def poll():
-        if w.model_info and not state["started"]:
-            state["started"] = True
-            w.add_prompts([f"Compute: {10 + i}+{20 + i}=" for i in range(n_prompts)], "bench")
-            w.set_run_list(True)
-            w.set_generation_params(GenerationParams(max_new_tokens=n_tokens, ignore_eos=True,
-                                                     batch_size=16))
-            w.refresh_times.clear()
-            state["t0"] = time.perf_counter()
-            w.run()
-        if (state["started"] and not w.running and state["t1"] is None
-                and w.last_outputs is not None):
-            state["t1"] = time.perf_counter()
-            poller.stop()
-            probe.stop()
-            # inside the event loop: the worker (the logit lens) stops when the loop ends
-            state["interact"] = interact(app, w)
-            app.quit()
-    poller = QTimer()
-    poller.timeout.connect(poll)
-    poller.start(20)
-    w.open_model(model)
-    app.exec()
-    ref = [x for x in w.refresh_times if state["t0"] <= x <= state["t1"]]
-    dur = state["t1"] - state["t0"]
-    out = {"max_stall_ms": (max(gaps) - PROBE_MS / 1e3) * 1e3 if gaps else None,
-           "refresh_hz": len(ref) / dur if dur else 0.0, "seconds": dur,
-           "p99_gap_ms": float(sorted(gaps)[int(len(gaps) * 0.99)] * 1e3) if gaps else None}
-    out.update(state["interact"])
-    print(json.dumps(out))
-    w.close()
+    from neurolens.bench.gui_stream import stream
+    stats, more = stream(int(argv[0]), int(argv[1]), argv[2], after=interact)
+    print(json.dumps({**stats, **more}))
 
 
 def _timed(app, fn) -> float:
