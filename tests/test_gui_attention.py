@@ -93,3 +93,11 @@ def test_attention_tab_grid_pattern_difference_and_prune(qtbot, window, tiny_dir
     v.metric.setCurrentIndex(v.metric.findData("out_norm"))
     assert np.all(v.grid.data[1] == 0) and np.all(v.grid.data[0] > 0)
     assert "with 1 edit" in v.info.text()
+    # compare with the pruned heads: the edit changes the generated text (layer 1 loses its
+    # whole attention output) and the Compare view opens
+    w.compare_result = None
+    w.compare()
+    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=WAIT)
+    r = w.compare_result
+    assert r["n_edits"] == 1 and any(it["changed"] for it in r["items"])
+    assert w.center_tabs.currentWidget() is w.compare_view
