@@ -4,29 +4,17 @@ capture, the set difference, and heads pruned through the edit list."""
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, QSettings
+from PySide6.QtCore import QPointF
+
+from test_gui import WAIT, window  # noqa: F401 - the window fixture (scratch settings, autosave)
 
 pytestmark = pytest.mark.gui
-
-WAIT = 60_000
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    from neurolens.gui.main_window import MainWindow
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    w = MainWindow(settings=settings, autosave_path=str(tmp_path / "autosave.neurolens.json"))
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    w.close()
-
 
 def idle(qtbot, w):
     qtbot.waitUntil(lambda: not w.attention.busy, timeout=WAIT)
 
 
-def test_attention_tab_grid_pattern_difference_and_prune(qtbot, window, tiny_dirs):
+def test_attention_tab_grid_pattern_difference_and_prune(qtbot, window, tiny_dirs):  # noqa: F811
     from neurolens.engine.attention import EAGER_NOTE
     from neurolens.engine.head_summary import head_summary
     w = window

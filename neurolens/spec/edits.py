@@ -40,21 +40,24 @@ def _check_positions(value: Any, where: str) -> Positions:
                     f"got {value!r}")
 
 
-def _check_neurons(value: Any, where: str) -> list[int]:
+def _check_neurons(value: Any, where: str, field: str = "neurons",
+                   noun: str = "neuron") -> list[int]:
+    """A non-empty list of distinct indices >= 0 (``field``: its name in messages, e.g.
+    ``heads``; ``noun``: what one index counts)."""
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if not isinstance(value, (list, tuple)) or not value:
-        raise SpecError(f"{where}.neurons: expected a non-empty list of neuron indices, "
+        raise SpecError(f"{where}.{field}: expected a non-empty list of {noun} indices, "
                         f"got {value!r}")
     out = []
     for i, v in enumerate(value):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise SpecError(f"{where}.neurons[{i}]: expected an integer, got {v!r}")
+            raise SpecError(f"{where}.{field}[{i}]: expected an integer, got {v!r}")
         if v < 0:
-            raise SpecError(f"{where}.neurons[{i}]: negative index {v}")
+            raise SpecError(f"{where}.{field}[{i}]: negative index {v}")
         out.append(int(v))
     if len(set(out)) != len(out):
-        raise SpecError(f"{where}.neurons: duplicate indices")
+        raise SpecError(f"{where}.{field}: duplicate indices")
     return out
 
 

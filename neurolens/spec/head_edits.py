@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from neurolens.errors import SpecError
-from neurolens.spec.edits import EditOp, Positions, _check_number, register_op
+from neurolens.spec.edits import EditOp, Positions, _check_neurons, _check_number, register_op
 from neurolens.spec.sites import parse_site
 
 
@@ -35,19 +35,7 @@ def _check_kind(site: str, kind: str, where: str) -> None:
 
 
 def _check_heads(value: Any, where: str) -> list[int]:
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if not isinstance(value, (list, tuple)) or not value:
-        raise SpecError(f"{where}.heads: expected a non-empty list of head indices, "
-                        f"got {value!r}")
-    out = []
-    for i, v in enumerate(value):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise SpecError(f"{where}.heads[{i}]: expected a head index >= 0, got {v!r}")
-        out.append(int(v))
-    if len(set(out)) != len(out):
-        raise SpecError(f"{where}.heads: duplicate heads")
-    return out
+    return _check_neurons(value, where, field="heads", noun="head")
 
 
 @dataclass
