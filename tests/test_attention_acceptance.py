@@ -16,6 +16,7 @@ import tiny
 from neurolens.cli import main
 from neurolens.engine.lm import LanguageModel
 from neurolens.spec.head_edits import AttnTopK
+from test_attention_sites import eager_attentions
 
 PROMPTS = ["Compute: 47+38=", "hi there"]
 
@@ -33,18 +34,6 @@ def qwen2_gqa():
         for p in hf.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return LanguageModel(hf, tiny.tokenizer(), name_or_path="tiny-qwen2-gqa")
-
-
-def eager_attentions(hf, ids) -> list[np.ndarray]:
-    """Plain transformers: eager attention with ``output_attentions=True`` (one prompt)."""
-    old = hf.config._attn_implementation
-    hf.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = hf(input_ids=ids, output_attentions=True)
-    finally:
-        hf.set_attn_implementation(old)
-    return [a[0].double().numpy() for a in out.attentions]
 
 
 def qk_scores(hf, ids, layer) -> np.ndarray:
