@@ -63,6 +63,27 @@ def _needs_model(ctx: Context) -> None:
 
 
 # -- loading -----------------------------------------------------------------------------------
+def _before_after(ctx: Context, req, one_pass, store: CaptureStore, base: CaptureStore,
+                  per: int, unit: str):
+    """What every compare job shares: the baseline pass (no edits) into ``base``, then the
+    edited pass into ``store``, with one progress bar over both. ``one_pass(ctx, req, edits,
+    store, offset, total)`` returns ("finished" | "cancelled" | "failed", payload). Returns
+    ``(before, after)``, or None once it has yielded the Cancelled / Failed event."""
+    _needs_model(ctx)
+    yield Started(2 * per, unit)
+    st, before = yield from one_pass(ctx, req, None, base, 0, 2 * per)
+    after = before
+    if st == "finished":
+        st, after = yield from one_pass(ctx, req, req.edits, store, per, 2 * per)
+    if st == "cancelled":
+        yield Cancelled()
+        return None
+    if st == "failed":
+        yield Failed(after)
+        return None
+    return before, after
+
+
 def model_info(m) -> dict:
     """What the window shows of a loaded model (plain data)."""
     info = {"name": m.name_or_path, "kind": m.kind, "model_type": m.model_type,
@@ -92,8 +113,7 @@ def load(name: str) -> Job:
 # -- language models ---------------------------------------------------------------------------
 def _generate(ctx: Context, req: RunSpec, edits, store: CaptureStore, offset: int, total: int):
     """One generation pass streaming into ``store``; yields progress and the texts so far,
-    returns ("finished", outputs, texts) | ("cancelled", None, texts) | ("failed", error,
-    texts)."""
+    returns ("finished", outputs) | ("cancelled", None) | ("failed", error)."""
     m = ctx.model
     store.clear()
     sites = [site_name(layer, k) for k in req.site_kinds for layer in range(m.n_layers)]
@@ -117,14 +137,14 @@ def _generate(ctx: Context, req: RunSpec, edits, store: CaptureStore, offset: in
                     texts[i] = o.text
             yield Progressed(min(offset + done, total), total)
             yield Update(dict(texts))
-            return "finished", ev.result, texts
+            return "finished", ev.result
         if isinstance(ev, Cancelled):
-            return "cancelled", None, texts
+            return "cancelled", None
         if isinstance(ev, Failed):
-            return "failed", ev.error, texts
+            return "failed", ev.error
         yield Progressed(min(offset + done, total), total)
         yield Update(dict(texts))
-    return "failed", RuntimeError("the run ended without a result"), texts
+    return "failed", RuntimeError("the run ended without a result")
 
 
 def generate(req: RunSpec, store: CaptureStore) -> Job:
@@ -134,7 +154,7 @@ def generate(req: RunSpec, store: CaptureStore) -> Job:
         total = len(req.prompts) * max(1, req.generation.max_new_tokens)
         yield Started(total, "tokens")
         t0 = time.perf_counter()
-        status, outs, _ = yield from _generate(ctx, req, req.edits, store, 0, total)
+        status, outs = yield from _generate(ctx, req, req.edits, store, 0, total)
         if status == "cancelled":
             yield Cancelled()
         elif status == "failed":
@@ -153,20 +173,12 @@ def compare_generations(req: RunSpec, store: CaptureStore, base: CaptureStore) -
     def job(ctx: Context):
         from neurolens.engine.runner import first_divergence
         from neurolens.evals.scoring import set_scores
-        _needs_model(ctx)
-        per = len(req.prompts) * max(1, req.generation.max_new_tokens)
-        yield Started(2 * per, "tokens")
         t0 = time.perf_counter()
-        st, before, _ = yield from _generate(ctx, req, None, base, 0, 2 * per)
-        after = before
-        if st == "finished":
-            st, after, _ = yield from _generate(ctx, req, req.edits, store, per, 2 * per)
-        if st == "cancelled":
-            yield Cancelled()
+        per = len(req.prompts) * max(1, req.generation.max_new_tokens)
+        both = yield from _before_after(ctx, req, _generate, store, base, per, "tokens")
+        if both is None:
             return
-        if st == "failed":
-            yield Failed(after)
-            return
+        before, after = both
         items = []
         for i, (b, e) in enumerate(zip(before, after)):
             items.append({"prompt": req.prompts[i], "set": req.set_names[i],
@@ -231,16 +243,12 @@ def compare_images(req: RunSpec, store: CaptureStore, base: CaptureStore) -> Job
     """Baseline then edited images, same seeds; their per-image mean absolute difference."""
     def job(ctx: Context):
         import numpy as np
-        _needs_model(ctx)
-        n = req.denoise.steps
-        yield Started(2 * n, "steps")
         t0 = time.perf_counter()
-        st, before = yield from _denoise(ctx, req, None, base, 0, 2 * n)
-        if st == "finished":
-            st, after = yield from _denoise(ctx, req, req.edits, store, n, 2 * n)
-        if st == "cancelled":
-            yield Cancelled()
+        n = req.denoise.steps
+        both = yield from _before_after(ctx, req, _denoise, store, base, n, "steps")
+        if both is None:
             return
+        before, after = both
         diff = np.abs(after - before)
         yield Update((n, after))
         yield Finished({"diffusion": True, "before": before, "after": after, "diff": diff,
@@ -345,16 +353,12 @@ def compare_samples(req, store: CaptureStore, base: CaptureStore) -> Job:
     after (the engine's :class:`SNNComparison`), predictions and probabilities of both."""
     def job(ctx: Context):
         from neurolens.engine.snn.model import SNNComparison
-        _needs_model(ctx)
-        n = len(req.prompts)
-        yield Started(2 * n, "samples")
         t0 = time.perf_counter()
-        st, before = yield from _classify(ctx, req, None, base, 0, 2 * n)
-        if st == "finished":
-            st, after = yield from _classify(ctx, req, req.edits, store, n, 2 * n)
-        if st == "cancelled":
-            yield Cancelled()
+        both = yield from _before_after(ctx, req, _classify, store, base, len(req.prompts),
+                                        "samples")
+        if both is None:
             return
+        before, after = both
         r = SNNComparison(before, after).to_json()
         r.update(before=before.predictions.tolist(), after=after.predictions.tolist(),
                  labels=None if before.labels is None else before.labels.tolist(),
