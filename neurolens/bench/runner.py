@@ -89,5 +89,6 @@ def run(quick: bool = False, only: list[str] | None = None, log=print,
     attempt("snn", lambda: snn.cases(quick))
     attempt("gui", lambda: gui.case(2 if quick else 16, 4 if quick else 96, model))
     attempt("gui-wide", lambda: gui_wide.case(quick))     # 32 x 14,336 (Llama-3-8B widths)
+    attempt("logit-lens-256k", lambda: gui_wide.lens_case(quick))
     return {"machine": machine(), "quick": quick, "cases": [asdict(c) for c in cases],
             "errors": errors}
