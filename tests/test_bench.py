@@ -17,7 +17,8 @@ def test_quick_bench_runs_every_case(tmp_path):
     assert result["errors"] == {}, result["errors"]
     names = " ".join(c["name"] for c in result["cases"])
     for key in ("capture overhead", "interactive capture", "vs nnsight", "edited generation",
-                "sparse decoding", "statistical top-k", "PCA", "large capture", "GUI", "logit lens"):
+                "sparse decoding", "statistical top-k", "PCA", "large capture", "GUI",
+                "logit lens"):
         assert key in names, key
     for c in result["cases"]:
         assert c["subject"] == c["subject"]          # a number, not NaN
