@@ -151,6 +151,22 @@ def test_levels_hold_until_the_data_outgrow_or_shrink_a_lot():
     assert lv("a", data) == (-amp, amp)
 
 
+def test_robust_levels_are_not_set_by_one_saturated_neuron():
+    """A spiking layer's class x neuron rates: one neuron fires in every bin (rate 1), the
+    others at 0.02 .. 0.2; the SNN family's layer map scales to the 90th percentile of the
+    neurons' peaks, not to the saturated one."""
+    rates = np.tile(np.linspace(0.02, 0.2, 48), (8, 1))
+    rates[3, 5] = 0.5                                 # one class-selective neuron
+    rates[:, 10] = 1.0                                # one saturated neuron
+    peaks = np.sort(np.abs(rates).max(0))
+    want = peaks[42] + 0.3 * (peaks[43] - peaks[42])  # numpy's linear 90th percentile of 48
+    lo, hi = Levels()("layer", rates, robust=True)
+    assert hi == pytest.approx(want) and lo == -hi
+    assert hi < 0.25
+    assert Levels()("layer", rates)[1] == pytest.approx(1.0)   # the plain scale: the outlier
+    assert family_for({"kind": "snn"}).robust_levels and not family_for(LM_INFO).robust_levels
+
+
 def test_family_site_names_rows_and_lens():
     fam = family_for(LM_INFO)
     assert isinstance(fam, LMFamily) and fam.kind == "lm"

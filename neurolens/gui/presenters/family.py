@@ -59,6 +59,9 @@ class LMFamily:
     output = "text"             # what a run gives: text | images | classes (its jobs)
     picker = "prompts"          # the prompt panel: prompts | samples
     inspector = "lens"          # the inspector's lower part: logit lens | kernel
+    #: the layer map's colour scale ignores the strongest neurons (see ``Levels``): few
+    #: neurons, where one saturated neuron would otherwise set the scale for all of them
+    robust_levels = False
     #: the window's family-specific views (widget names) shown for this family
     panels = ("prompt_box", "token_box", "scatter", "output_label")
 
@@ -228,6 +231,7 @@ class SNNFamily(LMFamily):
     layer_axis, layer_label = "class", "layer"
     generation_rows = ()
     map_title = "firing rate per class × neuron (the chosen layer; readout: mean potential)"
+    robust_levels = True
     split = (330, 520)
     text_output = False
     output = "classes"

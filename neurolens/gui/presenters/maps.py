@@ -54,13 +54,22 @@ class Levels:
         mag = np.abs(data[np.isfinite(data)])
         return mag[mag > 0]
 
-    def __call__(self, key: str, data: np.ndarray) -> tuple[float, float]:
+    def __call__(self, key: str, data: np.ndarray, robust: bool = False) -> tuple[float, float]:
+        """``robust``: the scale of a small map (rows x neurons) whose few strongest neurons
+        would set it alone (a saturated spiking neuron: rate 1 beside rates of 0.1): the 90th
+        percentile of the neurons' largest |value|, so those neurons show at full colour and
+        the others still differ."""
+        if robust and np.ndim(data) == 2 and np.shape(data)[1] >= 10:
+            peak = self._nonzero(np.abs(np.nan_to_num(np.asarray(data, np.float64))).max(0))
+            return self._settle(key, float(np.percentile(peak, 90)) if peak.size else 1.0)
         data = np.asarray(data).ravel()
         mag = self._nonzero(data[::-(-data.size // self.SAMPLE)] if data.size > self.SAMPLE
                             else data)
         if mag.size < 256 and data.size > self.SAMPLE:     # sparse: the sample may miss them
             mag = self._nonzero(data)
-        amp = float(np.percentile(mag, 99.5)) if mag.size else 1.0
+        return self._settle(key, float(np.percentile(mag, 99.5)) if mag.size else 1.0)
+
+    def _settle(self, key: str, amp: float) -> tuple[float, float]:
         amp = max(amp, 1e-6)
         cur = self._amp.get(key)
         if cur is None or amp > cur * 1.25 or amp < cur * 0.4:
@@ -146,7 +155,8 @@ class Maps:
         m = self.layer_matrix(view)
         if m is None:
             return None
-        return m, self.levels("layer", m), self.family.row_labels(m.shape[0])
+        return (m, self.levels("layer", m, self.family.robust_levels),
+                self.family.row_labels(m.shape[0]))
 
     def token_view(self, view: View, running: bool = False):
         """(rows, colour levels, row labels) of the token map, padded to the run's final
