@@ -266,3 +266,96 @@ def test_demo_set_attribution_and_cancel(qtbot, window):  # noqa: F811
     qtbot.waitUntil(lambda: not w.attribution.busy, timeout=WAIT)
     assert w.status.text() == "cancelled" and w.progress_bar.value() < 4 * 768
     assert w.attribution.view.rows[0] is top and w.attribute_panel.run_btn.isEnabled()
+
+
+def plain_generate(folder, prompt, n, pruned: dict[int, list[int]] | None = None) -> str:
+    """Greedy continuation by plain transformers; ``pruned``: {layer: neurons} zeroed at
+    down_proj's input (every position) by a hand-made hook."""
+    m, tok = _hf(folder)
+    hooks = []
+    for layer, neurons in (pruned or {}).items():
+        def pre(_mod, args, neurons=neurons):
+            x = args[0].clone()
+            x[..., neurons] = 0.0
+            return (x,)
+        hooks.append(m.get_submodule(DOWN.format(l=layer)).register_forward_pre_hook(pre))
+    try:
+        ids = tok(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = m.generate(**ids, max_new_tokens=n, do_sample=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return tok.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+@pytest.mark.slow
+@needs_demo
+def test_demo_attribute_top_set_prune_compare(qtbot, window):  # noqa: F811
+    """The full loop on the demo model: attribute 12+35=47 against 22+35=57, the top 30 as a
+    neuron set, prune it in the edits panel, Compare: the answer changes; the baseline is plain
+    transformers' greedy text and the edited one that of a hand-made hook zeroing the set."""
+    from neurolens.resources import model_path
+    from neurolens.spec.edits import Prune
+    w = window
+    load(qtbot, w, "")
+    clean, corrupt, k = "Compute: 12+35=", "Compute: 22+35=", 30
+    w.prompt_edit.setPlainText(clean)
+    fill(w, answer="47", contrast="57", corruption="corrupted prompt below", corrupt=corrupt,
+         method="attribution patching", k=k)
+    w.attribute_panel.clean.setCurrentText("typed prompt")
+    attribute_and_wait(qtbot, w)
+    assert not w.errors and len(w.attribution.view.rows) == k
+    top = {(r.site, r.neuron) for r in w.attribution.view.rows}
+    w.attribute_panel.select_btn.click()                 # top K -> neuron set
+    assert f"top {k} attribution" in w.neuron_sets and set(w.selection) == top
+    w.right_tabs.setCurrentWidget(w.edits_panel)
+    w.edits_panel.op.setCurrentText("prune")
+    w.edits_panel.positions.setCurrentText("all")
+    w.edits_panel.add_btn.click()
+    ops = w.edit_model.ops
+    assert all(isinstance(o, Prune) for o in ops)
+    assert {(o.site, n) for o in ops for n in o.neurons} == top
+    w.max_tokens.setValue(4)
+    w.set_run_list(False)
+    w.compare()
+    qtbot.waitUntil(lambda: w.compare_result is not None, timeout=WAIT)
+    assert w.center_tabs.currentWidget() is w.compare_view
+    it, = w.compare_result["items"]
+    folder = model_path()
+    assert it["base_text"] == plain_generate(folder, clean, 4)
+    assert it["base_text"].startswith("47")
+    pruned: dict[int, list[int]] = {}
+    for s, n in top:
+        pruned.setdefault(int(s.split(".")[1]), []).append(n)
+    assert it["edit_text"] == plain_generate(folder, clean, 4, pruned)
+    assert not it["edit_text"].startswith("47") and it["changed"]
+    shown = w.compare_view.texts.toPlainText()
+    assert it["base_text"].split("\n")[0] in shown and it["edit_text"].split("\n")[0] in shown
+
+
+def test_typed_prompt_mean_ablation_over_the_skills_probe_split(qtbot, window,  # noqa: F811
+                                                                  tiny_dirs):
+    """A typed arithmetic prompt's mean ablation averages over the arithmetic probe split (as
+    the CLI does for a skill's file), not over whatever the prompt list holds."""
+    import json
+
+    from neurolens.engine.attribution import attribute
+    from neurolens.resources import prompts_dir
+    w = window
+    load(qtbot, w, str(tiny_dirs["llama"]))
+    w.load_shipped_set("comprehension", 4)            # other prompts in the list
+    w.prompt_edit.setPlainText(PROMPT)
+    fill(w, corruption="mean ablation", method="attribution patching")
+    w.attribute_panel.clean.setCurrentText("typed prompt")
+    attribute_and_wait(qtbot, w)
+    assert not w.errors
+    rows = [json.loads(ln) for ln in (prompts_dir() / "arithmetic.jsonl").read_text().splitlines()]
+    probe = [r["prompt"] for r in rows if r["split"] == "probe"]
+    assert "arithmetic skill's probe split (400 prompts)" in w.status.text()
+    assert w.attribution.req.mean_prompts == probe          # "verify exactly" uses it too
+    ref = attribute(w.worker.lm, PROMPT, "8", "7", ablate="mean", mean_prompts=probe,
+                    method="attribution")
+    got = [(r.site, r.neuron, r.effect) for r in w.attribution.view.rows]
+    assert got == [(s, n, pytest.approx(e, rel=1e-6, abs=1e-9)) for s, n, e in ref.top(5)]
+    assert w.attribution.result.corrupted == pytest.approx(ref.corrupted, rel=1e-6)

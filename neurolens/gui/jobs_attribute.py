@@ -15,8 +15,9 @@ import threading
 
 from neurolens.engine.events import Cancelled, Failed, Finished, Started
 from neurolens.errors import Cancelled as CancelledError
+from neurolens.errors import InputError as NeurolensInput
 from neurolens.errors import NeurolensError
-from neurolens.gui.jobs import Context, Job, Progressed, _needs_model
+from neurolens.gui.jobs import Context, Job, Progressed, Update, _needs_model
 
 
 def _streamed(fn, ctx: Context):
@@ -55,14 +56,56 @@ def _check_lm(ctx: Context) -> None:
         raise NeurolensError("attribution works on language models")
 
 
-def attribute(req, edits=None) -> Job:
+def _opener(prompt: str) -> str:
+    """A prompt's template opener: up to its first ':' when that comes early ("Compute:",
+    "Story:", "User:"), else its first word ("def")."""
+    head = prompt.lstrip()
+    k = head.find(":")
+    return head[:k + 1] if 0 < k <= 12 else (head.split() or [""])[0]
+
+
+def skill_probe(prompts: list[str]) -> tuple[list[str], str] | None:
+    """The probe split of the prompts' skill, which the CLI's mean ablation averages over for a
+    skill's prompt file: the shipped skills whose probe prompts open like every one of
+    ``prompts`` (both near-miss skills for "User:"). ``(prompts, where)``, or None when no
+    skill fits."""
+    from neurolens.evals.skills import SKILLS, load_prompt_set
+    openers = {_opener(p) for p in prompts}
+    if "" in openers:
+        return None
+    hit, got = [], []
+    for skill in SKILLS:
+        try:
+            probe = [r["prompt"] for r in load_prompt_set(skill, "probe")]
+        except NeurolensError:
+            continue
+        if openers <= {_opener(p) for p in probe}:
+            hit.append(skill)
+            got += probe
+    if not got:
+        return None
+    name = f"{hit[0]} skill's" if len(hit) == 1 else f"{' + '.join(hit)} skills'"
+    return got, f"the {name} probe split ({len(got)} prompts)"
+
+
+def attribute(req, edits=None, skill_mean: bool = False) -> Job:
     """Attribute ``req``'s metric (a :class:`~neurolens.gui.presenters.attribute.
     AttributeRequest`) to every neuron of its sites; the result is the engine's
-    :class:`~neurolens.engine.attribution_result.Attribution`."""
+    :class:`~neurolens.engine.attribution_result.Attribution`. ``skill_mean`` (typed prompts,
+    mean ablation): average over the probe split of the prompts' skill where one fits (sent
+    first as ``Update({"mean_prompts", "mean_over"})``), as the CLI does."""
     def job(ctx: Context):
+        from dataclasses import replace
+
         from neurolens.engine.attribution import attribute as run
+        nonlocal req
         _check_lm(ctx)
         yield Started(0, "rows")
+        if skill_mean and req.ablate == "mean":
+            got = skill_probe(list(req.prompts))
+            if got is not None:
+                req = replace(req, mean_prompts=got[0])
+                yield Update({"mean_prompts": got[0], "mean_over": got[1]})
         try:
             res = yield from _streamed(
                 lambda progress: run(ctx.model, req.prompts, req.answer, req.contrast,
@@ -147,4 +190,186 @@ def dashboard(site: str, neuron: int, k: int = 12) -> Job:
             return
         yield Finished({"dashboard": d, "folder": str(idx.folder), "site": site,
                         "neuron": int(neuron)})
+    return job
+
+
+# -- building an index ---------------------------------------------------------------------------
+def forget_index() -> None:
+    """Drop the opened index, so that the next dashboard looks for one again (after a build)."""
+    _OPEN.clear()
+
+
+def _sources(folder, entries: list[dict]) -> list[str]:
+    from neurolens.engine.neuron_index.corpus import source_path
+    return [str(source_path(e, folder)) for e in entries]
+
+
+def _user_index(model) -> dict:
+    """The state of the index "Build index" writes for ``model`` (the user-data folder, keyed by
+    the weights digest): ``state`` none | partial | complete, the documents and tokens it holds,
+    the documents its corpus has, its sources. Raises a one-line InputError for a folder the
+    build would refuse (an index of other weights, a newer format)."""
+    from neurolens.engine.neuron_index import files, user_index_dir, weights_digest
+    from neurolens.engine.neuron_index.corpus import Source
+    folder = user_index_dir(model)
+    out = {"folder": str(folder), "state": "none", "n_docs": 0, "n_tokens": 0,
+           "total_docs": 0, "sources": []}
+    if not (folder / files.MANIFEST).is_file():
+        return out
+    manifest = files.read_manifest(folder)          # refuses a newer format
+    digest = weights_digest(model)
+    if manifest.get("digest") != digest:
+        raise NeurolensInput(f"the index at {folder} was built for other weights (digest "
+                             f"{str(manifest.get('digest'))[:12]}, this model {digest[:12]}); "
+                             "move it away and build again")
+    latest = files.latest_state(folder)
+    meta = latest[1] if latest else {"n_docs": 0, "n_tokens": 0,
+                                     "sources": manifest.get("sources", [])}
+    entries = list(meta["sources"])
+    out.update(n_docs=int(meta["n_docs"]), n_tokens=int(meta["n_tokens"]),
+               sources=_sources(folder, entries))
+    # what the last finished chunk holds of each source (none before the first chunk)
+    out["indexed"] = list(zip(out["sources"], (int(e["n_docs"]) for e in entries))) \
+        if latest else []
+    total = 0
+    for e, path in zip(entries, out["sources"]):
+        try:
+            total += Source(path, e.get("kind", "")).count()
+        except NeurolensError:
+            total += int(e.get("n_docs", 0))        # a corpus that is gone: nothing to resume
+    out["total_docs"] = total
+    out["state"] = "partial" if out["n_docs"] < total or not latest else "complete"
+    return out
+
+
+def _default_corpus(model) -> list[str]:
+    """The corpus offered first: that of the index shipped beside the model (the demo model's:
+    its prompt sets and a sample of its training text), when its files are there."""
+    from pathlib import Path
+
+    from neurolens.engine.neuron_index import files
+    src = Path(str(getattr(model, "name_or_path", "") or ""))
+    folder = src / "index"
+    if not str(src) or not (folder / files.MANIFEST).is_file():
+        return []
+    try:
+        entries = files.read_manifest(folder).get("sources", [])
+    except NeurolensError:
+        return []
+    paths = _sources(folder, entries)
+    return paths if paths and all(Path(p).exists() for p in paths) else []
+
+
+def index_status() -> Job:
+    """What the dashboard's build bar shows: :func:`_user_index`'s dict plus ``default`` (the
+    corpus offered first) and ``found`` (the folder of the index the dashboards read, if any);
+    ``{"error": message}`` for a user index the build would refuse."""
+    def job(ctx: Context):
+        if ctx.model is None or getattr(ctx.model, "kind", "lm") != "lm":
+            yield Finished({"skip": True})
+            return
+        from neurolens.engine.neuron_index import find_index
+        try:
+            out = _user_index(ctx.model)
+        except NeurolensError as e:
+            out = {"error": str(e), "state": "none"}
+        out["default"] = _default_corpus(ctx.model)
+        found = find_index(ctx.model)
+        out["found"] = str(found) if found is not None else None
+        yield Finished(out)
+    return job
+
+
+def _plan_tokens(model, have: dict, paths: list[str], cancel) -> tuple[list[str], list[int]]:
+    """The sources a build reads (the index's own, then the new ones, as the engine numbers
+    them) and the token count of every document it will add, in order. Reading every document
+    first also refuses a corpus that is not text before anything is written."""
+    from pathlib import Path
+
+    from neurolens.engine.neuron_index.corpus import Source
+    indexed = have.get("indexed", [])
+    entries = [p for p, _ in indexed]
+    seen = {Path(p).resolve() for p in entries}
+    for p in list(have["sources"]) + paths:
+        if Path(p).resolve() not in seen:
+            seen.add(Path(p).resolve())
+            entries.append(p)
+    counts: list[int] = []
+    batch: list[str] = []
+
+    def flush():
+        if batch:
+            if cancel.cancelled:
+                raise CancelledError("index build cancelled")
+            counts.extend(len(x) for x in model.tokenizer(batch)["input_ids"])
+            batch.clear()
+    n_old = len(indexed)
+    for i, p in enumerate(entries):
+        if i < n_old - 1:
+            continue                # the engine reads only the last indexed source again
+        skip = indexed[i][1] if i < n_old else 0
+        for j, text in enumerate(Source(p).docs()):
+            if j >= skip:
+                batch.append(text)
+                if len(batch) >= 256:
+                    flush()
+    flush()
+    return entries, counts
+
+
+def build(corpus: list[str] | None = None, chunk_docs: int = 256, batch_size: int = 16) -> Job:
+    """Build (or resume, or extend with ``corpus``) the loaded model's index in the user-data
+    folder where the dashboards find it. Progress counts tokens (``Started(total tokens)``,
+    then ``Progressed(tokens indexed, total)``, the tokens already indexed first); cancel keeps
+    every finished chunk. The result: ``{"n_docs", "n_tokens", "folder", "seconds"}``, or
+    ``{"error": one line}`` for bad input (nothing written)."""
+    def job(ctx: Context):
+        import time
+
+        from neurolens.engine.neuron_index import build_index, user_index_dir
+        _check_lm(ctx)
+        model = ctx.model
+        yield Started(0, "tokens")
+        try:
+            have = _user_index(model)
+            paths, counts = _plan_tokens(model, have, list(corpus or []), ctx.cancel)
+            if not paths:
+                raise NeurolensInput("choose a corpus: a text file, a JSONL file or a folder")
+        except CancelledError:
+            yield Cancelled()
+            return
+        except NeurolensError as e:
+            yield Finished({"error": str(e)})
+            return
+        base_docs, base_tokens = have["n_docs"], have["n_tokens"]
+        cum = [base_tokens]
+        for c in counts:
+            cum.append(cum[-1] + c)
+        total = cum[-1]
+
+        def tokens(docs: int) -> int:
+            return cum[max(0, min(len(cum) - 1, docs - base_docs))]
+        yield Started(total, "tokens")
+        yield Progressed(base_tokens, total)
+        t0 = time.perf_counter()
+        steps = _streamed(lambda progress: build_index(
+            model, paths, user_index_dir(model), chunk_docs=chunk_docs, batch_size=batch_size,
+            progress=progress, cancel=ctx.cancel), ctx)
+        try:
+            while True:
+                ev = next(steps)
+                yield Progressed(tokens(ev.done), total)
+        except StopIteration as stop:
+            idx = stop.value
+        except CancelledError:
+            forget_index()
+            yield Cancelled()
+            return
+        except NeurolensError as e:
+            forget_index()
+            yield Finished({"error": str(e)})
+            return
+        forget_index()
+        yield Finished({"n_docs": idx.n_docs, "n_tokens": idx.n_tokens,
+                        "folder": str(idx.folder), "seconds": time.perf_counter() - t0})
     return job

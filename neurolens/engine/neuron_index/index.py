@@ -86,7 +86,8 @@ def _matches(folder: Path, digest: str) -> bool:
 def find_index(model, extra_dirs=()) -> Path | None:
     """The folder of an index built for exactly these weights: in the user-data folder, beside
     the model (``<model folder>/index``), or in ``extra_dirs`` (index folders, or folders of
-    indexes named by digest). None when there is none."""
+    indexes named by digest); of several, the one over the most tokens. None when there is
+    none."""
     digest = weights_digest(model)
     cands = [user_index_dir(model)]
     src = Path(str(getattr(model, "name_or_path", "") or ""))
@@ -94,7 +95,18 @@ def find_index(model, extra_dirs=()) -> Path | None:
         cands.append(src / "index")
     for d in extra_dirs:
         cands += [Path(d), Path(d) / digest]
-    return next((c for c in cands if c.is_dir() and _matches(c, digest)), None)
+    found = [c for c in cands if c.is_dir() and _matches(c, digest)]
+    # the one covering the most tokens: a "Build index" cancelled early in the user-data folder
+    # does not hide the complete index shipped beside the model (first found wins a tie)
+    return max(found, key=_tokens, default=None)
+
+
+def _tokens(folder: Path) -> int:
+    try:
+        latest = files.latest_state(folder)
+        return int(latest[1].get("n_tokens", 0)) if latest else 0
+    except (InputError, OSError, ValueError):
+        return 0
 
 
 class NeuronIndex:

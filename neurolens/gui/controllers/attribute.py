@@ -1,13 +1,17 @@
 """Attribution and neuron dashboards on screen: the Attribute form's request to the worker (with
 progress and cancel), its result in the Attribution tab (effect maps, the top-K table), exact
 patching of the top K, the top K as prune edits or a neuron set, a clicked row or cell opened in
-the inspector, and the inspected neuron's corpus dashboard from the model's index."""
+the inspector, and the inspected neuron's corpus dashboard from the model's index (built from
+the dashboard by :class:`~neurolens.gui.controllers.index.IndexController`)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from neurolens.engine.attribution_metric import NEURON_KINDS
 from neurolens.gui import jobs_attribute
 from neurolens.gui.controllers import Controller
+from neurolens.gui.controllers.index import IndexController
 from neurolens.gui.presenters import attribute as pres
 
 
@@ -15,12 +19,16 @@ class AttributeController(Controller):
     def __init__(self, window):
         super().__init__(window)
         self.req: pres.AttributeRequest | None = None
+        self.mean_over: str | None = None   # what a typed prompt's mean ablation averaged over
         self.result = None                  # the engine's Attribution
         self.view: pres.AttributionView | None = None
         self.busy = False
         self.token_site: str | None = None
         self._dash_rid = 0
         self._dash_shown = False            # the corpus tab was brought forward for this model
+        self._inspected: tuple[str, int] | None = None
+        self._index_checked = False
+        self.index = IndexController(window, on_built=self._index_built)
 
     def wire(self) -> None:
         """Connect the views (once the window has built them)."""
@@ -37,12 +45,14 @@ class AttributeController(Controller):
         r.token_map.cellClicked.connect(self._token_cell)
         w.right_tabs.currentChanged.connect(lambda *_: self.refresh_choices())
         w.neurons.inspected.append(self.inspected)
+        self.index.wire(w.dashboard)
 
     def inspected(self, site: str, idx: int) -> None:
         """The inspector shows a neuron: add its attribution effect and its corpus dashboard."""
         text = self.effect_text(site, idx)
         if text is not None:
             self.w.inspector.title.setText(f"{self.w.inspector.title.text()}<br>{text}")
+        self._inspected = (site, int(idx))
         self.show_dashboard(site, idx)
 
     def set_family(self, fam) -> None:
@@ -52,6 +62,8 @@ class AttributeController(Controller):
         w.center_tabs.setTabVisible(w.center_tabs.indexOf(w.attribute_results), lm)
         w.inspector.lower.setTabVisible(w.inspector.lower.indexOf(w.dashboard), lm)
         self._dash_shown = False
+        self._inspected = None
+        self._index_checked = False         # the build bar learns the index state lazily
         if lm:
             self.refresh_choices()
 
@@ -91,7 +103,7 @@ class AttributeController(Controller):
         if w.family.kind != "lm":
             w.show_error("Attribution works on language models.")
             return False
-        if self.busy or w.running:
+        if self.busy or w.running or self.index.building:
             w.status.setText("busy: wait for the current run to finish (or cancel it)")
             return False
         return True
@@ -125,11 +137,20 @@ class AttributeController(Controller):
         except pres.FormError as e:
             self.w.show_error(str(e))
             return
-        self.req = req
+        self.req, self.mean_over = req, None
+        typed = not self.w.attribute_panel.clean.currentText().startswith(pres.SET_PREFIX)
         self._start(f"attributing ({pres.METHODS[req.method]})…")
-        self.w.jobs.submit(jobs_attribute.attribute(req, self.w.current_edits()),
-                           progress=self._progress, done=self._attributed,
-                           failed=self._failed, cancelled=self._cancelled)
+        self.w.jobs.submit(jobs_attribute.attribute(req, self.w.current_edits(),
+                                                    skill_mean=typed),
+                           progress=self._progress, update=self._mean_chosen,
+                           done=self._attributed, failed=self._failed,
+                           cancelled=self._cancelled)
+
+    def _mean_chosen(self, u: dict) -> None:
+        """A typed prompt's mean ablation averages over its skill's probe split: keep it for
+        "verify exactly"."""
+        self.req = replace(self.req, mean_prompts=u["mean_prompts"])
+        self.mean_over = u["mean_over"]
 
     def _attributed(self, res) -> None:
         self.result = res
@@ -138,8 +159,9 @@ class AttributeController(Controller):
         self.w.center_tabs.setCurrentWidget(self.w.attribute_results)
         if self.view.rows:
             self.show_tokens(self.view.rows[0].site)
-        self.w.attribute_panel.status.setText(self.view.header)
-        self._end(f"attribution done: {self.view.header}")
+        note = f" · mean ablation over {self.mean_over}" if self.mean_over else ""
+        self.w.attribute_panel.status.setText(self.view.header + note)
+        self._end(f"attribution done: {self.view.header}{note}")
 
     def _failed(self, msg: str) -> None:
         self._end("attribution failed")
@@ -237,9 +259,18 @@ class AttributeController(Controller):
                       done=lambda r: self._dashboard(rid, r),
                       failed=lambda msg: self._dashboard(rid, {"error": msg}))
 
+    def _index_built(self) -> None:
+        """A build finished: the inspected neuron's examples at once, the tab brought forward."""
+        self._dash_shown = False
+        if self._inspected is not None:
+            self.show_dashboard(*self._inspected)
+
     def _dashboard(self, rid: int, r: dict) -> None:
         if rid != self._dash_rid:
             return                          # a later click's dashboard is on its way
+        if not self._index_checked:         # after the first dashboard (which hashed the
+            self._index_checked = True      # weights already): what the build bar offers
+            self.index.refresh()
         d = self.w.dashboard
         if "dashboard" in r:
             d.show_dashboard(r["dashboard"])
