@@ -46,13 +46,6 @@ def takes_samples(model) -> bool:
     return getattr(model, "inputs", "prompts") == "samples"
 
 
-def self_rendering(model) -> bool:
-    """A family whose verbs take only their inputs and edits and whose results render
-    themselves (``to_json()``, ``summary()``): the commands' generic path, with no case per
-    family (language models and diffusion pipelines keep their own, older renderings)."""
-    return bool(getattr(model, "renders_results", False))
-
-
 def model_inputs(args, model, prompts: list[str] | None, default=None):
     """What ``model`` runs on: the prompts (``--prompt`` / ``--prompts``), or for a model that
     takes samples the sample file of ``--samples`` (else ``default``), its first ``--limit``
@@ -108,10 +101,6 @@ def site_pattern(model) -> str:
     """How the model's per-layer site names read, for ``info`` (``blocks.{l}.<kind>`` for a
     language model, ``layers.{l}.<kind>`` for a spiking network)."""
     return getattr(model, "site_pattern", "blocks.{l}.<kind>")
-
-
-def is_diffusion(model) -> bool:
-    return getattr(model, "kind", "") == "diffusion"
 
 
 def generation_params(args):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from neurolens.cli.args import gen_args, model_args, prompt_args, sample_args
-from neurolens.cli.common import (denoise_params, early_prompts, generation_params, is_diffusion,
-                                  load_edits, load_model, model_inputs, self_rendering)
-from neurolens.cli.output import emit, print_json, render, save_grid
+from neurolens.cli.common import early_prompts, load_edits, load_model, model_inputs
+from neurolens.cli.families import adapter_for
 
 
 def add_parser(sub) -> None:
@@ -25,21 +24,4 @@ def cmd_run(args) -> int:
     model = load_model(args)
     prompts = model_inputs(args, model, prompts)
     edits = load_edits(model, args.edits)
-    if self_rendering(model):
-        out = model.generate(prompts, edits=edits)
-        render(args, out, out.to_json(per_sample=True))
-        return 0
-    if is_diffusion(model):
-        out = model.generate(prompts, edits=edits, **denoise_params(args))
-        path = save_grid([list(out.images)], args.image)
-        emit(args, {**out.to_json(), "image": path},
-             f"{len(prompts)} image(s), {args.steps} steps, seeds {out.seeds} -> {path}")
-        return 0
-    outs = model.generate(prompts, edits=edits, params=generation_params(args))
-    if args.json:
-        payload = [o.to_json() for o in outs]
-        print_json(payload[0] if len(payload) == 1 else payload)
-    else:
-        for o in outs:
-            print(o.prompt + o.text)
-    return 0
+    return adapter_for(model).run(args, model, prompts, edits)

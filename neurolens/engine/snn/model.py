@@ -73,8 +73,6 @@ class SpikingModel(ModelBase):
     inputs = "samples"
     input_nouns = ("samples", "bins")
     default_capture_sites = ("layers.*.hook_spikes",)
-    #: classify / compare results offer ``to_json()`` and ``summary()`` (the CLI prints them)
-    renders_results = True
     site_pattern = "layers.{l}.<kind>"
 
     def __init__(self, net: SpikingNet, name_or_path: str = "", device: str = "cpu",
