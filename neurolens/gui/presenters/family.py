@@ -325,11 +325,11 @@ class SNNFamily(LMFamily):
                 f"{info['n_params']:,} params")
 
 
+#: the window's family class per ``model.kind``; a new family adds its class here
+FAMILIES: dict[str, type[LMFamily]] = {c.kind: c for c in (LMFamily, DiffusionFamily, SNNFamily)}
+
+
 def family_for(info: dict | None) -> LMFamily:
-    """The family of a loaded model's info (a language model before any loads)."""
-    kind = (info or {}).get("kind")
-    if kind == "diffusion":
-        return DiffusionFamily(info)
-    if kind == "snn":
-        return SNNFamily(info)
-    return LMFamily(info)
+    """The family of a loaded model's info (a language model before any loads, and for a kind
+    with no family class of its own)."""
+    return FAMILIES.get((info or {}).get("kind"), LMFamily)(info)
