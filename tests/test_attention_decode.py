@@ -1,6 +1,7 @@
 """Sparse decoding of attention top-k (softmax and value sum over the kept keys only) equals the
 masked eager path within 1e-5: the logits of every decode step (Llama; Qwen2 with 4 query heads
-sharing 2 key/value heads), greedy generation of a left-padded batch, and the realised counts."""
+sharing 2 key/value heads), greedy generation of a left-padded batch, and the realised counts,
+with the scores from the key cache and from its transposed copy; the copy follows the cache."""
 
 from __future__ import annotations
 
@@ -38,8 +39,11 @@ def step_logits(lm, edits, steps=6):
 
 @pytest.mark.parametrize("build", [lambda: tiny.lm("llama"), qwen2_gqa], ids=["llama", "qwen2"])
 @pytest.mark.parametrize("op", [AttnTopK(k=4), AttnTopK(keep_fraction=0.25, min_context=8),
-                                AttnTopK(k=5, mode="exact")], ids=["k4", "frac", "exact"])
+                                AttnTopK(k=5, mode="exact"),
+                                AttnTopK(k=4, calibrate="layer", z_offset={"0": 0.5, "1": -0.4})],
+                         ids=["k4", "frac", "exact", "calibrated"])
 def test_sparse_decode_equals_masked_eager(build, op, monkeypatch):
+    monkeypatch.setattr(decode, "TRANSPOSED_AFTER", 2)     # steps 3-6: the transposed keys
     lm = build()
     edits = nl.EditSet([op])
     calls = []
@@ -60,6 +64,7 @@ def test_sparse_decode_equals_masked_eager(build, op, monkeypatch):
 
 
 def test_sparse_decode_left_padded_batch_generation(monkeypatch):
+    monkeypatch.setattr(decode, "TRANSPOSED_AFTER", 3)
     lm = tiny.lm("llama")
     prompts = [PROMPT, "Compute: 4+5="]
     edits = nl.EditSet([AttnTopK(k=3)])
@@ -74,3 +79,27 @@ def test_sparse_decode_left_padded_batch_generation(monkeypatch):
     slow = [o.token_ids for o in lm.generate(prompts, edits=edits, max_new_tokens=6,
                                              ignore_eos=True, batch_size=2)]
     assert fast == slow
+
+
+def test_transposed_key_copy_follows_the_cache():
+    """The decode step's transposed key cache: appended one column per step (past its
+    headroom too), rebuilt when the cache does not continue the copy, dropped by an eager
+    step; the scores from it equal q.k from the cache itself."""
+    from neurolens.engine.attention.ops import AttnTopKEditor
+    ed = AttnTopKEditor(AttnTopK(k=4), 0, {})
+    g = torch.Generator().manual_seed(0)
+    key = torch.randn(2, 3, 5, 8, generator=g)
+    for _ in range(decode.HEADROOM + 3):                    # one key per step
+        kt = decode.keys_t(ed, key)
+        assert torch.equal(kt, key.reshape(6, -1, 8).transpose(1, 2))
+        key = torch.cat([key, torch.randn(2, 3, 1, 8, generator=g)], 2)
+    buf = ed.decode_keys[0]
+    assert buf.shape[2] > key.shape[2] - 1 > 5 + decode.HEADROOM      # it grew
+    other = torch.randn(2, 3, key.shape[2], 8, generator=g)  # one longer, not a continuation
+    assert torch.equal(decode.keys_t(ed, other), other.reshape(6, -1, 8).transpose(1, 2))
+    q = torch.randn(6, 1, 8, generator=g)
+    np.testing.assert_allclose(torch.matmul(q, decode.keys_t(ed, other)).numpy(),
+                               torch.matmul(q, other.reshape(6, -1, 8).transpose(1, 2)).numpy(),
+                               atol=1e-6)
+    ed(torch.zeros(2, 3, 4, 4), RunState(batch=2, seq=4))  # an eager step drops the copy
+    assert ed.decode_keys is None

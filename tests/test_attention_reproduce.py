@@ -1,10 +1,12 @@
 """The attention half of ``reproduce sparsity`` on a tiny model: per-layer attended keys per query
 against k = n/16 over the queries with n >= 64 (counted by hand from the captured scores), the
-10% target, the rows and the table."""
+10% target, the calibrated rule (fitted on the probe texts) beside the paper's on the held-out
+texts, the rows and the table."""
 
 from statistics import NormalDist
 
 import numpy as np
+import pytest
 
 import neurolens as nl
 import tiny
@@ -34,7 +36,11 @@ def _hand_mean_kept(lm, doc, layer):
 
 def test_attention_rows_and_table(monkeypatch):
     lm = tiny.lm("llama")
-    monkeypatch.setattr(asp, "long_texts", lambda lm: [DOC])
+    held = "Once upon a time a cat sat on a mat and looked at a hat. " * 3
+    splits = []
+    monkeypatch.setattr(asp, "long_texts",
+                        lambda lm, split="probe": splits.append(split) or
+                        ([DOC] if split == "probe" else [held]))
     base = {s: _Res(1.0) for s in asp.sk.SKILLS}
     calls = []
 
@@ -52,9 +58,24 @@ def test_attention_rows_and_table(monkeypatch):
         assert abs(res["exact_layers"][f"blocks.{layer}"]["ratio"] - 1) < 0.1
     worst = max(abs(v["ratio"] - 1) for v in res["layers"].values())
     assert res["meets_target"] == (worst <= 0.10)
+    # held-out: the paper's rule counted by hand there; the calibrated rule's offsets are the
+    # ones fitted on the probe text, which bring the probe text's counts back to k
+    assert sorted(set(splits)) == ["eval", "probe"]
+    h = res["heldout"]
+    cal = asp.calibrated_edits(lm, [DOC])
+    assert h["z_offset"] == cal[0].z_offset and h["texts"] == 1
+    for layer in range(2):
+        kept, k, nq = _hand_mean_kept(lm, held, layer)
+        got = h["paper"][f"blocks.{layer}"]
+        assert got["queries"] == nq and abs(got["ratio"] - kept / k) < 1e-3
+        assert abs(asp.measure(lm, [DOC], edits=cal)[f"blocks.{layer}"]["ratio"] - 1) < 0.01
+        assert h["calibrated"][f"blocks.{layer}"]["ratio"] == pytest.approx(
+            asp.measure(lm, [held], edits=cal)[f"blocks.{layer}"]["ratio"])
+    assert h["meets_target_calibrated"] == (h["max_deviation_calibrated"] <= 0.10)
     assert res["rows"][0]["relative"]["code"] == 0.5
     text = "\n".join(asp.format_lines(res))
     assert "blocks.1" in text and "256 of 4,096" in text and "reaching n >= 64" in text
+    assert "held-out (1 packed eval texts): paper rule vs calibrated" in text
 
 
 class _Res:

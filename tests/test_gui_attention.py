@@ -36,6 +36,8 @@ def test_attention_tab_grid_pattern_difference_and_prune(qtbot, window, tiny_dir
     for k in range(v.metric.count()):
         v.metric.setCurrentIndex(k)
         key = v.metric.currentData()
+        if key == "attribution":                # its own test below
+            continue
         assert v.grid.has_data() and v.grid.data.shape == (2, 2)
         np.testing.assert_allclose(v.grid.data, ref.mean(key), rtol=1e-5, err_msg=key)
     assert len(v.grid.texts) == 4         # each cell's value is written in it
@@ -89,3 +91,85 @@ def test_attention_tab_grid_pattern_difference_and_prune(qtbot, window, tiny_dir
     r = w.compare_result
     assert r["n_edits"] == 1 and any(it["changed"] for it in r["items"])
     assert w.center_tabs.currentWidget() is w.compare_view
+
+
+def test_attention_grid_attribution_per_head(qtbot, window, tiny_dirs):  # noqa: F811
+    """The grid's attribution entry: the Attribute form's answer, contrast and corruption
+    scored per query head on the worker; exact patching equals plain torch (the head's d_head
+    slice of o_proj's input zeroed or patched from the corrupted run, the logit difference
+    measured), attribution patching equals hand-written autograd at o_proj's input; a click
+    opens the head."""
+    import torch
+    from test_attribution_heads import CLEAN, CORRUPT, O_PROJ, cols, hf_tok, plain_ld, z_in
+    w = window
+    w.open_model(str(tiny_dirs["llama"]))          # grouped-query: 2 query heads, 1 kv head
+    qtbot.waitUntil(lambda: w.model_info is not None, timeout=WAIT)
+    w.prompt_edit.setPlainText(CLEAN)
+    p = w.attribute_panel
+    w.right_tabs.setCurrentWidget(p)
+    p.answer.setText("42")
+    p.contrast.setText("52")
+    w.center_tabs.setCurrentWidget(w.attention_view)
+    v = w.attention_view
+    v.metric.setCurrentIndex(v.metric.findData("attribution"))
+    assert v.compute_btn.text() == "Attribute heads" and not v.grid.has_data()
+    hf = w.worker.lm.hf
+    ids, cids = (w.worker.lm.tokenizer(t)["input_ids"] for t in (CLEAN, CORRUPT))
+    base = plain_ld(hf, ids)
+    paths = [O_PROJ["llama"].format(l=layer) for layer in range(2)]
+    for corruption, corrupt in (("corrupted prompt below", CORRUPT), ("zero ablation", "")):
+        p.corruption.setCurrentText(corruption)
+        p.corrupt_text.setText(corrupt)
+        v.attr_method.setCurrentIndex(v.attr_method.findData("exact"))
+        v.compute_btn.click()
+        idle(qtbot, w)
+        assert not w.errors and v.grid.has_data() and v.grid.data.shape == (2, 2)
+        want = np.zeros((2, 2))
+        for layer, path in enumerate(paths):
+            zc = z_in(hf, "llama", cids, layer) if corrupt else None
+            for h in range(2):
+                def patch(x, h=h, zc=zc):
+                    x[0, :, cols(h)] = 0.0 if zc is None else zc[:, cols(h)]
+                    return x
+                want[layer, h] = base - plain_ld(hf, ids, [(path, patch)])
+        np.testing.assert_allclose(v.grid.data, want, atol=1e-5, err_msg=corruption)
+        assert np.abs(want).max() > 1e-3                      # the heads matter
+        lo, hi = v.grid.bar.levels()
+        assert lo == pytest.approx(-hi) and hi == pytest.approx(np.abs(want).max(), rel=1e-5)
+    # attribution patching (zero ablation): sum over tokens and the head's slice of
+    # z * d metric / d z at o_proj's input, by hand
+    v.attr_method.setCurrentIndex(v.attr_method.findData("attribution"))
+    v.compute_btn.click()
+    idle(qtbot, w)
+    leaves = {}
+
+    def keep(layer):
+        def hook(mod, a):
+            x = a[0] + 0.0 if a[0].requires_grad else a[0].detach().clone().requires_grad_()
+            leaves[layer] = x
+            return (x,) + tuple(a[1:])
+        return hook
+    hs = [hf.get_submodule(path).register_forward_pre_hook(keep(i))
+          for i, path in enumerate(paths)]
+    t = hf_tok()
+    try:
+        with torch.enable_grad():
+            lg = hf(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
+            grads = torch.autograd.grad(lg[t("4")] - lg[t("5")], [leaves[0], leaves[1]])
+    finally:
+        for h in hs:
+            h.remove()
+    want = np.array([[float((leaves[i].detach()[0] * grads[i][0])[:, cols(h)].sum())
+                      for h in range(2)] for i in range(2)])
+    np.testing.assert_allclose(v.grid.data, want, atol=1e-5)
+    assert "(attribution patching, zero ablation)" in v.info.text()
+    # no set difference for one answer's effects; a click opens the head's pattern
+    v.stat.setCurrentIndex(1)
+    assert not v.grid.has_data() and "no set difference" in v.grid.hint.toPlainText()
+    v.stat.setCurrentIndex(0)
+    v.grid.click_cell(0, 1)
+    idle(qtbot, w)
+    assert w.attention.head == (0, 1) and w.attention.selected == [(0, 1)]
+    qtbot.waitUntil(lambda: v.pattern.has_data(), timeout=WAIT)
+    assert v.pattern.data.shape == (len(ids), len(ids))
+    assert v.pattern.plot.titleLabel.text.startswith("L0.H1 pattern")

@@ -8,7 +8,12 @@
   ``blocks.{l}.attn.hook_attn_scores``): per query, over the n keys it may attend to, keep the
   keys whose score passes ``mean + std * Phi^-1(1 - k/n)`` and mask the rest before the softmax;
   ``k`` a count or ``keep_fraction`` of n; only where n > k and n >= ``min_context``; ``mode``
-  ``"exact"`` keeps the k highest instead (a reference).
+  ``"exact"`` keeps the k highest instead (a reference). ``calibrate`` (``"layer"`` or
+  ``"head"``) adds a fitted offset to the quantile, ``mean + std * (Phi^-1(1 - k/n) + dz)``,
+  one ``dz`` per layer or per layer x head, kept in ``z_offset`` (``{layer: dz}`` or
+  ``{layer: [dz per head]}``) so that the mean realised count matches k on the prompts it was
+  fitted on (:func:`neurolens.engine.attention.calibrate.calibrate`). Without it the rule is the
+  paper's.
 
 Heads are query heads (grouped-query attention shares key/value heads between them). Importing
 this module registers the ops (:func:`neurolens.spec.edits.register_op`); their hooks and
@@ -128,14 +133,18 @@ class AttnTopK(EditOp):
     keep_fraction: float | None = None   # ... or a fraction of the n visible keys
     min_context: int = 0                 # act only on queries with n >= min_context keys
     mode: str = "statistical"            # or "exact" (the k highest scores)
+    calibrate: str | None = None         # "layer" | "head": z offsets fitted on prompts ...
+    z_offset: Any = None                 # ... {layer: dz} or {layer: [dz per head]}
 
     def __init__(self, site: str = "blocks.*.attn.hook_attn_scores", k: float | None = None,
                  keep_fraction: float | None = None, min_context: int = 0,
-                 mode: str = "statistical", enabled: bool = True, note: str = ""):
+                 mode: str = "statistical", enabled: bool = True, note: str = "",
+                 calibrate: str | None = None, z_offset: Any = None):
         self.site, self.k, self.keep_fraction, self.min_context = site, k, keep_fraction, \
             min_context
         self.mode, self.positions, self.enabled, self.note, self.steps = mode, "all", enabled, \
             note, None
+        self.calibrate, self.z_offset = calibrate, z_offset
         self.check("edit")
 
     def check(self, where: str) -> None:
@@ -160,6 +169,43 @@ class AttnTopK(EditOp):
             raise SpecError(f"{where}.mode: 'statistical' or 'exact', got {self.mode!r}")
         if self.positions != "all":
             raise SpecError(f"{where}.positions: attention top-k acts on every query")
+        self._check_calibration(where)
+
+    def _check_calibration(self, where: str) -> None:
+        if self.calibrate is None:
+            if self.z_offset is not None:
+                raise SpecError(f"{where}.z_offset: offsets come with calibrate "
+                                "('layer' or 'head')")
+            return
+        if self.calibrate not in ("layer", "head"):
+            raise SpecError(f"{where}.calibrate: 'layer' or 'head', got {self.calibrate!r}")
+        if self.mode != "statistical":
+            raise SpecError(f"{where}.calibrate: calibrates the statistical rule, not "
+                            f"mode {self.mode!r}")
+        if self.z_offset is None:
+            return                                  # not fitted yet
+        if not isinstance(self.z_offset, dict):
+            raise SpecError(f"{where}.z_offset: expected {{layer: offset}}, got "
+                            f"{type(self.z_offset).__name__}")
+        out = {}
+        for key, v in self.z_offset.items():
+            if not str(key).isdigit():
+                raise SpecError(f"{where}.z_offset: keys are layer numbers, got {key!r}")
+            w = f"{where}.z_offset.{key}"
+            if self.calibrate == "head":
+                if not isinstance(v, (list, tuple)) or not v:
+                    raise SpecError(f"{w}: expected one offset per head (a list)")
+                out[str(int(key))] = [_check_number(x, w) for x in v]
+            else:
+                out[str(int(key))] = _check_number(v, w)
+        self.z_offset = out
+
+    def layer_offset(self, layer: int):
+        """The fitted offset of ``layer`` (a number, or a list per head; 0.0 uncalibrated;
+        None: calibrated but not fitted for this layer)."""
+        if self.calibrate is None:
+            return 0.0
+        return (self.z_offset or {}).get(str(int(layer)))
 
     def neuron_indices(self):
         return None
@@ -167,4 +213,5 @@ class AttnTopK(EditOp):
     def describe(self) -> str:
         k = f"k={self.k:g}" if self.k is not None else f"k={self.keep_fraction:g}n"
         ctx = f" from n>={self.min_context}" if self.min_context else ""
-        return f"attn_topk {self.mode} {k}{ctx} at {self.site}"
+        cal = f" calibrated per {self.calibrate}" if self.calibrate else ""
+        return f"attn_topk {self.mode} {k}{ctx}{cal} at {self.site}"

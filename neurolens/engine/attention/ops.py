@@ -126,10 +126,12 @@ class MeanAblateHeadHandler(_HeadHandler):
 
 
 # -- attention top-k ----------------------------------------------------------------------------
-def stat_keep(scores: torch.Tensor, vis: torch.Tensor, k: torch.Tensor, mode: str
-              ) -> torch.Tensor:
-    """Keys kept per query (``[..., n]`` bool): statistical (mean + std * Phi^-1(1 - k/n) over
-    the visible keys, population std; the highest key always stays) or exact (the k highest)."""
+def stat_keep(scores: torch.Tensor, vis: torch.Tensor, k: torch.Tensor, mode: str,
+              offset=0.0) -> torch.Tensor:
+    """Keys kept per query (``[..., n]`` bool): statistical (mean + std * (Phi^-1(1 - k/n) +
+    ``offset``) over the visible keys, population std; the highest key always stays; ``offset``
+    a number or a tensor broadcasting to ``[..., 1]``, 0 for the paper's rule) or exact (the k
+    highest)."""
     n = vis.sum(-1, keepdim=True).clamp_min(1).to(scores.dtype)
     if mode == "exact":
         kk = k.round().clamp_min(1).long().clamp_max(scores.shape[-1])
@@ -139,7 +141,7 @@ def stat_keep(scores: torch.Tensor, vis: torch.Tensor, k: torch.Tensor, mode: st
     xs = torch.where(vis, scores, 0.0)
     mean = xs.sum(-1, keepdim=True) / n
     var = torch.where(vis, (scores - mean) ** 2, 0.0).sum(-1, keepdim=True) / n
-    z = torch.special.ndtri((1.0 - k / n).clamp(1e-7, 1 - 1e-7))
+    z = torch.special.ndtri((1.0 - k / n).clamp(1e-7, 1 - 1e-7)) + offset
     theta = mean + z * var.sqrt()
     top = scores.masked_fill(~vis, float("-inf")).amax(-1, keepdim=True)
     return vis & ((scores > theta) | (scores >= top))
@@ -156,6 +158,25 @@ class AttnTopKEditor:
     def __init__(self, op, layer: int, ctx: dict):
         self.op, self.layer = op, layer
         self.stats = ctx.setdefault("attn_topk_stats", {})
+        off = op.layer_offset(layer)
+        if off is None:
+            raise InputError(f"attn_topk at {op.site}: calibrate={op.calibrate!r} has no fitted "
+                             f"offset for layer {layer}: fit it first (neurolens.engine."
+                             "attention.calibrate)")
+        #: the calibrated quantile offset: a number, or a tensor [heads, 1, 1] (per head)
+        self.offset = (torch.tensor(off, dtype=torch.float32).view(-1, 1, 1)
+                       if isinstance(off, list) else float(off))
+        #: the sparse decode steps of the sequence so far and their transposed key cache
+        #: (decode.keys_t)
+        self.decode_steps, self.decode_keys = 0, None
+
+    def _offset(self, heads: int):
+        if isinstance(self.offset, float):
+            return self.offset
+        if self.offset.shape[0] != heads:
+            raise InputError(f"attn_topk at {self.op.site}: {self.offset.shape[0]} per-head "
+                             f"offsets for layer {self.layer}, which has {heads} query heads")
+        return self.offset
 
     def keep(self, x: torch.Tensor, state: RunState) -> tuple[torch.Tensor, torch.Tensor]:
         """``(kept, dropped)`` keys of the scores ``x`` ``[b, heads, q, n]`` (kept: the visible
@@ -170,7 +191,7 @@ class AttnTopKEditor:
         if am is not None:                      # real (non-pad) queries only
             q = x.shape[-2]
             act &= am[:, -q:].to(x.device).bool()[:, None, :, None]
-        keep = stat_keep(xf, vis, k, op.mode)
+        keep = stat_keep(xf, vis, k, op.mode, self._offset(x.shape[1]))
         drop = act & vis & ~keep
         kept = (keep & act).sum(-1).float()
         acc = self.stats.setdefault(self.layer, [0.0, 0.0, 0])
@@ -180,6 +201,7 @@ class AttnTopKEditor:
         return vis & ~drop, drop
 
     def __call__(self, x: torch.Tensor, state: RunState) -> torch.Tensor:
+        self.decode_steps, self.decode_keys = 0, None    # an eager step (a prefill): restart
         _, drop = self.keep(x, state)
         return x.masked_fill(drop, torch.finfo(x.dtype).min)
 

@@ -1,7 +1,9 @@
 """Attention heads on screen: the head summaries over the typed prompt and the prompt list (a
 job on the worker, eager attention: the status line says so), the layer x head grid of the
 chosen summary or its set difference A - B, a clicked head's pattern for the chosen prompt
-(another job), and the selected heads as prune / scale edits in the edit list."""
+(another job), the selected heads as prune / scale edits in the edit list, and the attribution of
+the Attribute form's answer to every query head (a job with progress and cancel) as a diverging
+layer x head map whose cells open their head like the summaries' do."""
 
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ from neurolens.errors import SpecError
 from neurolens.gui import jobs_attention
 from neurolens.gui.controllers import Controller
 from neurolens.gui.presenters import attention as pres
+from neurolens.gui.presenters.attribute import FormError
 
 
 class AttentionController(Controller):
     def __init__(self, window):
         super().__init__(window)
         self.summary = None                 # the engine's HeadSummary
+        self.attributed = None              # the engine's per-head Attribution
         self.prompts: list[str] = []        # the summary's prompts (the prompt combo)
         self.detail = None                  # the engine's HeadDetail of the open prompt/layer
         self.head: tuple[int, int] | None = None          # the open head
@@ -39,6 +43,7 @@ class AttentionController(Controller):
         w = self.w
         w.center_tabs.setTabVisible(w.center_tabs.indexOf(w.attention_view), fam.kind == "lm")
         self.summary, self.detail, self.head, self.selected = None, None, None, []
+        self.attributed = None
         self.prompts = []
         w.attention_view.set_prompts([])
         w.attention_view.pattern.show_empty()
@@ -46,7 +51,7 @@ class AttentionController(Controller):
         self.redraw()
 
     # -- summaries -------------------------------------------------------------------------------
-    def _start(self, text: str) -> bool:
+    def _start(self, text: str, eager: bool = True) -> bool:
         w = self.w
         if self.busy:
             return False
@@ -58,7 +63,7 @@ class AttentionController(Controller):
             return False
         self.busy = True
         w.attention_view.set_busy(True)
-        w.set_busy(True, f"{text} ({EAGER_NOTE})")
+        w.set_busy(True, f"{text} ({EAGER_NOTE})" if eager else text)
         return True
 
     def _end(self, text: str | None) -> None:
@@ -67,6 +72,11 @@ class AttentionController(Controller):
         self.w.set_busy(False, text)
 
     def compute(self) -> None:
+        """The Compute button: the head summaries, or with the attribution entry chosen, the
+        per-head attribution."""
+        if self.w.attention_view.attributing():
+            self.attribute_heads()
+            return
         w = self.w
         prompts, sets = pres.summary_prompts(w.prompt_list.rows, w.prompt_edit.toPlainText(),
                                              w.set_name.text())
@@ -92,6 +102,7 @@ class AttentionController(Controller):
         self.w.progress_bar.setValue(int(100 * done / max(1, total)))
 
     def _failed(self, msg: str) -> None:
+        self.w.progress_bar.setRange(0, 100)
         self._end("attention: failed")
         self.w.attention_view.info.setText(msg)
         self.w.show_error(f"Attention heads: {msg}")
@@ -115,9 +126,60 @@ class AttentionController(Controller):
         self._mark()
         self._load_detail()
 
+    # -- attribution per head ----------------------------------------------------------------------
+    def attribute_heads(self) -> None:
+        """Attribute the Attribute form's answer (its prompt, contrast and corruption) to every
+        query head with the tab's method, on the worker."""
+        w = self.w
+        if w.model_info is None:
+            w.show_error("No model loaded: use File ▸ Open model.")
+            return
+        w.attribution.refresh_choices()
+        try:
+            req = pres.head_request(w.attribution.request(),
+                                    w.attention_view.attr_method.currentData())
+        except FormError as e:
+            w.show_error(f"{e} (the Attribute tab's form)")
+            return
+        how = pres.HEAD_METHODS[req.method]
+        if not self._start(f"attributing to every head ({how})…", eager=False):
+            return
+        w.progress_bar.setRange(0, 0)
+        w.jobs.submit(jobs_attention.head_attribution(req, w.current_edits()),
+                      progress=self._attr_progress, done=self._attributed,
+                      failed=self._failed,
+                      cancelled=self._attr_cancelled)
+
+    def _attr_cancelled(self) -> None:
+        self.w.progress_bar.setRange(0, 100)
+        self.w.progress_bar.setValue(0)
+        self._end("head attribution cancelled")
+
+    def _attr_progress(self, done: int, total: int) -> None:
+        if total > 0:
+            self.w.progress_bar.setRange(0, 100)
+            self._progress(done, total)
+
+    def _attributed(self, out: dict) -> None:
+        res = self.attributed = out["result"]
+        v = self.w.attention_view
+        if not self.prompts:                    # no summaries yet: open heads on its prompts
+            self.prompts, self.detail = list(res.prompts), None
+            v.set_prompts(self.prompts)
+        v.info.setText(pres.attribution_text(res, out["seconds"]))
+        self.w.progress_bar.setRange(0, 100)
+        self.w.progress_bar.setValue(100)
+        self._end(f"head attribution: {len(res.prompts)} prompt(s) in {out['seconds']:.1f} s")
+        self.redraw()
+        if self.head is None:
+            self.head = pres.showcase_attributed(res)
+            self.selected = [self.head]
+            self._mark()
+            self._load_detail()
+
     def redraw(self) -> None:
         v = self.w.attention_view
-        gv = pres.grid_view(self.summary, v.choice())
+        gv = pres.grid_view(self.summary, v.choice(), self.attributed)
         if gv.matrix is None:
             v.grid.set_message(gv.message)
             return

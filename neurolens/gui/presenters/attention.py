@@ -1,11 +1,13 @@
 """The Attention tab's data, Qt-free: which prompts the head summaries take, the layer x head
 grid of a chosen summary (its mean, or the set difference A - B as the neuron maps show it),
 its colour scale and cell texts, one head's query x key pattern with its token labels and its
-output norm per token, the head picked for a first look, and head edits from selected heads."""
+output norm per token, the head picked for a first look, head edits from selected heads, and the
+per-head attribution (the Attribute form's answer, contrast and corruption) as a diverging
+layer x head map of signed effects."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -16,8 +18,14 @@ from neurolens.spec.sites import site_name
 #: the summary combo's entries (metric key, text), in display order
 LABELS = {"entropy": "entropy (nats)", "distance": "attention distance (tokens)",
           "prev": "previous-token share", "first": "first-token share",
-          "induction": "induction score", "out_norm": "output norm"}
-assert set(LABELS) == set(METRICS)
+          "induction": "induction score", "out_norm": "output norm",
+          "attribution": "attribution (signed effect)"}
+#: the grid entry that is not a head summary but an attribution of the Attribute form's answer
+ATTRIBUTION = "attribution"
+assert set(LABELS) == set(METRICS) | {ATTRIBUTION}
+#: the attribution methods offered for heads: engine method -> label
+HEAD_METHODS = {"attribution": "attribution patching", "exact": "exact patching"}
+HEAD_SITES = "blocks.*.attn.hook_z"
 #: grids of at most this many cells show each cell's value as text
 TEXT_CELLS = 400
 #: token labels are cut to this many characters
@@ -74,8 +82,47 @@ def _levels(m: np.ndarray, diverging: bool) -> tuple[float, float]:
     return (lo, hi if hi > lo else lo + 1e-6)
 
 
-def grid_view(summary, choice: GridChoice) -> GridView:
-    """The layer x head grid of the chosen summary, or its set difference A - B."""
+def head_request(req, method: str):
+    """The Attribute form's request (its prompts, answer, contrast, corruption) turned into a
+    per-head one: every layer's ``hook_z``, ``method`` ("attribution" | "exact")."""
+    if method not in HEAD_METHODS:
+        raise ValueError(f"head attribution: method 'attribution' or 'exact', got {method!r}")
+    return replace(req, sites=HEAD_SITES, method=method)
+
+
+def attribution_view(res, diff: bool = False) -> GridView:
+    """The layer x head map of an attribution's signed effects (clean minus patched metric),
+    on symmetric levels."""
+    if diff:
+        return GridView(None, message="attribution: one answer's effects, not per prompt set: "
+                                      "no set difference")
+    if res is None:
+        return GridView(None, message="press Attribute heads: the answer, contrast and "
+                                      "corruption come from the Attribute tab")
+    m = np.asarray(res.matrix(), np.float32)
+    return GridView(m, _levels(m, True), True, f"effect on {res.metric_text}")
+
+
+def attribution_text(res, seconds: float) -> str:
+    """The info line under the grid for an attribution."""
+    how = HEAD_METHODS.get(res.method, res.method)
+    corr = "corrupted prompt" if res.corruption == "prompts" else f"{res.corruption} ablation"
+    return (f"attribution per head ({how}, {corr}): {res.metric_text}, clean {res.clean:.4f}, "
+            f"corrupted {res.corrupted:.4f}; {seconds:.1f} s")
+
+
+def showcase_attributed(res) -> tuple[int, int]:
+    """The head with the largest absolute effect."""
+    m = np.nan_to_num(np.abs(res.matrix()), nan=-np.inf)
+    layer, head = np.unravel_index(int(np.argmax(m)), m.shape)
+    return int(layer), int(head)
+
+
+def grid_view(summary, choice: GridChoice, attribution=None) -> GridView:
+    """The layer x head grid of the chosen summary, or its set difference A - B (the
+    attribution entry: ``attribution``'s effects)."""
+    if choice.metric == ATTRIBUTION:
+        return attribution_view(attribution, choice.diff)
     if summary is None:
         return GridView(None, message="press Compute to summarise every head")
     label = LABELS[choice.metric]

@@ -12,7 +12,8 @@ from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainterPath, QPen
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QGraphicsPathItem, QHBoxLayout,
                                QLabel, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
-from neurolens.gui.presenters.attention import LABELS, pattern_cell_text
+from neurolens.gui.presenters.attention import (ATTRIBUTION, HEAD_METHODS, LABELS,
+                                                pattern_cell_text)
 
 SEQUENTIAL = pg.colormap.get("viridis")
 DIVERGING = pg.colormap.get("CET-D1")
@@ -322,16 +323,24 @@ class AttentionView(QWidget):
         for c in (self.metric, self.stat, self.set_a, self.set_b):
             c.currentIndexChanged.connect(lambda *_: self.choiceChanged.emit())
         row.addSpacing(12)
-        row.addWidget(QLabel("induction length"))
+        self.induction_label = QLabel("induction length")
+        row.addWidget(self.induction_label)
         self.induction_len = QSpinBox()
         self.induction_len.setRange(2, 512)
         self.induction_len.setValue(20)
         self.induction_len.setToolTip("random tokens repeated twice (4 sequences)")
         row.addWidget(self.induction_len)
-        self.compute_btn = QPushButton("Compute head summaries")
-        self.compute_btn.setToolTip("over the typed prompt and the prompt list, with the "
-                                    "enabled edits (eager attention: slower)")
+        self.attr_method = QComboBox()
+        for key, text in HEAD_METHODS.items():
+            self.attr_method.addItem(text, key)
+        self.attr_method.setToolTip("attribution patching (two passes, a linear estimate) or "
+                                    "exact patching (one run per head); the answer, contrast "
+                                    "and corruption come from the Attribute tab")
+        row.addWidget(self.attr_method)
+        self.compute_btn = QPushButton()
         self.compute_btn.clicked.connect(self.computeRequested)
+        self.metric.currentIndexChanged.connect(self._metric_changed)
+        self._metric_changed()
         row.addWidget(self.compute_btn)
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.clicked.connect(self.cancelRequested)
@@ -384,6 +393,22 @@ class AttentionView(QWidget):
         self.info.setWordWrap(True)
         lay.addWidget(self.info)
         self.pattern.show_empty()
+
+    def attributing(self) -> bool:
+        """The grid's choice is the per-head attribution (not a head summary)."""
+        return self.metric.currentData() == ATTRIBUTION
+
+    def _metric_changed(self, *_) -> None:
+        attr = self.attributing()
+        self.attr_method.setVisible(attr)
+        self.induction_label.setVisible(not attr)
+        self.induction_len.setVisible(not attr)
+        self.compute_btn.setText("Attribute heads" if attr else "Compute head summaries")
+        self.compute_btn.setToolTip(
+            "the Attribute tab's prompt, answer, contrast and corruption, scored per query "
+            "head (hook_z), with the enabled edits" if attr else
+            "over the typed prompt and the prompt list, with the enabled edits (eager "
+            "attention: slower)")
 
     def choice(self):
         from neurolens.gui.presenters.attention import GridChoice
