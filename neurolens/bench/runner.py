@@ -86,6 +86,8 @@ def run(quick: bool = False, only: list[str] | None = None, log=print,
         attempt("attention-patterns", lambda: attention.patterns(demo(), "demo model", 8, 128,
                                                                  reps))
         attempt("attention-decode", lambda: attention.decode())   # 4,096 context, k = 256
+        # a longer decode: the sparse step's transposed key copy is built from step 33 on
+        attempt("attention-decode-long", lambda: attention.decode(steps=128))
     attempt("snn", lambda: snn.cases(quick))
     attempt("gui", lambda: gui.case(2 if quick else 16, 4 if quick else 96, model))
     attempt("gui-wide", lambda: gui_wide.case(quick))     # 32 x 14,336 (Llama-3-8B widths)

@@ -202,7 +202,8 @@ def _decode(layers, d, heads, d_ff, ctx, k, steps, reps) -> list[Case]:
     kept = statistics.mean(v["kept"] for v in stats.values()) if stats else float("nan")
     # each repeat's own dense / top-k pair (timed back to back: load drift cancels)
     per_rep = [round(d[1] / a[1], 3) for d, a in zip(times["dense"], times["attn"])]
-    shape = f"{layers}x{d}, {heads} heads x {d // heads}, d_ff {d_ff}, context {ctx}"
+    shape = (f"{layers}x{d}, {heads} heads x {d // heads}, d_ff {d_ff}, context {ctx}, "
+             f"{steps} steps")
     r_attn = a_dense / a_topk
     r_step = s_ffn / s_both
     common = {"paper_decode_speedup": PAPER_DECODE_SPEEDUP, "decode_steps": steps,
