@@ -150,3 +150,30 @@ def test_logit_lens_reads_offloaded_weights(models):
     top = torch.topk(scores, 5).values.tolist()
     assert [v for _, v in lens["promote"]] == pytest.approx(top, rel=1e-5)
     assert lens == nl.load(src).logit_lens(1, 5, k=5)
+
+
+def test_cli_max_memory_places_like_the_api_and_rejects_bad_values(models, capsys):
+    """``--max-memory`` reaches accelerate: the same placement as MAX_MEMORY (hard-coded module
+    names, as above); a malformed value is one line and exit 2, before any loading."""
+    from neurolens.cli import main
+    from neurolens.cli.common import load_model
+    from neurolens.cli.parser import build_parser
+    src = str(models[0])
+    args = build_parser().parse_args(["info", "-m", src, "--device", "auto",
+                                      "--max-memory", "cpu=120000"])
+    placed = load_model(args).hf.hf_device_map
+    assert placed["model.layers.0"] == "cpu" and placed["model.layers.1"] == "disk", placed
+    args = build_parser().parse_args(["info", "-m", src, "--device", "auto",
+                                      "--max-memory", "cpu=1kb"])
+    assert load_model(args).hf.hf_device_map == {"": "disk"}       # 1,000 bytes, as the API's
+    for bad, says in (("cpu=lots", "'lots' for cpu is not a size"),
+                      ("gpu0=1GB", "unknown device 'gpu0'"), ("cpu", "is not DEVICE=SIZE"),
+                      ("cpu=8GiB,", None), ("0=-1GB", "not a size")):
+        code = main(["info", "-m", src, "--device", "auto", "--max-memory", bad])
+        err = capsys.readouterr().err
+        if says is None:         # a trailing comma is fine
+            assert code == 0, err
+            continue
+        assert code == 2 and err.count("\n") == 1 and says in err, (bad, err)
+    assert main(["info", "-m", src, "--max-memory", "cpu=8GiB"]) == 2
+    assert "--max-memory is for --device auto" in capsys.readouterr().err

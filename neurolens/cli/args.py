@@ -9,6 +9,9 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", default=None,
                    help="model folder or hub id (default: the shipped demo model)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--max-memory", default=None, metavar="DEVICE=SIZE,...",
+                   help="with --device auto: the most each device may hold, e.g. "
+                        "cpu=16GiB or 0=20GiB,cpu=16GiB (the rest goes to disk)")
     p.add_argument("--dtype", default=None, help="float32, float16, bfloat16 or auto")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow pickle weights (.bin/.pt); they can run code")

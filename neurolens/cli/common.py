@@ -79,8 +79,15 @@ def files(value) -> list[str]:
 def load_model(args):
     """The model of ``-m`` and the loading flags; its notes go to stderr."""
     from neurolens.engine.loading import load
+    max_memory = None
+    if getattr(args, "max_memory", None) is not None:
+        from neurolens.engine.offload import parse_max_memory
+        max_memory = parse_max_memory(args.max_memory)
+        if args.device != "auto":
+            raise InputError("--max-memory is for --device auto")
     model = load(args.model, device=args.device, dtype=args.dtype,
-                 allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+                 allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code,
+                 max_memory=max_memory)
     for n in getattr(model, "notes", []):
         print(f"note: {n}", file=sys.stderr)
     return model

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -48,18 +49,45 @@ def _offload_folder() -> str:
     return folder
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNIT = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10,
+         "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_DEVICE = re.compile(r"^(cpu|disk|mps|\d+|(cuda|xpu|npu):\d+)$")
+
+
 def parse_max_memory(max_memory) -> dict | None:
     """``{"cpu": "8GiB", 0: "20GiB"}`` (accelerate's form; ``"cuda:0"`` keys become 0), a
-    string ``"cpu=8GiB,0=20GiB"``, or None (accelerate uses what is free)."""
+    string ``"cpu=8GiB,0=20GiB"`` (the CLI's ``--max-memory``), or None (accelerate uses what is
+    free). Devices: ``cpu``, ``disk``, ``mps``, a GPU index or ``cuda:N``; sizes: bytes or a
+    number with a unit (``B``, ``KB``...``TB``, ``KiB``...``TiB``; case ignored), given back as
+    bytes. Anything else: an :class:`~neurolens.errors.InputError` naming the bad part."""
+    from neurolens.errors import InputError
     if max_memory is None or isinstance(max_memory, dict) and not max_memory:
         return None
     if isinstance(max_memory, str):
-        pairs = [p.split("=", 1) for p in max_memory.split(",") if p.strip()]
+        pairs = []
+        for part in max_memory.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise InputError(f"--max-memory: {part.strip()!r} is not DEVICE=SIZE "
+                                 "(e.g. cpu=8GiB,0=20GiB)")
+            pairs.append(part.split("=", 1))
+        if not pairs:
+            raise InputError("--max-memory: no DEVICE=SIZE given (e.g. cpu=8GiB,0=20GiB)")
         max_memory = {k.strip(): v.strip() for k, v in pairs}
     out: dict = {}
     for k, v in dict(max_memory).items():
-        key = str(k).removeprefix("cuda:")
-        out[int(key) if key.isdigit() else key] = int(v) if str(v).isdigit() else v
+        if not _DEVICE.match(str(k).strip().lower()):
+            raise InputError(f"max memory: unknown device {str(k)!r} (cpu, disk, a GPU index "
+                             "or cuda:N)")
+        m = None if isinstance(v, bool) else _SIZE.match(str(v))
+        if m is None:
+            raise InputError(f"max memory: {str(v)!r} for {k} is not a size (e.g. 8GiB, "
+                             "500MB or bytes)")
+        key = str(k).strip().lower().removeprefix("cuda:")
+        out[int(key) if key.isdigit() else key] = int(float(m.group(1))
+                                                      * _UNIT[(m.group(2) or "").lower()])
     return out
 
 

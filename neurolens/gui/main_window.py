@@ -35,7 +35,7 @@ from neurolens.gui.presenters.family import GENERATION_ROWS, PANELS, family_for
 from neurolens.gui.presenters.maps import Maps, View
 from neurolens.gui.settings import user_settings
 from neurolens.gui.views import window_ui
-from neurolens.gui.worker import Jobs, Projector, Worker, lower_thread_priority
+from neurolens.gui.worker import Jobs, Projector, Worker, lower_thread_priority, spill_folder
 from neurolens.spec.edits import EditSet
 from neurolens.spec.run import DenoiseParams, GenerationParams
 from neurolens.store import CaptureStore
@@ -74,8 +74,10 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"neurolens {__version__}")
         self.resize(1480, 920)
         self.settings = settings or user_settings()
-        self.store = CaptureStore(ring=4096)          # the (edited) run
-        self.store_base = CaptureStore(ring=4096)     # the baseline of a comparison
+        # rows past 64 MB wait in an unnamed file until a view reads them (issue 29)
+        spill = dict(ring=64, spill=64 << 20, spill_dir=spill_folder())
+        self.store = CaptureStore(**spill)          # the (edited) run
+        self.store_base = CaptureStore(**spill)     # the baseline of a comparison
         self.edit_model = EditModel()
         self.family = family_for(None)
         self.maps = Maps(self.store, self.store_base, self.family)
@@ -465,6 +467,7 @@ class MainWindow(QMainWindow):
         self.timer.stop()
         self.thread.quit()
         self.thread.wait(5000)
+        self.projector.cancel()   # a running UMAP child process ends
         self.projector.pool.waitForDone(2000)
         # automatic collection comes back once no thread of this window can run it any more
         thread, pool = self.thread, self.projector.pool

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import threading
 import time
 import traceback
 
@@ -37,6 +38,35 @@ def lower_thread_priority(nice: int = 10) -> None:
         pass
 
 
+#: allocations from this size up are mapped on their own and go back to the system when freed
+MMAP_THRESHOLD = 128 * 1024
+
+
+def return_freed_memory() -> bool:
+    """Fix glibc's threshold for giving large blocks their own mapping (``M_MMAP_THRESHOLD``;
+    by default it grows up to 32 MB as large blocks are freed). The model's forwards on the
+    worker thread allocate and free many blocks of a few hundred kB; with the grown threshold
+    they came from the heap and their freed space stayed resident, scattered between the rows
+    the run kept: 0.2-0.3 GB of the 1B bench's peak. Linux with glibc only (elsewhere: False,
+    nothing changed)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, MMAP_THRESHOLD))     # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
+def spill_folder() -> str:
+    """Where the window's capture stores put the rows they keep out of memory (made at the
+    first spill): the user's cache, as ``/tmp`` is often a RAM disk, which would hold them in
+    memory after all."""
+    from neurolens.engine.offload import cache_dir
+    return str(cache_dir() / "rows")
+
+
 class Worker(QObject):
     """Runs jobs on its thread and forwards their events (see the module docstring)."""
 
@@ -51,6 +81,7 @@ class Worker(QObject):
         super().__init__()
         self.ctx = Context()
         self.emit_interval = 0.03       # seconds between progress / update notices
+        return_freed_memory()           # before the model's first forward
 
     @property
     def lm(self):
@@ -166,24 +197,38 @@ class _Sig(QObject):
 
 
 class _ProjectionTask(QRunnable):
-    def __init__(self, sig: _Sig, rid: int, method: str, x):
+    def __init__(self, projector: Projector, rid: int, method: str, x, gen: int):
         super().__init__()
-        self.sig, self.rid, self.method, self.x = sig, rid, method, x
+        self.projector, self.rid, self.method, self.x, self.gen = projector, rid, method, x, gen
 
     def run(self) -> None:
-        from neurolens.engine.keyspace import pca_2d, umap_2d
+        from neurolens.engine import keyspace
         try:
-            pts = pca_2d(self.x) if self.method == "pca" else umap_2d(self.x)
+            if self.method == "pca":
+                pts = keyspace.pca_2d(self.x)
+            elif keyspace.child_available():
+                proc = self.projector._start_umap(self.x, self.gen)
+                if proc is None:          # a newer request came first
+                    return
+                pts = proc.result()
+            else:                         # a frozen bundle: in this process, as before
+                pts = keyspace.umap_2d(self.x)
+        except keyspace.UmapProcess.Cancelled:
+            return
         except Exception as e:  # noqa: BLE001
             pts = e
+        if self.rid < 0:                  # the warm-up: nobody waits for it
+            return
         try:
-            self.sig.done.emit(self.rid, self.method, pts)
+            self.projector._sig.done.emit(self.rid, self.method, pts)
         except RuntimeError:   # the window closed while UMAP was running: nobody to tell
             pass
 
 
 class Projector(QObject):
-    """PCA / UMAP off the GUI thread (a thread pool, so a slow UMAP never blocks a run)."""
+    """PCA / UMAP off the GUI thread (a thread pool, so a slow UMAP never blocks a run). UMAP
+    runs in a child process (:class:`neurolens.engine.keyspace.UmapProcess`: the window's
+    process never imports umap and numba); a newer UMAP request kills the older child."""
 
     ready = Signal(int, str, object)
 
@@ -193,16 +238,46 @@ class Projector(QObject):
         self.pool.setMaxThreadCount(2)
         self._sig = _Sig()
         self._sig.done.connect(self.ready)
+        self._lock = threading.Lock()
+        self._gen = 0              # the newest UMAP request
+        self._proc = None          # its child process, once started
 
     def submit(self, rid: int, method: str, x) -> None:
-        self.pool.start(_ProjectionTask(self._sig, rid, method, x))
+        gen = 0
+        if method == "umap":
+            with self._lock:
+                self._gen += 1
+                gen = self._gen
+                self._kill()
+        self.pool.start(_ProjectionTask(self, rid, method, x, gen))
+
+    def _start_umap(self, x, gen: int):
+        """(pool thread) The child for request ``gen``; None when a newer one came."""
+        from neurolens.engine.keyspace import UmapProcess
+        with self._lock:
+            if gen != self._gen:
+                return None
+            self._proc = UmapProcess(x)
+            return self._proc
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.cancel()
+            self._proc = None
+
+    def cancel(self) -> None:
+        """Stop a running UMAP (its child process ends); a task waiting to start will not."""
+        with self._lock:
+            self._gen += 1
+            self._kill()
+
+    @property
+    def umap_running(self) -> bool:
+        with self._lock:
+            return self._proc is not None and self._proc.proc.poll() is None
 
     def warm_up(self) -> None:
-        class _Warm(QRunnable):
-            def run(self_inner) -> None:
-                try:
-                    from neurolens.engine.keyspace import warm_up_umap
-                    warm_up_umap()
-                except Exception:  # noqa: BLE001 - warm-up is best effort
-                    pass
-        self.pool.start(_Warm())
+        """Start UMAP once on a few random points in a child process (numba's compiled code is
+        cached on disk, so the first real request starts sooner); a real request replaces it."""
+        import numpy as np
+        self.submit(-1, "umap", np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))

@@ -8,6 +8,15 @@ Python API, methods) take snapshots. Three kinds of data are kept:
 - running statistics per (site, prompt set) and over everything (count, mean, std, min, max);
 - a ring buffer of the latest rows per site, for live views.
 
+Once a store holds ``compact`` bytes of rows (64 MB by default), rows whose values are all exact
+in bfloat16 (a bf16 model's activations, spikes, zeros) are kept as their top 16 bits: half the
+memory, and :meth:`CaptureStore.rows` gives back exactly the float32 values appended (a copy,
+where small captures get the appended arrays themselves, with no unpacking cost). Other rows are
+kept as they came. With ``spill=BYTES`` the rows past
+that much memory go to a temporary file (:mod:`neurolens.store.spill`), the least recently
+appended first, and are read back from it when asked for (the window keeps only the prompts
+being run in memory). The ring holds its own references: keep it short where memory counts.
+
 Readers learn what changed through ``version`` and :meth:`take_dirty`.
 """
 
@@ -15,25 +24,72 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from pathlib import Path
 
 import numpy as np
 
 from neurolens.store.shards import SafetensorsStreamWriter
+from neurolens.store.spill import SpillFile, Spilled
 from neurolens.store.stats import RunningStats
 
 ALL = "__all__"
 
 
+class Packed:
+    """float32 rows exact in bfloat16, kept as their top 16 bits (``bits``: uint16)."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits: np.ndarray):
+        self.bits = bits
+
+    def __len__(self) -> int:
+        return len(self.bits)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.bits.shape
+
+    @property
+    def nbytes(self) -> int:
+        return self.bits.nbytes
+
+    def unpack(self) -> np.ndarray:
+        return (self.bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def pack(rows: np.ndarray):
+    """``rows`` as :class:`Packed` when every value is exact in bfloat16 (lossless), else
+    ``rows`` unchanged."""
+    if rows.dtype != np.float32 or not rows.size:
+        return rows
+    bits = np.ascontiguousarray(rows).view(np.uint32)
+    if np.bitwise_and(bits, 0xFFFF).any():
+        return rows
+    return Packed((bits >> 16).astype(np.uint16))
+
+
+def unpack(chunk) -> np.ndarray:
+    return chunk.unpack() if isinstance(chunk, Packed) else chunk
+
+
 class CaptureStore:
     def __init__(self, *, keep_rows: bool = True, stats: bool = True, ring: int = 2048,
-                 out: str | os.PathLike | None = None):
+                 out: str | os.PathLike | None = None, compact: int | None = 64 << 20,
+                 spill: int | None = None, spill_dir: str | None = None):
         self.keep_rows = keep_rows and out is None
+        self.compact = compact          # from this many bytes of rows: bf16-exact ones in 16 bits
+        self.spill_limit = spill        # bytes of rows kept in memory (None: all)
+        self._spill_dir = spill_dir
+        self._spill: SpillFile | None = None
+        self._mem = 0                   # bytes of rows in memory
+        self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()   # by last append
         self.track_stats = stats
         self._ring_len = ring
         self._lock = threading.RLock()
-        self._rows: dict[tuple[str, int], list[tuple[int | None, np.ndarray]]] = defaultdict(list)
+        self._rows: dict[tuple[str, int],
+                         list[tuple[int | None, np.ndarray | Packed | Spilled]]] = defaultdict(list)
         self._stats: dict[tuple[str, str], RunningStats] = {}
         self._ring: dict[str, deque] = {}
         self._ring_rows: dict[str, int] = {}
@@ -72,6 +128,11 @@ class CaptureStore:
         if self.track_stats:     # the batch's moments outside the lock: readers wait less
             part = RunningStats(rows.shape[-1])
             part.update(rows)
+        kept = rows
+        if self.compact is not None and self._writer is None and self.keep_rows:
+            held = self._mem + (self._spill.size if self._spill is not None else 0)
+            if held >= self.compact:
+                kept = pack(rows)
         with self._lock:
             self.widths.setdefault(site, rows.shape[-1])
             if self._writer is not None:
@@ -84,7 +145,13 @@ class CaptureStore:
                 self._writer.add(name, rows)
                 self._written.add(name)
             elif self.keep_rows:
-                self._rows[(site, index)].append((step, rows))
+                self._rows[(site, index)].append((step, kept))
+                self._mem += kept.nbytes
+                if self.spill_limit is not None:
+                    self._recent[(site, index)] = None
+                    self._recent.move_to_end((site, index))
+                    if self._mem > self.spill_limit:
+                        self._spill_oldest()
             if part is not None:
                 self._stat(site, ALL, rows.shape[-1]).merge(part)
                 s = self.set_of.get(index)
@@ -95,13 +162,61 @@ class CaptureStore:
             if ring is None:
                 ring = self._ring[site] = deque()
                 self._ring_rows[site] = 0
-            ring.append(rows[-self._ring_len:])
+            if len(kept) > self._ring_len:
+                kept = (Packed(kept.bits[-self._ring_len:]) if isinstance(kept, Packed)
+                        else kept[-self._ring_len:])
+            ring.append(kept)
             self._ring_rows[site] += len(ring[-1])
             while self._ring_rows[site] - len(ring[0]) >= self._ring_len:
                 self._ring_rows[site] -= len(ring.popleft())
             self._dirty.add(site)
             self.version += 1
             self.n_rows += rows.shape[0]
+
+    def _spill_oldest(self) -> None:
+        """Move rows to the spill file, least recently appended first, until an eighth of the
+        limit is free (under the lock)."""
+        if self._spill is None:
+            self._spill = SpillFile(self._spill_dir)
+        target = self.spill_limit * 7 // 8
+        while self._mem > target and self._recent:
+            key, _ = self._recent.popitem(last=False)
+            self._rows[key] = self._spilled(self._rows[key])
+
+    def _spilled(self, chunks: list) -> list:
+        """``chunks`` with each run of in-memory chunks of one step and kind written out as
+        one record."""
+        out: list = []
+        run: list = []
+
+        def flush():
+            if not run:
+                return
+            packed = isinstance(run[0][1], Packed)
+            parts = [c.bits if packed else c for _, c in run]
+            rec = self._spill.write(parts[0] if len(parts) == 1 else np.concatenate(parts),
+                                    packed)
+            self._mem -= sum(c.nbytes for _, c in run)
+            out.append((run[0][0], rec))
+            run.clear()
+        for step, c in chunks:
+            if isinstance(c, Spilled):
+                flush()
+                out.append((step, c))
+                continue
+            if run and (run[0][0] != step or type(run[0][1]) is not type(c)
+                        or (not isinstance(c, Packed) and c.dtype != run[0][1].dtype)):
+                flush()
+            run.append((step, c))
+        flush()
+        return out
+
+    def _loaded(self, chunk):
+        """An in-memory chunk as it is; a spilled one read back (under the lock)."""
+        if not isinstance(chunk, Spilled):
+            return chunk
+        data = self._spill.read(chunk)
+        return Packed(data) if chunk.packed else data
 
     def _stat(self, site: str, set_name: str, width: int) -> RunningStats:
         key = (site, set_name)
@@ -133,13 +248,24 @@ class CaptureStore:
             if self._writer is not None:
                 raise RuntimeError("rows of a streamed capture are read from its file "
                                    f"({self.out}), not from the store")
-            chunks = [a for s, a in self._rows.get((site, index), []) if step is None or s == step]
+            chunks = [self._loaded(a) for s, a in self._rows.get((site, index), [])
+                      if step is None or s == step]
             if not chunks:
                 w = self.widths.get(site)
                 if w is None:
                     raise KeyError(f"nothing captured at {site}")
                 return np.zeros((0, w), np.float32)
-            return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return _joined(chunks)
+
+    def row_bytes(self) -> int:
+        """Bytes the kept rows take in memory (not counting those in the spill file)."""
+        with self._lock:
+            return self._mem
+
+    def spilled_bytes(self) -> int:
+        """Bytes of rows in the spill file."""
+        with self._lock:
+            return self._spill.size if self._spill is not None else 0
 
     def steps(self, site: str, index: int) -> list[int]:
         with self._lock:
@@ -172,7 +298,7 @@ class CaptureStore:
             if not ring:
                 return np.zeros((0, self.widths.get(site, 0)), np.float32)
             items = list(ring)
-        out = np.concatenate(items)[-self._ring_len:]
+        out = _joined(items)[-self._ring_len:]
         return out[-n:] if n else out
 
     def take_dirty(self) -> set[str]:
@@ -183,6 +309,10 @@ class CaptureStore:
     def clear(self) -> None:
         with self._lock:
             self._rows.clear()
+            self._mem = 0
+            self._recent.clear()
+            if self._spill is not None:
+                self._spill.reset()
             self._stats.clear()
             self._ring.clear()
             self._ring_rows.clear()
@@ -193,3 +323,12 @@ class CaptureStore:
             self.prompts.clear()
             self.n_rows = 0
             self.version += 1
+
+
+def _joined(chunks: list) -> np.ndarray:
+    """Chunks (float32 arrays or :class:`Packed`) as one array; packed runs unpack once."""
+    if all(isinstance(c, Packed) for c in chunks):
+        bits = chunks[0].bits if len(chunks) == 1 else np.concatenate([c.bits for c in chunks])
+        return Packed(bits).unpack()
+    out = [unpack(c) for c in chunks]
+    return out[0] if len(out) == 1 else np.concatenate(out)
