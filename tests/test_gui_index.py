@@ -216,3 +216,31 @@ def test_a_small_user_index_does_not_hide_a_bigger_one_beside_the_model(tmp_path
     assert find_index(lm) == beside                      # more tokens than the user's
     build_index(lm, [str(big)], user_index_dir(lm), chunk_docs=8)   # extended: now the larger
     assert find_index(lm) == user_index_dir(lm)
+
+
+def test_no_digest_is_computed_where_no_index_could_match(tmp_path, data_dir, monkeypatch):
+    """Hashing every weight takes seconds at 8B: looking for an index (the dashboard, the build
+    bar's state) reads only manifests until one has this model's sites and widths."""
+    import tiny
+
+    import neurolens as nl
+    from neurolens.engine.neuron_index import build_index, find_index
+    from neurolens.engine.neuron_index import index as index_mod
+    from neurolens.engine.neuron_index import user_index_dir
+    from neurolens.gui import jobs_attribute
+    lm = nl.load(tiny.save("llama", tmp_path / "m"))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(docs(4)) + "\n")
+    folder = build_index(lm, [str(corpus)], user_index_dir(lm), chunk_docs=8).folder
+    manifest = folder / "manifest.json"
+    real = json.loads(manifest.read_text())
+    other = {**real, "widths": {s: 96 for s in real["widths"]}}    # another model's widths
+    manifest.write_text(json.dumps(other))
+    lm = nl.load(tmp_path / "m")                                   # no cached digest
+    calls = []
+    digest = index_mod.weights_digest
+    monkeypatch.setattr(index_mod, "weights_digest", lambda m: calls.append(1) or digest(m))
+    assert find_index(lm) is None and calls == []
+    assert jobs_attribute._user_index(lm)["state"] == "none" and calls == []
+    manifest.write_text(json.dumps(real))                          # this model's widths
+    assert find_index(lm) == folder and calls                      # plausible: digest checked

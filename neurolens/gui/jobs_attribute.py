@@ -211,9 +211,13 @@ def _user_index(model) -> dict:
     build would refuse (an index of other weights, a newer format)."""
     from neurolens.engine.neuron_index import files, user_index_dir, weights_digest
     from neurolens.engine.neuron_index.corpus import Source
+    from neurolens.engine.neuron_index.index import any_user_index
+    out = {"folder": "", "state": "none", "n_docs": 0, "n_tokens": 0, "total_docs": 0,
+           "sources": []}
+    if not any_user_index(model):       # no digest to compute (seconds at 8B): nothing to find
+        return out
     folder = user_index_dir(model)
-    out = {"folder": str(folder), "state": "none", "n_docs": 0, "n_tokens": 0,
-           "total_docs": 0, "sources": []}
+    out["folder"] = str(folder)
     if not (folder / files.MANIFEST).is_file():
         return out
     manifest = files.read_manifest(folder)          # refuses a newer format

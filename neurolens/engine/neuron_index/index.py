@@ -83,18 +83,44 @@ def _matches(folder: Path, digest: str) -> bool:
         return False
 
 
+def _plausible(folder: Path, model) -> bool:
+    """Whether ``folder`` holds an index whose sites and widths this model has: read from its
+    manifest, with no digest (hashing every weight takes seconds at 8B, and most models have
+    no index at all)."""
+    try:
+        widths = files.read_manifest(folder).get("widths") or {}
+        return bool(widths) and all(model.site_width(s) == int(w) for s, w in widths.items())
+    except Exception:  # noqa: BLE001 - an unreadable manifest or a site this model lacks
+        return False
+
+
+def any_user_index(model) -> bool:
+    """Whether the user-data folder has an index this model could have built (its sites and
+    widths): False without computing the weights digest."""
+    root = data_dir() / "indexes"
+    return root.is_dir() and any(d.is_dir() and _plausible(d, model) for d in root.iterdir())
+
+
 def find_index(model, extra_dirs=()) -> Path | None:
     """The folder of an index built for exactly these weights: in the user-data folder, beside
     the model (``<model folder>/index``), or in ``extra_dirs`` (index folders, or folders of
     indexes named by digest); of several, the one over the most tokens. None when there is
-    none."""
-    digest = weights_digest(model)
-    cands = [user_index_dir(model)]
+    none. The weights digest is computed only when some index has this model's sites and
+    widths."""
     src = Path(str(getattr(model, "name_or_path", "") or ""))
-    if str(src) and src.is_dir():
-        cands.append(src / "index")
-    for d in extra_dirs:
-        cands += [Path(d), Path(d) / digest]
+    near = [src / "index"] if str(src) and src.is_dir() else []
+    extra = [Path(d) for d in extra_dirs]
+
+    def holds(d: Path) -> bool:            # an index folder, or a folder of them
+        return _plausible(d, model) or (d.is_dir() and any(
+            e.is_dir() and _plausible(e, model) for e in d.iterdir()))
+    if not (any_user_index(model) or any(_plausible(c, model) for c in near)
+            or any(holds(d) for d in extra)):
+        return None
+    digest = weights_digest(model)
+    cands = [user_index_dir(model)] + near
+    for d in extra:
+        cands += [d, d / digest]
     found = [c for c in cands if c.is_dir() and _matches(c, digest)]
     # the one covering the most tokens: a "Build index" cancelled early in the user-data folder
     # does not hide the complete index shipped beside the model (first found wins a tie)
