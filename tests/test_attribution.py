@@ -9,13 +9,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 import tiny
 from native_sites import PlainReader, module, native
 
 from neurolens.cli import main
 from neurolens.engine.attribution import attribute, metric, patch_blocks
-from neurolens.spec.edits import EditSet, Prune
+from neurolens.spec.edits import EditSet, Prune, Scale
 
 CLEAN, CORRUPT = "Compute: 12+30=", "Compute: 13+30="
 
@@ -345,3 +346,73 @@ def test_cli_mean_ablation_defaults_to_the_probe_split(tiny_dirs, tmp_path, caps
     assert [t["effect"] for t in d["top"]] == pytest.approx([t["effect"] for t in d2["top"]])
     code, out3, err = cli(base + ["--ablate", "zero"], capsys)
     assert code == 0 and "mean_over" not in json.loads(out3)
+
+
+#: the query projection's weight (hard-coded per architecture)
+QUERY = {"gpt2": "transformer.h.{l}.attn.c_attn.weight",
+         "llama": "model.layers.{l}.self_attn.q_proj.weight"}
+
+
+class WeightUses(TorchFunctionMode):
+    """Counts the matrix products with each of the given parameters (a module that does not
+    run does not multiply by its weights)."""
+
+    def __init__(self, params: dict):
+        super().__init__()
+        self.params, self.n = params, dict.fromkeys(params, 0)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for k, p in self.params.items():
+            if getattr(func, "__name__", "") in ("linear", "addmm", "matmul", "mm") and \
+                    any(a is p for a in (*args, *kwargs.values())):
+                self.n[k] += 1
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_exact_patching_starts_from_the_clean_run(arch):
+    """Patched forwards reuse the clean run up to the patched site (block 0, and block 1's
+    attention and FFN input projection, are not computed again for a block-1 site), and the
+    effects still equal hand-made hooks, with a model edit on the output of a skipped block (a
+    scale: applied twice, or not at all, it would move the numbers)."""
+    m = lm64(arch)
+    tok, hf = m.tokenizer, m.hf
+    m.sites()                                   # the width probe runs a forward of its own
+    s0, s1 = "blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"
+    edits = EditSet([Scale("blocks.0.hook_resid_post", [2, 5], 1.5)])
+    weight = {"attn0": QUERY[arch].format(l=0), "attn1": QUERY[arch].format(l=1),
+              "down0": native(arch, "mlp.hook_post", 0)[0] + ".weight",
+              "pre1": native(arch, "mlp.hook_pre", 1)[0] + ".weight"}
+    with WeightUses({k: hf.get_parameter(p) for k, p in weight.items()}) as uses:
+        res = attribute(m, CLEAN, "42", "52", corrupt=CORRUPT, sites=[s0, s1], method="exact",
+                        neurons={s0: [3], s1: [3, 17]}, edits=edits)
+    # the corrupted and the clean run, then one patched forward per start block: block 0's
+    # rows run block 0's FFN and block 1; block 1's rows run only block 1's FFN output side
+    assert uses.n == {"attn0": 2, "attn1": 3, "down0": 3, "pre1": 3}
+
+    def scale(mo, a, o):
+        x = o[0] if isinstance(o, tuple) else o
+        x = x.clone()
+        x[..., [2, 5]] *= 1.5
+        return (x,) + tuple(o[1:]) if isinstance(o, tuple) else x
+    good, bad = ids(tok, "4")[0], ids(tok, "5")[0]
+    edit = module(hf, native(arch, "hook_resid_post", 0)[0]).register_forward_hook(scale)
+    try:
+        with PlainReader(hf, arch, {0: ("mlp.hook_post", 0), 1: ("mlp.hook_post", 1)}) as r, \
+                torch.no_grad():
+            hf(input_ids=torch.tensor([ids(tok, CORRUPT)]), use_cache=False)
+        m_clean = logit_diff(plain_logits(hf, ids(tok, CLEAN)), good, bad)
+        assert res.clean == pytest.approx(m_clean, abs=1e-9)
+        for layer, n in ((0, 3), (1, 3), (1, 17)):
+            corr = r.calls[layer][0][0].double()
+            with Overwrite(hf, arch, "mlp.hook_post", layer, n,
+                           lambda cur, n=n, c=corr: c[:, n].to(cur.dtype)):
+                m_patched = logit_diff(plain_logits(hf, ids(tok, CLEAN)), good, bad)
+            got = res.effects[f"blocks.{layer}.mlp.hook_post"][n]
+            assert abs(got - (m_clean - m_patched)) < 1e-6
+            assert abs(got) > 1e-6
+    finally:
+        edit.remove()
+    assert hooks_left(hf) == 0
+    assert not any("forward" in vars(mo) for mo in hf.modules())     # forwards restored

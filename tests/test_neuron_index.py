@@ -21,6 +21,7 @@ from neurolens.engine.hooks import CancelToken
 from neurolens.engine.lm import LanguageModel
 from neurolens.engine.neuron_index import (NeuronIndex, build_index, find_index,
                                            weights_digest)
+from neurolens.engine.neuron_index import accumulate
 from neurolens.engine.neuron_index import files as index_files
 from neurolens.errors import Cancelled, InputError
 
@@ -117,7 +118,15 @@ def test_top_examples_histograms_density_match_plain_hooks(gpt2, tmp_path):
     assert "".join(e.tokens) in texts[e.doc]
 
 
-def test_padded_batches_and_long_documents_segmented(gpt2, tmp_path):
+@pytest.mark.parametrize("block_rows", [None, 5, "masked"])
+def test_padded_batches_and_long_documents_segmented(gpt2, tmp_path, monkeypatch, block_rows):
+    """Left-padded batches, documents longer than a segment; the statistics over blocks of 5
+    real rows (top-k candidates in several blocks), and in one masked pass per batch (as on
+    a GPU: pad rows weighted 0)."""
+    if block_rows == "masked":
+        monkeypatch.setattr(accumulate, "SPLIT_CPU", False)
+    elif block_rows is not None:
+        monkeypatch.setattr(accumulate, "BLOCK_FLOATS", block_rows * gpt2.site_width(SITES[0]))
     texts = docs(10, seed=1) + [" ".join(["red cat sat on the mat"] * 12)]
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))

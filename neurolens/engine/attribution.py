@@ -32,6 +32,7 @@ import torch
 
 from neurolens.engine.attribution_metric import (Setup, build_setup, check_head_sites,
                                                  check_neuron_sites, encode_prompt, metric_rows)
+from neurolens.engine.attribution_prefix import CleanPrefix
 from neurolens.engine.attribution_result import Attribution
 from neurolens.engine.hooks import CancelToken, HookSession, RunState
 from neurolens.errors import Cancelled, InputError
@@ -185,28 +186,48 @@ def _gradients(model, setup: Setup, sites, corr: _Corrupted, method: str, edits)
     return per, clean
 
 
-def _exact_rows(model, setup: Setup, sites, corr: _Corrupted, clean: np.ndarray,
+def _exact_rows(model, setup: Setup, sites, corr: _Corrupted,
                 rows: list[dict[str, list[int]]], position, batch: int, edits,
-                progress=None, cancel: CancelToken | None = None) -> np.ndarray:
+                progress=None,
+                cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Effect of patching each row's neurons (``{site: [neurons]}``, patched together) on the
-    mean metric; many patched copies of each prompt per forward."""
+    mean metric, and the clean metric per prompt; many patched copies of each prompt per
+    forward. The clean run keeps the outputs of the blocks before each site
+    (:class:`~neurolens.engine.attribution_prefix.CleanPrefix`): a forward patching a site of
+    block L computes only block L (without its attention, for an FFN site) and the blocks
+    after it, so rows are batched by the block they start from."""
     out = np.zeros(len(rows))
+    clean = np.zeros(setup.n)
+    # widths in the sites' order (a first width query adds the site to the model's list)
+    widths = {s: model.site_width(s) for s in sites}
+    prefix = CleanPrefix(model, sites)
+    starts = [prefix.row_start([s for s in r if r[s]]) for r in rows]
+    order = sorted(range(len(rows)), key=lambda j: starts[j], reverse=True)
     done, total = 0, len(rows) * len(setup.groups)
     for g, idx in enumerate(setup.groups):
         ids = [setup.clean[i] for i in idx]
         T = len(ids[0])
         step = max(1, batch // len(idx))
         targets = [setup.targets[i] for i in idx]
-        for start in range(0, len(rows), step):
+        with prefix.record(len(idx)), torch.inference_mode():
+            clean[idx] = _read(model, setup, ids, idx, [], edits)[0]
+        at = 0
+        while at < len(order):
             if cancel is not None and cancel.cancelled:
                 raise Cancelled("attribution cancelled")
-            chunk = rows[start:start + step]
+            start = starts[order[at]]
+            end = at + 1
+            while end < len(order) and end - at < step and starts[order[end]] == start:
+                end += 1
+            which = order[at:end]
+            chunk = [rows[j] for j in which]
+            at = end
             B = len(chunk)
             sess = _session(model, edits, B * len(idx), T)
             for s in sites:
                 if not any(s in r for r in chunk):
                     continue
-                mask = torch.zeros(B, model.site_width(s), dtype=torch.bool, device=model.device)
+                mask = torch.zeros(B, widths[s], dtype=torch.bool, device=model.device)
                 for b, r in enumerate(chunk):
                     if s in r:
                         mask[b, r[s]] = True
@@ -215,14 +236,14 @@ def _exact_rows(model, setup: Setup, sites, corr: _Corrupted, clean: np.ndarray,
                     pm[position] = True
                     mask = mask[:, None, :] & pm[None, :, None]
                 sess.add(model.resolve(s), _Patch(corr.groups[g][s], mask), True)
-            with torch.no_grad():
+            with prefix.resume(start, B), torch.inference_mode():
                 logits = _run(model, ids * B, sess, _keep(setup, idx))
                 m = metric_rows(logits, targets * B).double().cpu().numpy().reshape(B, len(idx))
-            out[start:start + B] += (clean[idx][None, :] - m).sum(1)
+            out[which] += (clean[idx][None, :] - m).sum(1)
             done += B
             if progress is not None:
                 progress(done, total)
-    return out / setup.n
+    return out / setup.n, clean
 
 
 class _Units:
@@ -319,17 +340,12 @@ def attribute(model, prompts, answer, contrast=None, *, corrupt=None, ablate: st
         model.check_edits(edits)
     corr = _Corrupted(model, setup, sites, ablate, mean_prompts, edits, prompts)
     if method == "exact":
-        with torch.no_grad():
-            clean = np.zeros(setup.n)
-            for idx in setup.groups:
-                clean[idx] = _read(model, setup, [setup.clean[i] for i in idx], idx, [],
-                                   edits)[0]
         chosen = neurons or {s: list(range(units.n[s])) for s in sites}
         units.check(chosen, sites)
         keys = [(s, n) for s in chosen for n in chosen[s]]
-        eff = _exact_rows(model, setup, sites, corr, clean,
-                          [{s: units.columns(n)} for s, n in keys], pos, batch, edits,
-                          progress, cancel)
+        eff, clean = _exact_rows(model, setup, sites, corr,
+                                 [{s: units.columns(n)} for s, n in keys], pos, batch, edits,
+                                 progress, cancel)
         effects = {s: np.full(units.n[s], np.nan) for s in sites}
         for (s, n), e in zip(keys, eff):
             effects[s][n] = e
@@ -349,8 +365,8 @@ def attribute(model, prompts, answer, contrast=None, *, corrupt=None, ablate: st
     if verify and method != "exact":
         top = res.top(verify)
         rows = [{s: units.columns(n)} for s, n, _ in top]
-        ex = _exact_rows(model, setup, sites, corr, clean, rows, pos, batch, edits,
-                         progress, cancel)
+        ex, _ = _exact_rows(model, setup, sites, corr, rows, pos, batch, edits, progress,
+                            cancel)
         res.verified = [{"site": s, "neuron": n, **({"head": n} if per == "head" else {}),
                          "estimate": float(e), "exact": float(x)}
                         for (s, n, e), x in zip(top, ex)]
@@ -371,11 +387,8 @@ def patch_blocks(model, prompts, answer, contrast=None, *, blocks: list[tuple[st
     setup = build_setup(model, prompts, answer, contrast, corrupt)
     pos = _position(setup, position)
     corr = _Corrupted(model, setup, sites, ablate, mean_prompts, edits, prompts)
-    clean = np.zeros(setup.n)
-    for idx in setup.groups:
-        clean[idx] = _read(model, setup, [setup.clean[i] for i in idx], idx, [], edits)[0]
-    return _exact_rows(model, setup, sites, corr, clean, [{s: list(n)} for s, n in blocks],
-                       pos, batch, edits)
+    return _exact_rows(model, setup, sites, corr, [{s: list(n)} for s, n in blocks], pos,
+                       batch, edits)[0]
 
 
 def metric(model, prompts, answer, contrast=None, edits=None) -> float:

@@ -23,7 +23,7 @@ import torch
 from neurolens.engine.events import BatchDone, Cancelled as CancelledEvent, Failed
 from neurolens.engine.hooks import CancelToken
 from neurolens.engine.neuron_index import files
-from neurolens.engine.neuron_index.accumulate import RangeProbe, SiteAccumulator
+from neurolens.engine.neuron_index.accumulate import RangeProbe, Scratch, SiteAccumulator
 from neurolens.engine.neuron_index.corpus import Source, TextHash, as_paths, source_path
 from neurolens.engine.neuron_index.digest import weights_digest
 from neurolens.engine.neuron_index.index import NeuronIndex
@@ -192,10 +192,11 @@ def _first_chunk(model, st: dict, rows, seg_doc, seg_start, batch_size, cancel,
     probes = {s: RangeProbe(seg_doc, seg_start) for s in st["sites"]}
     _run(model, rows, probes, batch_size, cancel, report)
     accs = {}
+    scratch = Scratch()      # the sites run one after another: they share work buffers
     for s, p in probes.items():
         lo, step = p.bins(st["widths"][s], st["bins"])
         accs[s] = SiteAccumulator(st["top_k"], st["bins"], st["threshold"], lo, step,
-                                  seg_doc, seg_start)
+                                  seg_doc, seg_start, scratch=scratch)
         while p.kept:
             accs[s].update(*p.kept.pop(0))
     return accs
@@ -291,9 +292,10 @@ def build_index(model, corpus, out_dir, *, sites=None, top_k: int | None = None,
             accs = _first_chunk(model, st, rows, seg_doc, seg_start, batch_size, cancel, report)
         else:
             if not accs:
+                scratch = Scratch()
                 accs = {s: SiteAccumulator(st["top_k"], st["bins"], st["threshold"],
                                            saved[s]["lo"], saved[s]["step"], seg_doc,
-                                           seg_start, saved[s]) for s in st["sites"]}
+                                           seg_start, saved[s], scratch) for s in st["sites"]}
             for a in accs.values():
                 a.seg_doc, a.seg_start = seg_doc, seg_start
             _run(model, rows, accs, batch_size, cancel, report)
