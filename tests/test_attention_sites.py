@@ -231,3 +231,15 @@ def test_hook_z_and_attn_out_equal_plain_hooks(arch):
     np.testing.assert_allclose(cap["blocks.1.attn.hook_z"][0], got["z"].numpy(), atol=1e-6)
     np.testing.assert_allclose(cap["blocks.1.hook_attn_out"][0], got["o"].numpy(), atol=1e-6)
     assert lm.attention_sites()["blocks.1.attn.hook_z"] == 32      # 2 heads x 16
+
+
+def test_asking_a_head_site_width_leaves_sites_and_pattern_order_alone():
+    """``site_width`` of hook_z (not a canonical FFN site), asked layer 1 first: ``sites()``
+    keeps the canonical list, and ``blocks.*.attn.hook_z`` still expands in layer order."""
+    lm = tiny.lm("llama")
+    before = list(lm.sites())
+    assert lm.site_width("blocks.1.attn.hook_z") == lm.hf.config.num_attention_heads * 16
+    lm.site_width("blocks.0.attn.hook_z")
+    assert list(lm.sites()) == before
+    assert lm.resolve_sites("blocks.*.attn.hook_z") == ["blocks.0.attn.hook_z",
+                                                         "blocks.1.attn.hook_z"]

@@ -110,6 +110,7 @@ class LanguageModel(ModelBase):
             # positions from 0: pad right
             tokenizer.padding_side = "left" if self.causal else "right"
         self._widths: dict[str, int] | None = None
+        self._other_widths: dict[str, int] = {}      # non-canonical sites asked for
         self._tok_cache: dict[int, str] = {}
         self._fingerprint: str | None = None
 
@@ -161,10 +162,14 @@ class LanguageModel(ModelBase):
         return dict(self._widths)
 
     def site_width(self, name: str) -> int:
+        """The width of any site (canonical, attention or native); a site outside
+        :meth:`sites` is probed once and kept apart, so :meth:`sites` and the order patterns
+        expand in stay as they are."""
         w = self.sites().get(name)
         if w is None:
-            w = self._probe_widths([name])[name]
-            self._widths[name] = w
+            w = self._other_widths.get(name)
+        if w is None:
+            w = self._other_widths[name] = self._probe_widths([name])[name]
         return w
 
     def resolve(self, name: str, io: str = "input") -> SiteRef:
