@@ -760,9 +760,14 @@ def test_garbage_is_collected_on_the_gui_thread(qtbot, window):
     a.other, b.other = b, a
     ref = weakref.ref(a)
     del a, b
-    # pass the generation-0 threshold (kept alive: freeing them would lower the count again)
-    junk = [[] for _ in range(gc.get_threshold()[0] * 2)]
-    qtbot.waitUntil(lambda: ref() is None, timeout=WAIT)
+    # pass the generation-0 threshold (kept alive: freeing them would lower the count again),
+    # on every poll: objects an earlier test's window frees meanwhile lower the count too
+    junk: list = []
+
+    def collected():
+        junk.extend([] for _ in range(gc.get_threshold()[0] * 2))
+        return ref() is None
+    qtbot.waitUntil(collected, timeout=WAIT)
     assert seen == [True, True] and len(junk)
 
 
