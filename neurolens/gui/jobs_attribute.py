@@ -161,12 +161,17 @@ def _index_for(model):
     return idx
 
 
+def _not_lm(ctx: Context) -> bool:
+    """No language model loaded: the dashboard and the build bar have nothing to show."""
+    return ctx.model is None or getattr(ctx.model, "kind", "lm") != "lm"
+
+
 def dashboard(site: str, neuron: int, k: int = 12) -> Job:
     """One neuron's corpus dashboard: ``{"dashboard": Dashboard, "folder": str}``, or
     ``{"missing": model name}`` when no index exists for the loaded weights, or ``{"error":
     message}`` (an index that cannot be read, a site it does not cover)."""
     def job(ctx: Context):
-        if ctx.model is None or getattr(ctx.model, "kind", "lm") != "lm":
+        if _not_lm(ctx):
             yield Finished({"skip": True})
             return
         try:
@@ -269,7 +274,7 @@ def index_status() -> Job:
     corpus offered first) and ``found`` (the folder of the index the dashboards read, if any);
     ``{"error": message}`` for a user index the build would refuse."""
     def job(ctx: Context):
-        if ctx.model is None or getattr(ctx.model, "kind", "lm") != "lm":
+        if _not_lm(ctx):
             yield Finished({"skip": True})
             return
         from neurolens.engine.neuron_index import find_index
