@@ -128,12 +128,6 @@ def test_build_cancel_resume_and_show(qtbot, window, tiny_dirs, data_dir, tmp_pa
     assert re.fullmatch(r"[\d,]+ / [\d,]+ tokens · (about \d+ s left|estimating.*)",
                         lines[-1][2])
     assert lines[-1][2].startswith(f"{lines[-1][0]:,} / {n_tokens:,} tokens")
-    # equals an uninterrupted build by the engine API (the same chunks)
-    full = _arrays(build_index(w.worker.lm, corpus, tmp_path / "ref", chunk_docs=8).folder)
-    got = _arrays(target)
-    assert got.keys() == full.keys()
-    for k in full:
-        np.testing.assert_array_equal(got[k], full[k], err_msg=k)
     # the dashboard shows the inspected neuron's top example at once: plain torch's maximum
     value, doc, pos = plain_max(folder, texts, 1, NEURON)
     qtbot.waitUntil(lambda: w.dashboard.state == "shown" and w.dashboard.dashboard.n_tokens
@@ -145,6 +139,14 @@ def test_build_cancel_resume_and_show(qtbot, window, tiny_dirs, data_dir, tmp_pa
     ids = w.worker.lm.tokenizer(texts[doc])["input_ids"]
     assert top.tokens[top.focus] == w.worker.lm.tokenizer.decode([ids[pos]])
     qtbot.waitUntil(lambda: w.dashboard.build_btn.text() == "Extend index…", timeout=WAIT)
+    # equals an uninterrupted build by the engine API (the same chunks). Run here once the
+    # worker is idle: the engine's forwards on one model do not overlap (the app runs them all
+    # on its one worker; a build here while the worker read a dashboard mixed their batches)
+    full = _arrays(build_index(w.worker.lm, corpus, tmp_path / "ref", chunk_docs=8).folder)
+    got = _arrays(target)
+    assert got.keys() == full.keys()
+    for k in full:
+        np.testing.assert_array_equal(got[k], full[k], err_msg=k)
 
 
 def test_build_bad_input_is_one_line(qtbot, window, tiny_dirs, data_dir, tmp_path,  # noqa: F811
