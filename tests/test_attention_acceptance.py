@@ -16,7 +16,7 @@ import tiny
 from neurolens.cli import main
 from neurolens.engine.lm import LanguageModel
 from neurolens.spec.head_edits import AttnTopK
-from test_attention_sites import eager_attentions
+from test_attention_sites import eager_attentions, llama_scores
 
 PROMPTS = ["Compute: 47+38=", "hi there"]
 
@@ -36,30 +36,6 @@ def qwen2_gqa():
     return LanguageModel(hf, tiny.tokenizer(), name_or_path="tiny-qwen2-gqa")
 
 
-def qk_scores(hf, ids, layer) -> np.ndarray:
-    """q·k/sqrt(d_head) from the weights (rotary written out); query head h reads key/value head
-    h // (H / KV)."""
-    got = {}
-    attn = hf.model.layers[layer].self_attn
-    h = attn.register_forward_pre_hook(lambda m, a, kw: got.update(kw), with_kwargs=True)
-    with torch.no_grad():
-        hf(input_ids=ids)
-    h.remove()
-    x = got["hidden_states"][0]
-    cos, sin = (t[0] for t in got["position_embeddings"])
-    H, KV = hf.config.num_attention_heads, hf.config.num_key_value_heads
-    dh = hf.config.hidden_size // H
-
-    def rot(t):
-        a, b = t[..., : dh // 2], t[..., dh // 2:]
-        return t * cos + torch.cat([-b, a], -1) * sin
-    with torch.no_grad():
-        q = rot(attn.q_proj(x).view(-1, H, dh).transpose(0, 1))
-        k = rot(attn.k_proj(x).view(-1, KV, dh).transpose(0, 1))
-    k = k[[hh // (H // KV) for hh in range(H)]]
-    return (q @ k.transpose(1, 2) / dh ** 0.5).double().numpy()
-
-
 def test_qwen2_gqa_patterns_equal_output_attentions_and_qk():
     lm = qwen2_gqa()
     cfg = lm.hf.config
@@ -77,7 +53,7 @@ def test_qwen2_gqa_patterns_equal_output_attentions_and_qk():
             np.testing.assert_allclose(pat, ref[layer], atol=1e-6, rtol=0)
             sc = cap[f"blocks.{layer}.attn.hook_attn_scores"][i]
             low = np.tril_indices(n)
-            want = qk_scores(lm.hf, ids, layer)
+            want = llama_scores(lm.hf, ids, layer).astype(np.float64)
             np.testing.assert_allclose(sc[:, low[0], low[1]], want[:, low[0], low[1]],
                                        atol=1e-5, rtol=0)
     # heads sharing a key/value head still differ (their queries differ)

@@ -84,9 +84,9 @@ def _gpt2_scores(hf, ids, layer):
     return (q @ k.transpose(1, 2) / dh ** 0.5).numpy()
 
 
-def _llama_scores(hf, ids, layer):
-    """q·k/sqrt(d_head) with rotary embeddings from Llama's weights; query head h reads
-    key/value head h // (n_heads / n_kv_heads)."""
+def llama_scores(hf, ids, layer):
+    """q·k/sqrt(d_head) with rotary embeddings from a Llama-style model's weights (Llama,
+    Qwen2); query head h reads key/value head h // (n_heads / n_kv_heads)."""
     got = {}
     attn = hf.get_submodule(f"model.layers.{layer}.self_attn")
     h = attn.register_forward_pre_hook(lambda m, a, kw: got.update(kw), with_kwargs=True)
@@ -116,7 +116,7 @@ def test_scores_equal_qk_from_weights(arch):
         assert lm.hf.config.num_key_value_heads < lm.hf.config.num_attention_heads   # GQA
     cap = lm.attention(PROMPTS[:1], "blocks.1.attn.hook_attn_scores")
     ours = cap["blocks.1.attn.hook_attn_scores"][0]
-    ref = (_gpt2_scores if arch == "gpt2" else _llama_scores)(
+    ref = (_gpt2_scores if arch == "gpt2" else llama_scores)(
         lm.hf, lm.encode(PROMPTS[:1])["input_ids"], 1)
     low = np.tril_indices(ref.shape[1])
     np.testing.assert_allclose(ours[:, low[0], low[1]], ref[:, low[0], low[1]], atol=1e-6)
