@@ -54,21 +54,27 @@ def test_cell_text():
 STRONG, ROW = 384, 2
 
 
-@pytest.fixture
-def heatmap(qtbot):
+def shown_heatmap(qtbot, data: np.ndarray):
+    """A layer map 400 x 300 pixels on screen showing ``data`` (rows L0, L1, ...) at levels
+    -5..5, its layout settled."""
     from neurolens.gui.views.heatmap import Heatmap
     h = Heatmap("layer × neuron", "neuron", "layer")
     qtbot.addWidget(h)
     h.resize(400, 300)
     h.show()
     qtbot.waitExposed(h)
+    h.set_data(data, (-5.0, 5.0))
+    h.set_row_labels([f"L{i}" for i in range(len(data))])
+    qtbot.wait(50)                                    # the layout settles
+    return h
+
+
+@pytest.fixture
+def heatmap(qtbot):
     data = np.zeros((4, 768), np.float32)
     data[ROW, STRONG] = -4.21                         # signed: strongest by magnitude
     data[ROW, STRONG + 5] = 0.3
-    h.set_data(data, (-5.0, 5.0))
-    h.set_row_labels([f"L{i}" for i in range(4)])
-    qtbot.wait(50)                                    # the layout settles
-    return h
+    return shown_heatmap(qtbot, data)
 
 
 def _near_miss_pixel(h):

@@ -10,6 +10,7 @@ from PySide6.QtCore import QPointF
 
 from neurolens.gui.presenters.pick import bin_width, downsample
 from neurolens.gui.presenters.selection import NeuronRanges, Selection
+from test_heatmap_pick import shown_heatmap
 
 # -- downsampling against a plain loop ------------------------------------------------------------
 
@@ -139,19 +140,10 @@ COLS, ROW, TARGET = 768, 1, 500
 
 @pytest.fixture
 def heatmap(qtbot):
-    from neurolens.gui.views.heatmap import Heatmap
-    h = Heatmap("layer × neuron", "neuron", "layer")
-    qtbot.addWidget(h)
-    h.resize(400, 300)
-    h.show()
-    qtbot.waitExposed(h)
     data = np.random.default_rng(3).normal(size=(3, COLS)).astype(np.float32)
     data[ROW, TARGET] = 0.0                   # the target is the weak one among strong neighbours
     data[ROW, TARGET - 1] = data[ROW, TARGET + 1] = 9.0
-    h.set_data(data, (-5.0, 5.0))
-    h.set_row_labels(["L0", "L1", "L2"])
-    qtbot.wait(50)
-    return h
+    return shown_heatmap(qtbot, data)
 
 
 def _view_pos(h, x, y):
