@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -39,3 +43,18 @@ def alternate(a, b, reps: int, warmup: int = 1) -> tuple[float, float]:
             f()
             acc.append(time.perf_counter() - t)
     return statistics.median(ta), statistics.median(tb)
+
+
+def fresh_process(module: str, args: list, *, timeout: float, env: dict | None = None,
+                  prefix: list[str] | None = None, label: str = "") -> dict | None:
+    """Run ``python -m module args`` in a fresh process (``prefix``: a command before it, e.g.
+    ``nice``) and return the JSON object of its last stdout line (None when it printed
+    nothing). A failure raises RuntimeError with ``label`` and the last line of its stderr."""
+    cmd = list(prefix or []) + [sys.executable, "-m", module, *map(str, args)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                       env=env if env is not None else os.environ.copy())
+    if r.returncode != 0:
+        raise RuntimeError(label + (r.stderr.strip().splitlines()[-1] if r.stderr.strip()
+                                    else "failed"))
+    out = r.stdout.strip()
+    return json.loads(out.splitlines()[-1]) if out else None

@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from neurolens.bench.measure import Case
+from neurolens.bench.measure import Case, fresh_process
 
 #: Llama-3.2 shapes (the published configs), and a tiny one for the tests
 SHAPES = {
@@ -51,10 +50,7 @@ def make_model(folder: str | Path, shape: str = "3b", seed: int = 0) -> int:
     """Write a Llama-3.2-``shape``-shaped model with random bf16 weights and the demo model's
     tokenizer to ``folder`` (sharded at 5 GB as the hub's are); return the weights' bytes.
     Runs in a fresh process (the model is built whole before it is saved)."""
-    r = subprocess.run([sys.executable, "-m", __name__, "make", shape, str(folder), str(seed)],
-                       capture_output=True, text=True, timeout=3600)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
+    fresh_process(__name__, ["make", shape, folder, seed], timeout=3600)
     return weights_bytes(folder)
 
 
@@ -193,15 +189,12 @@ def run_step(step: str, side: str, folder: str | Path, out: str | Path,
     os.sync()     # the previous step's written files: flushed before this one is timed
     with tempfile.TemporaryDirectory(prefix="neurolens-bench-settings-") as settings:
         env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "NEUROLENS_SETTINGS_DIR": settings}
-        cmd = [sys.executable, "-m", __name__, "step", step, side, str(folder), str(out)]
-        if nice:
-            cmd = ["nice", "-n", str(nice)] + cmd
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
-    shutil.rmtree(out, ignore_errors=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{step} ({side}): " + (r.stderr.strip().splitlines()[-1]
-                                                    if r.stderr.strip() else "failed"))
-    return json.loads(r.stdout.strip().splitlines()[-1])
+        try:
+            return fresh_process(__name__, ["step", step, side, folder, out], timeout=3600,
+                                 env=env, prefix=["nice", "-n", str(nice)] if nice else None,
+                                 label=f"{step} ({side}): ")
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def measure(folder: str | Path, steps=STEPS, log=print, nice: int = 0) -> list[dict]:

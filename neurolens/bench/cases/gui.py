@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
-from neurolens.bench.measure import Case, check
+from neurolens.bench.measure import Case, check, fresh_process
 
 
 def case(n_prompts: int, n_tokens: int, model: str | None = None) -> list[Case]:
@@ -23,12 +22,7 @@ def case(n_prompts: int, n_tokens: int, model: str | None = None) -> list[Case]:
     # or autosave (see neurolens.gui.settings)
     with tempfile.TemporaryDirectory(prefix="neurolens-bench-settings-") as settings:
         env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "NEUROLENS_SETTINGS_DIR": settings}
-        r = subprocess.run([sys.executable, "-m", __name__, str(n_prompts), str(n_tokens),
-                            model or ""],
-                           capture_output=True, text=True, timeout=1800, env=env)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
-    d = json.loads(r.stdout.strip().splitlines()[-1])
+        d = fresh_process(__name__, [n_prompts, n_tokens, model or ""], timeout=1800, env=env)
     stall, hz = d["max_stall_ms"] or 0.0, d["refresh_hz"]
     det = {"stream_seconds": round(d["seconds"], 2), "p99_gap_ms": d["p99_gap_ms"],
            "prompts": n_prompts, "new_tokens": n_tokens}

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
-from neurolens.bench.measure import Case, alternate, check
+from neurolens.bench.measure import Case, alternate, check, fresh_process
 
 LAYERS, WIDTH, D_MODEL = 32, 14_336, 64
 
@@ -51,11 +50,7 @@ def case(quick: bool = False) -> list[Case]:
         folder = save_model(os.path.join(tmp, "model"), layers)
         settings = os.path.join(tmp, "settings")
         env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "NEUROLENS_SETTINGS_DIR": settings}
-        r = subprocess.run([sys.executable, "-m", __name__, str(n_prompts), str(n_tokens),
-                            folder], capture_output=True, text=True, timeout=1800, env=env)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
-    d = json.loads(r.stdout.strip().splitlines()[-1])
+        d = fresh_process(__name__, [n_prompts, n_tokens, folder], timeout=1800, env=env)
     shape = f"{layers} x {WIDTH}"
     det = {"shape": shape, "prompts": n_prompts, "new_tokens": n_tokens,
            "stream_seconds": round(d["seconds"], 2), "p99_gap_ms": d["p99_gap_ms"],

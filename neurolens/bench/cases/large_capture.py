@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
-from neurolens.bench.measure import Case, check
+from neurolens.bench.measure import Case, check, fresh_process
 
 
 def case(n_tokens: int, tmpdir: str, model: str | None = None) -> Case:
     """Stream a large capture of the demo model to disk; peak resident memory growth."""
     out = os.path.join(tmpdir, "large.safetensors")
-    r = subprocess.run([sys.executable, "-m", __name__, str(n_tokens), out, model or ""],
-                       capture_output=True, text=True, timeout=3600)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
-    d = json.loads(r.stdout.strip().splitlines()[-1])
+    d = fresh_process(__name__, [n_tokens, out, model or ""], timeout=3600)
     # resident memory sampled after every batch, against the resident size after loading
     growth = d["peak_mb"] - d["base_mb"]
     size = os.path.getsize(out) / 1e6

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from neurolens.bench.measure import Case, alternate, check
+from neurolens.bench.measure import Case, alternate, check, fresh_process
 
 SITES = ["blocks.*.mlp.hook_post"]
 
@@ -93,11 +92,7 @@ def memory(n_tokens: int, model: str | None = None) -> Case:
     """Resident memory of a build in a fresh process: its growth from the end of the first
     chunk to the end of the build (flat: the statistics do not grow with the corpus)."""
     with tempfile.TemporaryDirectory(prefix="nl-index-mem-") as tmp:
-        r = subprocess.run([sys.executable, "-m", __name__, str(n_tokens), tmp, model or ""],
-                           capture_output=True, text=True, timeout=7200)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
-    d = json.loads(r.stdout.strip().splitlines()[-1])
+        d = fresh_process(__name__, [n_tokens, tmp, model or ""], timeout=7200)
     growth = d["rss_end_mb"] - d["rss_first_chunk_mb"]
     return Case(f"neuron index build memory ({d['tokens']} tokens, {d['chunks']} chunks): "
                 "resident growth after the first chunk", growth, None, growth, "<= 50",
